@@ -1,0 +1,117 @@
+"""Input checks shared by every public entry point.
+
+Each check raises a ``TypeError`` or ``ValueError`` whose message names the offending argument and
+the expected shape, so that a bad call fails at the boundary instead of deep inside an index op.
+Checks that read tensor values (finiteness, index ranges) are skipped under ``torch.compile``,
+where they would break the graph; eager calls always run them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.compiler import is_compiling
+
+__all__ = [
+    "check_features",
+    "check_index_vector",
+    "check_edge_index",
+    "check_positive",
+    "check_nonnegative",
+    "check_choice",
+    "check_edge_values",
+]
+
+
+def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor:
+    """``x`` must be a non-empty floating-point tensor of shape ``[num_nodes, num_features]``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"'{name}' must be a torch.Tensor of shape [num_nodes, num_features], "
+                        f"got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"'{name}' must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"'{name}' must have shape [num_nodes, num_features] (2 dimensions), "
+                         f"got {x.dim()} dimensions with shape {tuple(x.shape)}")
+    if x.size(0) == 0 or x.size(1) == 0:
+        raise ValueError(f"'{name}' is empty (shape {tuple(x.shape)}): an empty batch has no "
+                         f"contrastive update")
+    if finite and not is_compiling() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
+    return x
+
+
+def check_index_vector(index: object, name: str, length: int | None = None) -> Tensor:
+    """``index`` must be an integer tensor of shape ``[length]`` with non-negative entries."""
+    if not isinstance(index, Tensor):
+        raise TypeError(f"'{name}' must be a torch.Tensor of integers, got {type(index).__name__}")
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise TypeError(f"'{name}' must be an integer tensor, got dtype {index.dtype}")
+    if index.dim() != 1:
+        raise ValueError(f"'{name}' must be one-dimensional, got shape {tuple(index.shape)}")
+    if length is not None and index.numel() != length:
+        raise ValueError(f"'{name}' must have one entry per node ({length}), "
+                         f"got {index.numel()} entries")
+    if index.numel() > 0 and not is_compiling() and int(index.min()) < 0:
+        raise ValueError(f"'{name}' must be non-negative, got minimum {int(index.min())}")
+    return index.long()
+
+
+def check_edge_index(edge_index: object, num_src: int, num_dst: int,
+                     name: str = "edge_index") -> Tensor:
+    """``edge_index`` must be an integer tensor ``[2, num_edges]`` with sources below ``num_src``
+    and targets below ``num_dst``."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"'{name}' must be a torch.Tensor of shape [2, num_edges], "
+                        f"got {type(edge_index).__name__}")
+    if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
+        raise TypeError(f"'{name}' must be an integer tensor, got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"'{name}' must have shape [2, num_edges], got {tuple(edge_index.shape)}")
+    if edge_index.numel() > 0 and not is_compiling():
+        lo = int(edge_index.min())
+        src_max, dst_max = int(edge_index[0].max()), int(edge_index[1].max())
+        if lo < 0 or src_max >= num_src or dst_max >= num_dst:
+            raise ValueError(
+                f"'{name}' is out of range: sources must lie in [0, {num_src}) and targets in "
+                f"[0, {num_dst}), got sources in [{int(edge_index[0].min())}, {src_max}] and "
+                f"targets in [{int(edge_index[1].min())}, {dst_max}]")
+    return edge_index
+
+
+def check_edge_values(values: object, num_edges: int, name: str) -> Tensor:
+    if not isinstance(values, Tensor):
+        raise TypeError(f"'{name}' must be a torch.Tensor of shape [num_edges], "
+                        f"got {type(values).__name__}")
+    if not values.is_floating_point():
+        raise TypeError(f"'{name}' must be a floating-point tensor, got dtype {values.dtype}")
+    if values.dim() != 1 or values.numel() != num_edges:
+        raise ValueError(f"'{name}' must have shape [num_edges] = [{num_edges}], "
+                         f"got {tuple(values.shape)}")
+    return values
+
+
+def check_positive(value: float, name: str) -> float:
+    """``value`` must be a finite real number greater than zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"'{name}' must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"'{name}' must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    """``value`` must be a finite real number greater than or equal to zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"'{name}' must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"'{name}' must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"'{name}' must be one of {choices}, got {value!r}")
+    return value  # type: ignore[return-value]

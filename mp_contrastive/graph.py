@@ -1,0 +1,120 @@
+r"""A mini-batch of augmented views as a graph.
+
+Nodes are views; an **augmentation edge** joins two different views of the same natural sample.
+Nodes are ordered the way contrastive code concatenates views, ``torch.cat([z_0, z_1, ...])``:
+node ``v * B + b`` is view ``v`` of sample ``b``. The normalised edge weight is the entry of
+
+.. math::
+    \bar{A} = D^{-1/2} A D^{-1/2}, \qquad A_{ij} = 1[\mathrm{sample}_i = \mathrm{sample}_j,\ i \ne j],
+
+which for a sample with :math:`c` views is :math:`1/(c-1)` on each of its edges, so every row of
+:math:`\bar{A}` sums to one and PyG's ``gcn_norm`` leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from mp_contrastive._validation import check_index_vector
+
+__all__ = ["AugmentationGraph", "augmentation_graph", "view_sample_index", "augmentation_edges"]
+
+
+class AugmentationGraph(Data):
+    """A :class:`~torch_geometric.data.Data` for a batch of views.
+
+    ``Data`` inherits a ``view()`` method from PyG's feature-store interface, which would hide the
+    ``view`` attribute; here ``graph.view`` is the per-node view number, as one would expect.
+    """
+
+    @property
+    def view(self) -> Tensor:  # type: ignore[override]
+        return self["view"]
+
+
+def view_sample_index(num_samples: int, num_views: int,
+                      device: torch.device | str | None = None) -> Tensor:
+    """The ``sample`` vector of ``num_views`` concatenated views of ``num_samples`` samples."""
+    _check_counts(num_samples, num_views)
+    return torch.arange(num_samples, device=device).repeat(num_views)
+
+
+def augmentation_edges(sample: Tensor,
+                       dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Augmentation edges of the nodes described by ``sample`` (one sample id per node).
+
+    Returns ``(edge_index, edge_weight, view)``: every ordered pair ``(j, i)`` of distinct nodes with
+    the same sample id (source ``j``, target ``i``), its normalised weight :math:`1/(c-1)` for a
+    sample with ``c`` views (in ``dtype``, default ``torch.get_default_dtype()``), and each node's
+    view number (its rank among the nodes of its sample, in node order). Runs in
+    :math:`O(N \\log N + |E|)` without any :math:`N \\times N` intermediate.
+    """
+    sample = check_index_vector(sample, "sample")
+    num_nodes = sample.numel()
+    if num_nodes == 0:
+        raise ValueError("'sample' is empty: an empty batch has no augmentation graph")
+    _, group, counts = torch.unique(sample, return_inverse=True, return_counts=True)
+    if int(counts.min()) < 2:
+        lonely = int(torch.unique(sample)[counts < 2][0])
+        raise ValueError(f"every sample needs at least 2 views to form a positive pair, but sample "
+                         f"{lonely} in 'sample' has only one")
+    # Sort nodes by group (stable, so views keep node order), then enumerate all pairs in a group.
+    order = torch.argsort(group, stable=True)
+    ptr = torch.zeros(counts.numel() + 1, dtype=torch.long, device=sample.device)
+    ptr[1:] = torch.cumsum(counts, 0)
+    view = torch.empty_like(sample)
+    sorted_group = group[order]
+    view[order] = torch.arange(num_nodes, device=sample.device) - ptr[sorted_group]
+
+    size = counts[sorted_group]  # group size per sorted position
+    pos = torch.repeat_interleave(torch.arange(num_nodes, device=sample.device), size)
+    start = torch.repeat_interleave(torch.cumsum(size, 0) - size, size)
+    offset = torch.arange(pos.numel(), device=sample.device) - start
+    partner = ptr[sorted_group[pos]] + offset
+    keep = partner != pos
+    dst, src = order[pos[keep]], order[partner[keep]]
+    edge_index = torch.stack([src, dst])
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    edge_weight = 1.0 / (counts[group[dst]] - 1).to(dtype)
+    return edge_index, edge_weight, view
+
+
+def augmentation_graph(num_samples: int | None = None, num_views: int | None = None, *,
+                       sample: Tensor | None = None,
+                       device: torch.device | str | None = None,
+                       dtype: torch.dtype | None = None) -> AugmentationGraph:
+    """Build the augmentation graph of a mini-batch as a :class:`torch_geometric.data.Data`.
+
+    Call it either with ``(num_samples, num_views)`` for equally many views per sample, ordered as
+    ``torch.cat(views)``, or with an explicit ``sample`` vector (one sample id per node), e.g. for
+    multi-crop batches with unequal view counts.
+
+    Returns an :class:`AugmentationGraph` (a ``Data``) with ``edge_index`` (augmentation edges,
+    no self loops), ``edge_weight`` (normalised, :math:`\\bar{A}`, in ``dtype``), ``sample``, ``view`` and ``num_nodes``.
+    """
+    if sample is None:
+        if num_samples is None or num_views is None:
+            raise TypeError("augmentation_graph() needs either (num_samples, num_views) or sample=")
+        sample = view_sample_index(num_samples, num_views, device=device)
+    else:
+        if num_samples is not None or num_views is not None:
+            raise TypeError("augmentation_graph() takes either (num_samples, num_views) or "
+                            "sample=, not both")
+        sample = check_index_vector(sample, "sample")
+        if device is not None:
+            sample = sample.to(device)
+    edge_index, edge_weight, view = augmentation_edges(sample, dtype)
+    return AugmentationGraph(edge_index=edge_index, edge_weight=edge_weight, sample=sample,
+                             view=view, num_nodes=sample.numel())
+
+
+def _check_counts(num_samples: int, num_views: int) -> None:
+    for name, value, low in (("num_samples", num_samples, 1), ("num_views", num_views, 2)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"'{name}' must be an int, got {type(value).__name__}")
+        if value < low:
+            what = ("a positive pair needs at least 2 views" if name == "num_views"
+                    else "an empty batch has no augmentation graph")
+            raise ValueError(f"'{name}' must be >= {low} ({what}), got {value}")

@@ -1,0 +1,216 @@
+r"""Losses derived from the operators.
+
+For any operator ``conv`` that performs a gradient step on an energy :math:`E`,
+
+.. math::
+    L_{mp}(H) = \frac{1}{2\alpha} \big\| H - \mathrm{sg}(\mathrm{conv}(H)) \big\|_F^2
+    \quad\text{has}\quad \frac{\partial L_{mp}}{\partial H} = \frac{H - \mathrm{conv}(H)}{\alpha}
+    = \nabla E(H),
+
+so back-propagating :math:`L_{mp}` into an encoder gives exactly the gradient of the original loss.
+We evaluate that gradient as ``-conv.step(H) / alpha`` (the step is computed directly, not as the
+difference ``H - conv(H)``, which would lose precision in float32 once the step is small), under
+``torch.no_grad``: no ``N x N`` matrix is kept for the backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mp_contrastive._validation import (
+    check_choice,
+    check_features,
+    check_index_vector,
+    check_positive,
+)
+from mp_contrastive.graph import augmentation_edges, view_sample_index
+from mp_contrastive.nn import AttentionAlignmentConv, ContrastiveConv, StepConv
+from mp_contrastive.nn.attention import NORMALIZATIONS
+
+__all__ = [
+    "MessagePassingLoss",
+    "SimCLRLoss",
+    "AttentionSimCLRLoss",
+    "descent_loss",
+    "plain_nt_xent",
+]
+
+REDUCTIONS = ("mean", "sum")
+
+
+def descent_loss(h: Tensor, step: Tensor, alpha: float, value: Tensor) -> Tensor:
+    r"""A scalar whose value is ``value`` and whose gradient w.r.t. ``h`` is ``-step / alpha``
+    (:math:`= \nabla E(h)` for ``step = conv.step(h)``)."""
+    surrogate = -(h * step.detach()).sum() / alpha
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+class MessagePassingLoss(nn.Module):
+    r"""The loss of an operator: :math:`\frac{1}{2\alpha} \| H - \mathrm{sg}(\mathrm{conv}(H)) \|_F^2`.
+
+    Its gradient w.r.t. :math:`H` is :math:`\nabla E(H)` of the operator's energy, so
+    ``MessagePassingLoss(conv)(H, ...)`` trains an encoder with the learning dynamics ``conv``
+    describes. Call it with the operator's own arguments; for a pair ``(x_src, x_dst)`` the loss is
+    on ``x_dst``.
+
+    Example:
+        >>> loss = MessagePassingLoss(ContrastiveConv(alpha=1.0))
+        >>> value = loss(h, graph.edge_index, graph.edge_weight)
+    """
+
+    def __init__(self, conv: StepConv) -> None:
+        super().__init__()
+        if not isinstance(conv, StepConv):
+            raise TypeError(f"'conv' must be one of the mp_contrastive.nn operators, "
+                            f"got {type(conv).__name__}")
+        self.conv = conv
+
+    def forward(self, x: Tensor | tuple[Tensor, Tensor], *args: object,
+                **kwargs: object) -> Tensor:
+        h = x[1] if isinstance(x, (tuple, list)) else x
+        with torch.no_grad():
+            step = self.conv.step(x, *args, **kwargs)
+        value = step.pow(2).sum() / (2 * self.conv.alpha)
+        return descent_loss(h, step, self.conv.alpha, value)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.conv})"
+
+
+class _ViewContrastiveLoss(nn.Module):
+    """Shared input handling of the view-based losses: ``loss(z0, z1)`` or ``loss(z, sample)``."""
+
+    def __init__(self, conv: ContrastiveConv, temperature: float, reduction: str) -> None:
+        super().__init__()
+        self.conv = conv
+        self.temperature = check_positive(temperature, "temperature")
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
+        self._graph_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def _nodes(self, z0: Tensor, z1_or_sample: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Features of all views and the batch's augmentation graph."""
+        z0 = check_features(z0, "z0")
+        if not isinstance(z1_or_sample, Tensor):
+            raise TypeError(f"the second argument must be the second view z1 (float tensor) or "
+                            f"'sample' (integer tensor), got {type(z1_or_sample).__name__}")
+        if z1_or_sample.is_floating_point():
+            z1 = check_features(z1_or_sample, "z1")
+            if z1.shape != z0.shape:
+                raise ValueError(f"'z1' must have the same shape as 'z0' {tuple(z0.shape)}, "
+                                 f"got {tuple(z1.shape)}")
+            key = (z0.size(0), z0.device, z0.dtype)
+            if key not in self._graph_cache:
+                sample = view_sample_index(z0.size(0), 2, device=z0.device)
+                edge_index, edge_weight, _ = augmentation_edges(sample, z0.dtype)
+                self._graph_cache = {key: (edge_index, edge_weight)}
+            return torch.cat([z0, z1]), *self._graph_cache[key]
+        sample = check_index_vector(z1_or_sample, "sample", length=z0.size(0))
+        edge_index, edge_weight, _ = augmentation_edges(sample.to(z0.device), z0.dtype)
+        return z0, edge_index, edge_weight
+
+    def _loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
+              attention_x: Tensor | None = None) -> Tensor:
+        h = F.normalize(z, dim=1) / math.sqrt(self.temperature)
+        with torch.no_grad():
+            step, energy = self.conv.step_and_energy(h, edge_index, edge_weight,
+                                                     attention_x=attention_x)
+        loss = descent_loss(h, step, self.conv.alpha, energy)
+        return loss / z.size(0) if self.reduction == "mean" else loss
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.extra_repr()})"
+
+
+class SimCLRLoss(_ViewContrastiveLoss):
+    r"""SimCLR's NT-Xent loss, as the loss of :class:`~mp_contrastive.nn.ContrastiveConv`.
+
+    With :math:`H = \mathrm{normalize}(Z) / \sqrt{\tau}`, the value is the contrastive energy
+    :math:`\sum_i \big[-\sum_j \bar{A}_{ij} H_i \cdot H_j + \log \sum_{k \ne i} e^{H_i \cdot H_k}\big]`
+    (divided by the number of views :math:`N` for ``reduction="mean"``): for two views exactly
+    NT-Xent (lightly's ``NTXentLoss``), for :math:`V` views the average over the :math:`V-1`
+    positives of each anchor. The gradient comes from the operator's step.
+
+    Call as ``loss(z0, z1)`` with two ``[B, D]`` views, or ``loss(z, sample)`` with all views
+    ``[N, D]`` and each row's sample id (any number of views per sample, at least two).
+
+    Args:
+        temperature (float): :math:`\tau > 0` (default ``0.5``).
+        reduction (str): ``"mean"`` (over views) or ``"sum"``.
+    """
+
+    def __init__(self, temperature: float = 0.5, reduction: str = "mean") -> None:
+        super().__init__(ContrastiveConv(alpha=1.0, normalize=False), temperature, reduction)
+
+    def forward(self, z0: Tensor, z1_or_sample: Tensor) -> Tensor:
+        return self._loss(*self._nodes(z0, z1_or_sample))
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, reduction='{self.reduction}'"
+
+
+class AttentionSimCLRLoss(_ViewContrastiveLoss):
+    r"""SimCLR with attention alignment (paper section 3.3.2): positive pairs are reweighted by the
+    detached attention of :class:`~mp_contrastive.nn.AttentionAlignmentConv`, uniformity unchanged.
+
+    ``normalize="negatives"`` is the paper (scores :math:`\beta H_i \cdot H_j`, normalised by the
+    mean over in-batch negatives); ``normalize="positives"`` is the official code (scores
+    :math:`\beta \cos(h_i, h_j)` on ``attention_features``, e.g. backbone features before the
+    projector, a softmax over the batch's positive pairs scaled to mean one, and each anchor's whole
+    term weighted); ``"neighbors"`` is GAT's per-node softmax. All three equal :class:`SimCLRLoss`
+    at ``beta=0`` (see :class:`~mp_contrastive.nn.AttentionAlignmentConv` for why).
+
+    Args:
+        temperature (float): :math:`\tau > 0` (default ``0.5``).
+        beta (float): attention sharpness :math:`\ge 0` (default ``1.0``).
+        normalize (str): ``"negatives"`` (paper), ``"positives"`` (official) or ``"neighbors"``.
+        kernel (str, optional): ``"dot"`` or ``"cosine"``; default ``"dot"`` for ``"negatives"``
+            and ``"cosine"`` otherwise.
+        reduction (str): ``"mean"`` or ``"sum"``.
+    """
+
+    def __init__(self, temperature: float = 0.5, beta: float = 1.0, normalize: str = "negatives",
+                 kernel: str | None = None, reduction: str = "mean") -> None:
+        check_choice(normalize, "normalize", NORMALIZATIONS)
+        if kernel is None:
+            kernel = "dot" if normalize == "negatives" else "cosine"
+        attention = AttentionAlignmentConv(beta=beta, normalize=normalize, kernel=kernel)
+        super().__init__(ContrastiveConv(alpha=1.0, normalize=False, attention=attention),
+                         temperature, reduction)
+
+    def forward(self, z0: Tensor, z1_or_sample: Tensor,
+                attention_features: Tensor | tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``attention_features``: features to compute the attention on, one row per view (or a
+        pair of per-view tensors matching ``(z0, z1)``); default the normalised ``z``."""
+        z, edge_index, edge_weight = self._nodes(z0, z1_or_sample)
+        if isinstance(attention_features, (tuple, list)):
+            attention_features = torch.cat(list(attention_features))
+        return self._loss(z, edge_index, edge_weight, attention_features)
+
+    def extra_repr(self) -> str:
+        att = self.conv.attention
+        assert att is not None
+        return (f"temperature={self.temperature}, beta={att.beta}, normalize='{att.normalize}', "
+                f"kernel='{att.kernel}', reduction='{self.reduction}'")
+
+
+def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
+                  reduction: str = "mean") -> Tensor:
+    """A plain reference NT-Xent by autograd: normalise, one matmul, masked cross-entropy. For
+    ``V`` views, each anchor averages the log-probabilities of its ``V - 1`` positives. Used by the
+    tests and benchmarks as an independent implementation."""
+    h = F.normalize(z, dim=1)
+    logits = h @ h.T / temperature
+    logits.fill_diagonal_(-math.inf)
+    positive = sample.unsqueeze(0) == sample.unsqueeze(1)
+    positive.fill_diagonal_(False)
+    counts = positive.sum(1)
+    if bool((counts == 1).all()):
+        loss = F.cross_entropy(logits, positive.float().argmax(1), reduction="sum")
+    else:
+        log_prob = torch.log_softmax(logits, 1)
+        loss = -(log_prob.masked_fill(~positive, 0).sum(1) / counts).sum()
+    return loss / z.size(0) if reduction == "mean" else loss

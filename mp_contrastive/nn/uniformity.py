@@ -1,0 +1,79 @@
+"""Uniformity: one gradient step on the affinity graph's repulsion energy (reversed attention)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor
+
+from mp_contrastive.nn._base import StepConv, as_edge_index, check_anchor_weight, check_kernel
+
+__all__ = ["UniformityConv"]
+
+
+class UniformityConv(StepConv):
+    r"""The uniformity update (paper eq. 7-8 and 2b): one gradient step of size :math:`\alpha` on
+    the repulsion energy of the affinity graph :math:`K`,
+
+    .. math::
+        U(H) = \sum_i c_i \log \sum_{k \in K(i)} w_{ik}\, e^{H_i \cdot H_k}
+        \quad (\texttt{kernel="infonce"}), \qquad
+        U(H) = \sum_i c_i \sum_{k \in K(i)} w_{ik}\, (H_i \cdot H_k)^2
+        \quad (\texttt{kernel="spectral"}).
+
+    With :math:`\hat{A}_{ik} = w_{ik} e^{H_i \cdot H_k} / \sum_{l \in K(i)} w_{il} e^{H_i \cdot H_l}`
+    (a row softmax, PyG's ``softmax`` on edges) and :math:`C = \mathrm{diag}(c)`, the InfoNCE step is
+
+    .. math::
+        H' = H - \alpha (C\hat{A} + \hat{A}^\top C) H,
+
+    and :math:`H - \alpha C \hat{A} H` with ``detach_targets=True`` (the neighbours are constants).
+    The spectral step is :math:`H - 2\alpha (CS + S^\top C) H` with :math:`S_{ik} = w_{ik} H_i \cdot
+    H_k` on :math:`K` (:math:`H - 4\alpha S H` for a dense, unweighted graph), and
+    :math:`H - 2\alpha C S H` detached. A negative ``alpha`` would be self-attention (paper eq. 12),
+    a gradient *ascent* on uniformity; that is ``-conv.step(x)``.
+
+    The affinity graph is dense (every other node of the batch) when ``edge_index`` is ``None``;
+    otherwise its edges run from neighbour ``k`` (source) to anchor ``i`` (target), and
+    ``edge_weight`` are the :math:`w_{ik}` (e.g. importance weights of sampled negatives). For
+    memory-bank negatives pass ``x = (x_bank, x_batch)``: the step is on the batch (targets); the
+    bank is a different tensor, so ``detach_targets`` makes no difference there.
+
+    Args:
+        alpha (float): step size (default ``1.0``).
+        kernel (str): ``"infonce"`` or ``"spectral"``.
+        detach_targets (bool): stop-gradient on the neighbours (default ``False``).
+    """
+
+    def __init__(self, alpha: float = 1.0, kernel: str = "infonce", detach_targets: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(alpha, detach_targets, **kwargs)
+        self.kernel = check_kernel(kernel)
+
+    def forward(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
+                edge_weight: OptTensor = None, anchor_weight: OptTensor = None) -> Tensor:
+        """``anchor_weight`` are the :math:`c_i` (default one)."""
+        _, x_dst, _ = self.split_pair(x)
+        return x_dst + self.step(x, edge_index, edge_weight, anchor_weight)
+
+    def _compute(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
+                 edge_weight: OptTensor = None, anchor_weight: OptTensor = None, *,
+                 need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
+        x_src, x_dst, same_nodes = self.split_pair(x)
+        if edge_index is None:
+            if edge_weight is not None:
+                raise ValueError("'edge_weight' needs an 'edge_index' (the dense affinity graph is "
+                                 "unweighted)")
+        else:
+            edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_src.size(0),
+                                                    x_dst.size(0), "edge_index", "edge_weight",
+                                                    x_dst.dtype)
+        anchor_weight = check_anchor_weight(anchor_weight, x_dst.size(0), x_dst.dtype)
+        grad, energy, _ = self.uniformity_gradient(x_src, x_dst, same_nodes, edge_index,
+                                                   edge_weight, anchor_weight, self.kernel,
+                                                   need_step, need_energy)
+        return grad, energy
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(alpha={self.alpha}, kernel='{self.kernel}')"
