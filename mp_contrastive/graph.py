@@ -92,7 +92,8 @@ def augmentation_graph(num_samples: int | None = None, num_views: int | None = N
     multi-crop batches with unequal view counts.
 
     Returns an :class:`AugmentationGraph` (a ``Data``) with ``edge_index`` (augmentation edges,
-    no self loops), ``edge_weight`` (normalised, :math:`\\bar{A}`, in ``dtype``), ``sample``, ``view`` and ``num_nodes``.
+    no self loops), ``edge_weight`` (normalised, :math:`\\bar{A}`, in ``dtype``), ``sample``,
+    ``view`` and ``num_nodes``.
     """
     if sample is None:
         if num_samples is None or num_views is None:
