@@ -166,8 +166,9 @@ class StepConv(MessagePassing):
     def split_pair(x: Tensor | PairTensor, name: str = "x") -> tuple[Tensor, Tensor, bool]:
         """``(x_src, x_dst, same_nodes)`` for a tensor or a bipartite pair ``(x_src, x_dst)``."""
         if isinstance(x, (tuple, list)):
-            if len(x) != 2:
-                raise ValueError(f"'{name}' as a pair must be (x_src, x_dst), got {len(x)} items")
+            if len(x) != 2 or not all(isinstance(part, Tensor) for part in x):
+                raise TypeError(f"'{name}' must be a torch.Tensor or a pair (x_src, x_dst) of "
+                                f"tensors, got a {type(x).__name__} of {len(x)} items")
             x_src = check_features(x[0], f"{name}[0] (x_src)")
             x_dst = check_features(x[1], f"{name}[1] (x_dst)")
             if x_src.size(1) != x_dst.size(1):

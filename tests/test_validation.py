@@ -1,0 +1,114 @@
+"""Bad input fails at the boundary with a ValueError/TypeError that names the argument."""
+
+import math
+
+import pytest
+import torch
+
+from mp_contrastive.graph import augmentation_graph
+from mp_contrastive.losses import AttentionSimCLRLoss, MessagePassingLoss, SimCLRLoss
+from mp_contrastive.nn import (
+    AlignmentConv,
+    AttentionAlignmentConv,
+    ContrastiveConv,
+    UniformityConv,
+)
+
+GRAPH = augmentation_graph(3, 2)
+H = torch.randn(6, 4)
+CONVS = [AlignmentConv(), UniformityConv(), ContrastiveConv(), AttentionAlignmentConv()]
+
+
+def call(conv, x, edge_index=GRAPH.edge_index, **kwargs):
+    if isinstance(conv, UniformityConv):
+        return conv(x, **kwargs)
+    return conv(x, edge_index, **kwargs)
+
+
+@pytest.mark.parametrize("conv", CONVS, ids=repr)
+@pytest.mark.parametrize("x,exc,match", [
+    (torch.randn(6), ValueError, "'x' must have shape \\[num_nodes, num_features\\]"),
+    (torch.randn(6, 4, 1), ValueError, "3 dimensions"),
+    (torch.ones(6, 4, dtype=torch.long), TypeError, "'x' must be a floating-point"),
+    (torch.full((6, 4), math.nan), ValueError, "'x' contains non-finite"),
+    (torch.full((6, 4), math.inf), ValueError, "'x' contains non-finite"),
+    (torch.empty(0, 4), ValueError, "'x' is empty"),
+    ([[1.0]], TypeError, "'x' must be a torch.Tensor"),
+    ((H, H, H), TypeError, "'x' must be a torch.Tensor"),
+])
+def test_bad_features(conv, x, exc, match):
+    with pytest.raises(exc, match=match):
+        call(conv, x)
+
+
+@pytest.mark.parametrize("conv", [c for c in CONVS if not isinstance(c, UniformityConv)], ids=repr)
+@pytest.mark.parametrize("edge_index,match", [
+    (torch.tensor([[0, 6], [1, 0]]), "'edge_index' is out of range"),
+    (torch.tensor([[0, -1], [1, 0]]), "'edge_index' is out of range"),
+    (torch.tensor([0, 1]), "'edge_index' must have shape \\[2, num_edges\\]"),
+    (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), "'edge_index' must be an integer"),
+])
+def test_bad_edge_index(conv, edge_index, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(conv, H, edge_index)
+
+
+def test_bad_edge_weight_and_affinity():
+    with pytest.raises(ValueError, match="'edge_weight' must have shape \\[num_edges\\]"):
+        AlignmentConv()(H, GRAPH.edge_index, torch.ones(3))
+    with pytest.raises(ValueError, match="'affinity_index' is out of range"):
+        ContrastiveConv()(H, GRAPH.edge_index, affinity_index=torch.tensor([[9], [0]]))
+    with pytest.raises(ValueError, match="'edge_index' is out of range"):
+        UniformityConv()(H, torch.tensor([[0], [7]]))
+    with pytest.raises(ValueError, match="'affinity_weight' needs an 'affinity_index'"):
+        ContrastiveConv()(H, GRAPH.edge_index, affinity_weight=torch.ones(3))
+    with pytest.raises(ValueError, match="'anchor_weight' must have shape \\[num_nodes\\]"):
+        UniformityConv()(H, anchor_weight=torch.ones(5))
+    with pytest.raises(ValueError, match="mismatched feature dimensions"):
+        UniformityConv()((torch.randn(9, 3), H))
+    with pytest.raises(ValueError, match="'attention_x' must have one row per node"):
+        AttentionAlignmentConv()(H, GRAPH.edge_index, attention_x=torch.randn(5, 2))
+    with pytest.raises(ValueError, match="at least 2 nodes"):
+        UniformityConv()(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="at least one negative"):
+        AttentionAlignmentConv()(torch.randn(2, 3), augmentation_graph(1, 2).edge_index)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: AlignmentConv(alpha=0.0), "'alpha' must be a finite number > 0"),
+    (lambda: UniformityConv(alpha=-1.0), "'alpha' must be a finite number > 0"),
+    (lambda: ContrastiveConv(alpha=math.nan), "'alpha'"),
+    (lambda: UniformityConv(kernel="cosine"), "'kernel' must be one of"),
+    (lambda: AttentionAlignmentConv(beta=-0.1), "'beta' must be a finite number >= 0"),
+    (lambda: AttentionAlignmentConv(normalize="rows"), "'normalize' must be one of"),
+    (lambda: AlignmentConv(normalize=False, add_self_loops=True), "'add_self_loops=True' needs"),
+    (lambda: ContrastiveConv(attention=AlignmentConv()), "'attention' must be an"),
+    (lambda: SimCLRLoss(temperature=0.0), "'temperature' must be a finite number > 0"),
+    (lambda: SimCLRLoss(temperature=-0.5), "'temperature'"),
+    (lambda: SimCLRLoss(reduction="none"), "'reduction' must be one of"),
+    (lambda: AttentionSimCLRLoss(beta=-1.0), "'beta'"),
+    (lambda: AttentionSimCLRLoss(normalize="x"), "'normalize'"),
+    (lambda: MessagePassingLoss(torch.nn.Linear(2, 2)), "'conv' must be one of"),
+])
+def test_bad_hyper_parameters(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+@pytest.mark.parametrize("loss", [SimCLRLoss(), AttentionSimCLRLoss()], ids=repr)
+def test_bad_loss_input(loss):
+    z = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="'z1' must have the same shape as 'z0'"):
+        loss(z, torch.randn(5, 8))
+    with pytest.raises(ValueError, match="'sample' must have one entry per node \\(4\\)"):
+        loss(z, torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="sample 1 .* only one"):
+        loss(z, torch.tensor([0, 0, 0, 1]))
+    with pytest.raises(ValueError, match="'z0' is empty"):
+        loss(torch.empty(0, 8), torch.empty(0, 8))
+    with pytest.raises(ValueError, match="'z0' must have shape"):
+        loss(torch.randn(8), torch.randn(8))
+    with pytest.raises(ValueError, match="'z1' contains non-finite"):
+        loss(z, torch.full((4, 8), math.nan))
+    with pytest.raises(TypeError, match="second view z1 .* or 'sample'"):
+        loss(z, [0, 0, 1, 1])
