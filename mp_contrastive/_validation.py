@@ -2,19 +2,25 @@
 
 Each check raises a ``TypeError`` or ``ValueError`` whose message names the offending argument and
 the expected shape, so that a bad call fails at the boundary instead of deep inside an index op.
-Checks that read tensor values (finiteness, index ranges) are skipped under ``torch.compile``,
-where they would break the graph; eager calls always run them.
+Checks that read tensor values (finiteness, index ranges) cost a pass and a synchronisation each;
+they are skipped under ``torch.compile`` (where they would break the graph) and inside
+:func:`trusted_inputs`, which the library's own losses use after validating their inputs once.
+Every direct call of a public function runs them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 
 __all__ = [
+    "trusted_inputs",
     "check_features",
     "check_index_vector",
     "check_edge_index",
@@ -23,6 +29,24 @@ __all__ = [
     "check_choice",
     "check_edge_values",
 ]
+
+
+_TRUSTED: ContextVar[bool] = ContextVar("mp_contrastive_trusted_inputs", default=False)
+
+
+@contextmanager
+def trusted_inputs() -> Iterator[None]:
+    """Skip the value checks (finiteness, index ranges) of inputs that the caller has already
+    validated or built itself; shape and type checks still run."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _skip_value_checks() -> bool:
+    return _TRUSTED.get() or is_compiling()
 
 
 def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor:
@@ -38,7 +62,7 @@ def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor
     if x.size(0) == 0 or x.size(1) == 0:
         raise ValueError(f"'{name}' is empty (shape {tuple(x.shape)}): an empty batch has no "
                          f"contrastive update")
-    if finite and not is_compiling() and not bool(torch.isfinite(x).all()):
+    if finite and not _skip_value_checks() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
     return x
 
@@ -54,7 +78,7 @@ def check_index_vector(index: object, name: str, length: int | None = None) -> T
     if length is not None and index.numel() != length:
         raise ValueError(f"'{name}' must have one entry per node ({length}), "
                          f"got {index.numel()} entries")
-    if index.numel() > 0 and not is_compiling() and int(index.min()) < 0:
+    if index.numel() > 0 and not _skip_value_checks() and int(index.min()) < 0:
         raise ValueError(f"'{name}' must be non-negative, got minimum {int(index.min())}")
     return index.long()
 
@@ -70,7 +94,7 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
         raise TypeError(f"'{name}' must be an integer tensor, got dtype {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"'{name}' must have shape [2, num_edges], got {tuple(edge_index.shape)}")
-    if edge_index.numel() > 0 and not is_compiling():
+    if edge_index.numel() > 0 and not _skip_value_checks():
         lo = int(edge_index.min())
         src_max, dst_max = int(edge_index[0].max()), int(edge_index[1].max())
         if lo < 0 or src_max >= num_src or dst_max >= num_dst:

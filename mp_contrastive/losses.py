@@ -26,6 +26,7 @@ from mp_contrastive._validation import (
     check_features,
     check_index_vector,
     check_positive,
+    trusted_inputs,
 )
 from mp_contrastive.graph import augmentation_edges, view_sample_index
 from mp_contrastive.nn import AttentionAlignmentConv, ContrastiveConv, StepConv
@@ -115,7 +116,8 @@ class _ViewContrastiveLoss(nn.Module):
     def _loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
               attention_x: Tensor | None = None) -> Tensor:
         h = F.normalize(z, dim=1) / math.sqrt(self.temperature)
-        with torch.no_grad():
+        # z and the graph were checked (or built) by _nodes: skip the operator's value checks.
+        with torch.no_grad(), trusted_inputs():
             step, energy = self.conv.step_and_energy(h, edge_index, edge_weight,
                                                      attention_x=attention_x)
         loss = descent_loss(h, step, self.conv.alpha, energy)

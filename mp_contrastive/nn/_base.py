@@ -32,7 +32,9 @@ KERNELS = ("infonce", "spectral")
 
 
 # Given the dense row log-sum-exp (None for the spectral kernel), the attraction's
-# (edge_index, coefficient): computed lazily because attention weights may depend on it.
+# (edge_index, coefficient): computed lazily because attention weights may depend on it. It is
+# called while the similarity matrix still holds the similarities (diagonal masked), so it may
+# read them.
 Attraction = Callable[[Tensor | None], tuple[Tensor, Tensor]]
 
 

@@ -141,16 +141,16 @@ class AttentionAlignmentConv(StepConv):
             degree = scatter(torch.ones_like(dst, dtype=x.dtype), dst, 0, num_nodes, reduce="sum")
             base = 1.0 / degree.index_select(0, dst)
         query = self._attention_features(x, attention_x)
-        score = self.beta * (query.index_select(0, dst) * query.index_select(0, src)).sum(-1)
+        reusable = attention_x is None and self.kernel == "dot"
+        score = self._edge_scores(query, edge_index, similarity if reusable else None)
         if self.normalize == "neighbors":
             weight = softmax(score + base.log(), dst, num_nodes=num_nodes)
         elif self.normalize == "positives":
             log_mean = torch.logsumexp(score, 0) - math.log(score.numel())
             weight = base * (score - log_mean).exp()
         else:
-            reusable = attention_x is None and self.kernel == "dot"
             log_mean = self._log_mean_negatives(
-                query, edge_index, affinity_index,
+                query, edge_index, score, affinity_index,
                 similarity if reusable else None,
                 row_logsumexp if reusable and self.beta == 1.0 else None)
             weight = base * (score - log_mean.index_select(0, dst)).exp()
@@ -167,22 +167,39 @@ class AttentionAlignmentConv(StepConv):
             query = query.to(x.dtype)
         return F.normalize(query, dim=-1) if self.kernel == "cosine" else query
 
-    def _log_mean_negatives(self, query: Tensor, edge_index: Tensor, affinity_index: Adj | None,
-                            similarity: OptTensor, row_logsumexp: OptTensor) -> Tensor:
+    def _edge_scores(self, query: Tensor, edge_index: Tensor, similarity: OptTensor) -> Tensor:
+        """``beta q_i . q_j`` per edge, read off a dense ``similarity`` when one is given (its
+        diagonal may already be masked, so self loops are recomputed)."""
+        src, dst = edge_index
+        if similarity is None:
+            return self.beta * (query.index_select(0, dst) * query.index_select(0, src)).sum(-1)
+        score = similarity[dst, src]
+        self_loop = src == dst
+        if bool(self_loop.any()):
+            score = torch.where(self_loop, query.pow(2).sum(-1).index_select(0, dst), score)
+        return self.beta * score
+
+    def _log_mean_negatives(self, query: Tensor, edge_index: Tensor, score: Tensor,
+                            affinity_index: Adj | None, similarity: OptTensor,
+                            row_logsumexp: OptTensor) -> Tensor:
         r"""Per node :math:`\log \mathrm{mean}_{k \in \mathrm{neg}(i)} e^{\beta q_i \cdot q_k}`."""
         num_nodes = query.size(0)
         # Distinct positive pairs, self loops excluded: neg(i) = all nodes - {i} - pos(i).
         src, dst = edge_index
-        key = torch.unique(dst[src != dst] * num_nodes + src[src != dst])
+        not_self = src != dst
+        key, slot = torch.unique(dst[not_self] * num_nodes + src[not_self], return_inverse=True)
         pos_dst, pos_src = key // num_nodes, key % num_nodes
         if affinity_index is None:
             total = (row_logsumexp if row_logsumexp is not None
                      else self._dense_row_logsumexp(query, similarity))
-            pos_score = self.beta * (query[pos_dst] * query[pos_src]).sum(-1)
-            pos_total, has_pos = _scatter_logsumexp(pos_score, pos_dst, num_nodes)
-            # log(sum_all - sum_pos) without masking an N x N matrix. Rows whose positives hold
-            # most of the mass would lose precision to cancellation: recompute those exactly.
-            share = torch.where(has_pos, (pos_total - total).exp(), torch.zeros_like(total))
+            # Duplicate edges carry the same score: any one of them stands for the pair.
+            pos_score = score.new_empty(key.numel()).index_put_((slot,), score[not_self])
+            # The positives' share of each row's softmax mass; the negatives hold the rest, so
+            # log sum_neg = total + log(1 - share) needs no masked N x N matrix. Rows whose
+            # positives hold most of the mass would lose precision to cancellation: those are
+            # recomputed exactly.
+            share = scatter((pos_score - total.index_select(0, pos_dst)).exp(), pos_dst, 0,
+                            num_nodes, reduce="sum")
             negative = total + torch.log1p(-share.clamp(max=0.5))
             unstable = (share > 0.5).nonzero().view(-1)
             if unstable.numel() > 0:
@@ -199,9 +216,7 @@ class AttentionAlignmentConv(StepConv):
             score = self.beta * (query.index_select(0, dst) * query.index_select(0, src)).sum(-1)
             negative, _ = _scatter_logsumexp(score, dst, num_nodes)
             count = scatter(torch.ones_like(dst), dst, 0, num_nodes, reduce="sum")
-        has_positive = torch.zeros(num_nodes, dtype=torch.bool, device=query.device)
-        has_positive[edge_index[1]] = True
-        if bool((has_positive & (count == 0)).any()):
+        if bool((count.index_select(0, edge_index[1]) == 0).any()):
             raise ValueError("normalize='negatives' needs at least one negative for every node "
                              "with a positive pair (a batch of one sample has none)")
         return negative - count.clamp_min(1).to(query.dtype).log()

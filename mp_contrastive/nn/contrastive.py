@@ -109,8 +109,10 @@ class ContrastiveConv(StepConv):
         def attract(row_logsumexp: Tensor | None) -> tuple[Tensor, Tensor]:
             index, weight = edge_index, edge_weight
             if attend_after:  # the attention's normaliser is the uniformity's row log-sum-exp
-                assert row_logsumexp is not None
+                assert row_logsumexp is not None and similarity is not None
+                # Called before the uniformity overwrites the similarity matrix: it can be read.
                 index, weight, _ = self._attend(x_dst, index, weight, None, None, None,
+                                                similarity=similarity.detach(),
                                                 row_logsumexp=row_logsumexp.detach())
             pull = (torch.full_like(index[0], kappa, dtype=dtype) if weight is None
                     else kappa * weight)

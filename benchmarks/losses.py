@@ -1,0 +1,94 @@
+"""SimCLRLoss and AttentionSimCLRLoss against a plain NT-Xent and lightly's NTXentLoss.
+
+Forward + backward of the loss on fixed projector outputs (two views, d = 128), median over
+interleaved repeats, and peak memory of one forward + backward, all measured in one run:
+
+    python -m benchmarks.losses [--sizes 512 1024 4096] [--repeats 15] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from collections.abc import Callable
+
+import torch
+from lightly.loss import NTXentLoss
+
+from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from mp_contrastive.graph import view_sample_index
+from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss, plain_nt_xent
+
+TARGET_TIME, TARGET_MEMORY, TARGET_ATTENTION = 1.10, 1.20, 1.15
+
+
+def contenders(batch: int, temperature: float,
+               backbone: torch.Tensor) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    sample = view_sample_index(batch, 2)
+    lightly = NTXentLoss(temperature)
+    official = AttentionSimCLRLoss(temperature, 1.0, "positives")
+    return {
+        "plain NT-Xent": lambda a, b: plain_nt_xent(torch.cat([a, b]), sample, temperature),
+        "lightly NTXentLoss": lightly,
+        "SimCLRLoss": SimCLRLoss(temperature),
+        "Attention (paper, beta=1)": AttentionSimCLRLoss(temperature, 1.0, "negatives"),
+        "Attention (paper, beta=0.5)": AttentionSimCLRLoss(temperature, 0.5, "negatives"),
+        "Attention (official)": lambda a, b: official(a, b, attention_features=backbone),
+    }
+
+
+def step(loss: Callable, z0: torch.Tensor, z1: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        a, b = z0.detach().requires_grad_(), z1.detach().requires_grad_()
+        loss(a, b).backward()
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 4096],
+                        help="numbers of nodes N (2 views of N/2 samples)")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    print(f"# Loss forward+backward, d={args.dim}, tau={args.temperature}, "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}\n")
+    rows, verdicts = [], []
+    for n in args.sizes:
+        batch = n // 2
+        z0, z1 = torch.randn(2, batch, args.dim).unbind(0)
+        backbone = torch.randn(n, 512)
+        runs = {name: step(loss, z0, z1)
+                for name, loss in contenders(batch, args.temperature, backbone).items()}
+        times = interleaved_times(runs, args.repeats)
+        peaks = {name: peak_memory(run) for name, run in runs.items()}
+        baseline_time = min(times["plain NT-Xent"], times["lightly NTXentLoss"])
+        for name in runs:
+            rows.append([n, name, f"{times[name] * 1e3:.2f}",
+                         f"{times[name] / baseline_time:.2f}",
+                         f"{times[name] / times['SimCLRLoss']:.2f}",
+                         f"{peaks[name] / 2**20:.1f}",
+                         f"{peaks[name] / peaks['plain NT-Xent']:.2f}"])
+        ratio = times["SimCLRLoss"] / baseline_time
+        memory = peaks["SimCLRLoss"] / peaks["plain NT-Xent"]
+        verdicts.append(f"N={n}: SimCLRLoss time {ratio:.2f}x the fastest peer "
+                        f"(target <= {TARGET_TIME}) {'PASS' if ratio <= TARGET_TIME else 'FAIL'}; "
+                        f"memory {memory:.2f}x plain (target <= {TARGET_MEMORY}) "
+                        f"{'PASS' if memory <= TARGET_MEMORY else 'FAIL'}")
+        for name in ("Attention (paper, beta=1)", "Attention (paper, beta=0.5)",
+                     "Attention (official)"):
+            over = times[name] / times["SimCLRLoss"]
+            verdicts.append(f"N={n}: {name} {over:.2f}x SimCLRLoss (target <= {TARGET_ATTENTION}) "
+                            f"{'PASS' if over <= TARGET_ATTENTION else 'FAIL'}")
+    print(markdown_table(["N", "loss", "ms", "vs fastest peer", "vs SimCLRLoss", "peak MiB",
+                          "memory vs plain"], rows))
+    print()
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
