@@ -1,0 +1,78 @@
+"""SimCLR with graph-attention alignment on CIFAR, the loss coming from the library's operators.
+
+    python examples/cifar_simclr_gat.py                      # --preset auto: paper on GPU, cpu otherwise
+    python examples/cifar_simclr_gat.py --attention off      # plain SimCLR
+    torchrun --nproc_per_node=2 examples/cifar_simclr_gat.py  # DDP (NCCL on GPU, gloo on CPU)
+
+``--attention official`` (default) reweights positive pairs by exp(beta cos) of backbone features
+normalised over the batch's positive pairs, as the paper's code; ``--attention paper`` uses the
+paper's formula (projections, normalised over in-batch negatives). Results (kNN monitor per epoch,
+linear probe) go to <out>/results.json next to the checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
+from mp_contrastive.vision.experiment import (
+    add_common_arguments,
+    final_evaluation,
+    load_splits,
+    resolve_preset,
+    setup_distributed,
+    train_config,
+)
+from mp_contrastive.vision.methods import ATTENTION_MODES, SimCLRMethod
+from mp_contrastive.vision.trainer import Trainer
+
+PRESETS = {
+    # The official GRAPH-ATTENTION configuration (DESIGN.md section 4).
+    "paper": dict(dataset="cifar10", arch="resnet18", width=64, batch_size=512, epochs=200,
+                  optimizer="lars", lr=1.0, weight_decay=1e-6, warmup=0.01, temperature=0.7,
+                  train_subset=0, monitor_queries=0, probe_epochs=164, jitter_strength=0.5),
+    # Finishes in under 10 minutes on 2 CPU cores and still learns visibly.
+    "cpu": dict(dataset="cifar10", arch="resnet10", width=16, batch_size=256, epochs=8,
+                optimizer="lars", lr=1.0, weight_decay=1e-6, warmup=0.05, temperature=0.5,
+                train_subset=4096, monitor_queries=2000, probe_epochs=100, jitter_strength=0.5),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="official")
+    parser.add_argument("--beta", type=float, default=1.0, help="attention sharpness")
+    parser.add_argument("--temperature", type=float)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    device = setup_distributed(args.device)
+    settings = resolve_preset(args, PRESETS)
+    settings.update(attention=args.attention, beta=args.beta, seed=args.seed)
+    splits = load_splits(settings, args.data_root, args.download, args.seed)
+
+    backbone = resnet_cifar(settings["arch"], settings["width"])
+    model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim))
+    method = SimCLRMethod(model, settings["temperature"], args.attention, args.beta)
+    out = args.out or f"runs/simclr_{args.attention}_{settings['preset']}_seed{args.seed}"
+    trainer = Trainer(method, backbone, splits.train,
+                      SimCLRAugment(jitter_strength=settings["jitter_strength"]),
+                      train_config(settings, args, out), monitor=(splits.bank, splits.queries),
+                      device=device)
+    if args.resume:
+        trainer.resume()
+    print(f"SimCLR (attention: {args.attention}) on {len(splits.train)} {settings['dataset']} "
+          f"images, {settings['arch']} width {settings['width']}, batch {settings['batch_size']}, "
+          f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}",
+          flush=True)
+    trainer.fit()
+    final_evaluation(trainer, splits, settings, started)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""What every image example shares: presets, command-line arguments, data splits, distributed
+set-up, the final evaluation and the results file. An example adds its method and presets."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mp_contrastive.distributed import rank_and_world
+from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, stratified_subset
+from mp_contrastive.vision.evaluation import extract_features, linear_probe
+from mp_contrastive.vision.trainer import TrainConfig, Trainer
+
+__all__ = ["add_common_arguments", "resolve_preset", "setup_distributed", "Splits", "load_splits",
+           "train_config", "final_evaluation"]
+
+# Hyper-parameters every preset must define (the example's own ones come on top).
+COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", "lr",
+               "weight_decay", "warmup", "train_subset", "monitor_queries", "probe_epochs",
+               "jitter_strength")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the image examples; ``None`` means "take the preset's value"."""
+    parser.add_argument("--preset", choices=["auto", "paper", "cpu"], default="auto",
+                        help="paper: the official hyper-parameters (GPU); cpu: a run that finishes "
+                             "in minutes on 2 CPU cores; auto (default): paper on a GPU, else cpu")
+    parser.add_argument("--dataset", choices=sorted(DATASETS))
+    parser.add_argument("--data-root", default=None,
+                        help="folder with the data (default: $MP_CONTRASTIVE_DATA, then "
+                             "~/.cache/mp_contrastive)")
+    parser.add_argument("--download", action="store_true",
+                        help="download the dataset with torchvision if it is not found")
+    parser.add_argument("--arch", choices=["resnet10", "resnet18", "resnet34", "resnet50"])
+    parser.add_argument("--width", type=int, help="first-stage width of the ResNet (64 = standard)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (all processes)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--optimizer", choices=["lars", "sgd", "adamw"])
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--warmup", type=float, help="warm-up as a fraction of all steps")
+    parser.add_argument("--train-subset", type=int,
+                        help="train on a class-balanced subset of this many images (0 = all)")
+    parser.add_argument("--monitor-queries", type=int,
+                        help="held-out images for the kNN monitor (0 = the whole test set)")
+    parser.add_argument("--probe-epochs", type=int, help="epochs of the final linear probe")
+    parser.add_argument("--jitter-strength", type=float, help="colour-distortion strength s")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="output folder (checkpoints, logs, results)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if any)")
+
+
+def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The chosen preset's values overridden by every argument given on the command line; prints
+    which preset was chosen and why."""
+    name = args.preset
+    if name == "auto":
+        name = "paper" if torch.cuda.is_available() else "cpu"
+        reason = ("a CUDA GPU is available" if name == "paper" else
+                  "no CUDA GPU was found, so the paper's 200-epoch ResNet-18 run would take days")
+        _print0(f"--preset auto: using '{name}' because {reason}")
+    settings = dict(presets[name])
+    for key, value in vars(args).items():
+        if value is not None and key in settings:
+            settings[key] = value
+    settings["preset"] = name
+    return settings
+
+
+def setup_distributed(device: str | None) -> torch.device:
+    """Initialise the process group under torchrun (NCCL on GPU, gloo on CPU); return the device."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+        if device.startswith("cuda"):
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local_rank)
+            return torch.device("cuda", local_rank)
+    return torch.device(device)
+
+
+@dataclass
+class Splits:
+    """Training images, the kNN monitor's bank and queries, and the linear probe's data."""
+
+    train: ImageArrays
+    bank: ImageArrays
+    queries: ImageArrays
+    test: ImageArrays
+
+
+def load_splits(settings: dict[str, Any], data_root: str | None, download: bool,
+                seed: int) -> Splits:
+    """Train split (optionally a class-balanced subset), the kNN bank (the training images, not
+    augmented) and held-out queries (a class-balanced subset of the test split, or all of it)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def subset(size: int):  # noqa: ANN202
+        return (lambda labels: stratified_subset(labels, size, generator)) if size else None
+
+    train = load_cifar(settings["dataset"], data_root, train=True, download=download,
+                       select=subset(settings["train_subset"]))
+    queries = load_cifar(settings["dataset"], data_root, train=False, download=download,
+                         select=subset(settings["monitor_queries"]))
+    return Splits(train=train, bank=train, queries=queries, test=queries)
+
+
+def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
+                 **extra: Any) -> TrainConfig:
+    return TrainConfig(
+        epochs=settings["epochs"], batch_size=settings["batch_size"],
+        optimizer=settings["optimizer"], lr=settings["lr"],
+        weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
+        out_dir=out_dir, amp=args.bf16, compile=args.compile, progress=not args.no_progress,
+        extra=extra)
+
+
+def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
+                     started: float) -> dict[str, Any]:
+    """Linear probe on frozen features, then the results dictionary (also written to JSON)."""
+    rank, _ = rank_and_world()
+    results: dict[str, Any] = {"settings": settings}
+    if rank == 0:
+        features = extract_features(trainer.encoder, splits.bank.images, device=trainer.device)
+        test_features = extract_features(trainer.encoder, splits.test.images, device=trainer.device)
+        probe = linear_probe(features, splits.bank.labels, test_features, splits.test.labels,
+                             splits.bank.num_classes, epochs=settings["probe_epochs"])
+        epochs = trainer.history["epochs"]
+        results.update({
+            "knn_top1_initial": trainer.history.get("knn_initial"),
+            "knn_top1_final": epochs[-1].get("knn_top1") if epochs else None,
+            "knn_top1_per_epoch": [e.get("knn_top1") for e in epochs],
+            "loss_per_epoch": [e["loss"] for e in epochs],
+            "linear_probe": probe,
+            "train_images": len(splits.train), "test_images": len(splits.test),
+            "data_source": splits.train.source,
+            "wall_seconds": time.perf_counter() - started,
+        })
+        path = trainer.write_results(results)
+        initial, final = results["knn_top1_initial"], results["knn_top1_final"]
+        gain = f" (random init {initial:.2f}%, +{final - initial:.2f} points)" if (
+            initial is not None and final is not None) else ""
+        print(f"kNN top-1 {final:.2f}%{gain}; linear probe top-1 {probe['test_top1']:.2f}%; "
+              f"{results['wall_seconds']:.0f} s in all; results in {path}", flush=True)
+    return results
+
+
+def _print0(message: str) -> None:
+    if rank_and_world()[0] == 0:
+        print(message, flush=True)

@@ -1,0 +1,68 @@
+"""A short run on 1,024 real CIFAR-10 images: learning, exact resumption, checkpoint safety."""
+
+import pytest
+import torch
+
+from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
+from mp_contrastive.vision.data import load_cifar, stratified_subset
+from mp_contrastive.vision.methods import SimCLRMethod
+from mp_contrastive.vision.trainer import Trainer, TrainConfig, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def cifar_subset(data_root):
+    generator = torch.Generator().manual_seed(0)
+    train = load_cifar("cifar10", data_root, train=True,
+                       select=lambda labels: stratified_subset(labels, 1024, generator))
+    queries = load_cifar("cifar10", data_root, train=False,
+                         select=lambda labels: stratified_subset(labels, 300, generator))
+    return train, queries
+
+
+def make_trainer(data, out_dir, attention="off", epochs=3, width=8):
+    torch.manual_seed(0)
+    train, queries = data
+    backbone = resnet_cifar("resnet10", width)
+    model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim, out_dim=32))
+    method = SimCLRMethod(model, temperature=0.5, attention=attention)
+    config = TrainConfig(epochs=epochs, batch_size=128, optimizer="lars", lr=1.0, warmup=0.1,
+                         seed=0, out_dir=str(out_dir), progress=False, tensorboard=False,
+                         knn_k=20)
+    return Trainer(method, backbone, train, SimCLRAugment(), config, monitor=(train, queries))
+
+
+def test_loss_decreases_and_resume_is_exact(cifar_subset, tmp_path):
+    full = make_trainer(cifar_subset, tmp_path / "full").fit()
+    losses = full["step_loss"]
+    assert len(losses) == 3 * 8
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < first - 0.05, (first, last)
+    assert full["epochs"][-1]["knn_top1"] > 0 and "knn_initial" in full
+
+    interrupted = make_trainer(cifar_subset, tmp_path / "resumed")
+    interrupted.fit(until_epoch=1)
+    resumed = make_trainer(cifar_subset, tmp_path / "resumed")
+    resumed.resume()
+    assert resumed.epoch == 1
+    history = resumed.fit()
+    assert history["step_loss"] == losses  # bit for bit
+    rows = (tmp_path / "resumed" / "steps.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 24  # header + one row per step, none duplicated by the resume
+
+
+def test_attention_run_and_checkpoint_is_weights_only(cifar_subset, tmp_path):
+    trainer = make_trainer(cifar_subset, tmp_path, attention="official", epochs=1)
+    trainer.fit()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and len(state["history"]["step_loss"]) == 8
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["format"] == 1
+
+
+def test_resume_errors_are_clear(cifar_subset, tmp_path):
+    make_trainer(cifar_subset, tmp_path, epochs=1).fit()
+    with pytest.raises(ValueError, match="does not match the model"):
+        make_trainer(cifar_subset, tmp_path, epochs=1, width=4).resume()
+    with pytest.raises(ValueError, match="epochs: checkpoint 1 vs now 2"):
+        make_trainer(cifar_subset, tmp_path, epochs=2).resume()
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        make_trainer(cifar_subset, tmp_path / "empty").resume()
