@@ -6,7 +6,7 @@ import torch
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.data import load_cifar, stratified_subset
 from mp_contrastive.vision.methods import SimCLRMethod
-from mp_contrastive.vision.trainer import Trainer, TrainConfig, load_checkpoint
+from mp_contrastive.vision.trainer import TrainConfig, Trainer, load_checkpoint
 
 
 @pytest.fixture(scope="module")
