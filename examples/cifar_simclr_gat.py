@@ -23,6 +23,7 @@ from mp_contrastive.vision.experiment import (
     final_evaluation,
     load_splits,
     resolve_preset,
+    run_cli,
     setup_distributed,
     train_config,
 )
@@ -75,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +19,23 @@ from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, strati
 from mp_contrastive.vision.evaluation import extract_features, linear_probe
 from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
-__all__ = ["add_common_arguments", "resolve_preset", "setup_distributed", "Splits", "load_splits",
+__all__ = ["run_cli", "add_common_arguments", "resolve_preset", "setup_distributed", "Splits", "load_splits",
            "train_config", "final_evaluation"]
 
 # Hyper-parameters every preset must define (the example's own ones come on top).
 COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", "lr",
                "weight_decay", "warmup", "train_subset", "monitor_queries", "probe_epochs",
                "jitter_strength")
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run an example's ``main``; a user error (missing data, bad checkpoint, bad setting) is
+    printed as one line, not a traceback, with exit status 2."""
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
