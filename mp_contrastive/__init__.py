@@ -1,5 +1,13 @@
 """mp_contrastive: contrastive learning dynamics as PyTorch Geometric message passing."""
 
+import warnings
+
+with warnings.catch_warnings():
+    # PyG 2.8 scripts a few helpers at import time; torch 2.10+ deprecates torch.jit.script and
+    # says so once per process. Not actionable for our users.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    import torch_geometric  # noqa: F401
+
 from mp_contrastive import graph, losses, nn
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.losses import AttentionSimCLRLoss, MessagePassingLoss, SimCLRLoss

@@ -35,5 +35,6 @@ def test_wrong_data_root_is_a_clear_error(tmp_path):
     done = run(*TINY, "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"),
                env_root=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.startswith("error: data root") and "--download" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: data root")
+    assert "--download" in done.stderr
     assert "Traceback" not in done.stderr
