@@ -1,4 +1,5 @@
-"""Two gloo processes compute the same loss and gradients as one process with the whole batch."""
+"""Two gloo processes compute the same loss and gradients as one process with the whole batch,
+and a multi-stage memory receives every rank's writes."""
 
 import os
 
@@ -9,6 +10,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mp_contrastive.distributed import gather_no_grad, gather_with_grad, rank_and_world
+from mp_contrastive.multistage import MultiStageMemory
 from mp_contrastive.vision.methods import SimCLRMethod
 
 BATCH, VIEWS, WORLD = 8, 2, 2
@@ -51,7 +53,10 @@ def worker(rank, init_file, attention, results):
         # Also: the gathers return every rank's rows in rank order.
         gathered = gather_no_grad(torch.full((2,), float(rank)))
         assert gathered.tolist() == [0.0, 0.0, 1.0, 1.0] and rank_and_world() == (rank, WORLD)
-        results[rank] = (loss, grads)
+        # And a multi-stage memory holds every rank's writes on every rank.
+        memory = MultiStageMemory(num_samples=6, dim=2, num_stages=1)
+        memory.write(torch.arange(3) + 3 * rank, torch.full((3, 2), float(rank + 1)), epoch=0)
+        results[rank] = (loss, grads, memory.read(torch.arange(6), epoch=1))
     finally:
         dist.destroy_process_group()
 
@@ -65,12 +70,16 @@ def test_ddp_equals_single_process(tmp_path, attention):
         mp.spawn(worker, args=(str(tmp_path / "init"), attention, results), nprocs=WORLD)
         results = dict(results)
     for rank in range(WORLD):
-        loss, grads = results[rank]
+        loss, grads, (aggregate, count) = results[rank]
         torch.testing.assert_close(loss, expected_loss, atol=1e-6, rtol=0)
         for got, want in zip(grads, expected_grads, strict=True):
             torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        expected_memory = torch.tensor([[1.0, 1.0]] * 3 + [[2.0, 2.0]] * 3, dtype=aggregate.dtype)
+        torch.testing.assert_close(aggregate, expected_memory)
+        assert count.tolist() == [1] * 6
 
 
 def test_single_process_gather_is_identity():
     x = torch.randn(3, 2, requires_grad=True)
     assert gather_with_grad(x) is x and gather_no_grad(x) is x
+

@@ -8,14 +8,18 @@ loss of the global batch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mp_contrastive.distributed import gather_with_grad
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
+from mp_contrastive.multistage import MultiStageMemory
 
-__all__ = ["SimCLRMethod", "ATTENTION_MODES", "gathered_sample_ids"]
+__all__ = ["SimCLRMethod", "SimSiamMethod", "ATTENTION_MODES", "MULTISTAGE_MODES",
+           "gathered_sample_ids"]
 
 ATTENTION_MODES = ("off", "paper", "official")
+MULTISTAGE_MODES = ("off", "paper", "official", "alone")
 
 
 class SimCLRMethod(nn.Module):
@@ -51,6 +55,85 @@ class SimCLRMethod(nn.Module):
             features = gather_with_grad(_full_precision(h)).detach()
             return self.loss(z, sample, attention_features=features)
         return self.loss(z, sample)
+
+
+class SimSiamMethod(nn.Module):
+    r"""SimSiam (solo-learn's CIFAR architecture), optionally with multi-stage aggregation.
+
+    Projector: Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN(no affine); predictor: Linear-BN-ReLU-Linear.
+    The loss is :math:`-\tfrac12[\cos(p_1, \mathrm{sg}(t_1)) + \cos(p_2, \mathrm{sg}(t_2))]`
+    with targets
+
+    * ``"off"``: :math:`t_1 = z_2,\ t_2 = z_1` (SimSiam);
+    * ``"paper"`` / ``"official"`` (after ``warmup_epochs``): the mean of the other view's
+      :math:`z` and the sample's stored stages (view-2 projections of the last ``num_stages``
+      epochs; aggregated with ``aggr``). With ``num_stages=1`` this is the official code's
+      :math:`0.5 z_{now} + 0.5 z_{previous\ epoch}` (``MULTI-STAGE-GRAPH-AGGREGATION``);
+    * ``"alone"``: multi-stage alignment without the predictor (paper eq. 13, Figure 2a):
+      :math:`-\cos(z_v, \mathrm{sg}(\bar{m}))` with :math:`\bar{m}` the mean of the stored
+      stages (the other view's :math:`z` while a sample has none yet).
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_samples: int,
+                 proj_dim: int = 2048, proj_hidden_dim: int = 2048, pred_hidden_dim: int = 512,
+                 multistage: str = "off", num_stages: int = 1, aggr: str = "mean",
+                 warmup_epochs: int = 0) -> None:
+        super().__init__()
+        if multistage not in MULTISTAGE_MODES:
+            raise ValueError(f"'multistage' must be one of {MULTISTAGE_MODES}, got {multistage!r}")
+        self.backbone = backbone
+        self.projector = nn.Sequential(
+            nn.Linear(feature_dim, proj_hidden_dim, bias=False), nn.BatchNorm1d(proj_hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden_dim, proj_hidden_dim, bias=False),
+            nn.BatchNorm1d(proj_hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden_dim, proj_dim, bias=False), nn.BatchNorm1d(proj_dim, affine=False))
+        self.predictor = nn.Sequential(
+            nn.Linear(proj_dim, pred_hidden_dim, bias=False), nn.BatchNorm1d(pred_hidden_dim),
+            nn.ReLU(inplace=True), nn.Linear(pred_hidden_dim, proj_dim))
+        self.multistage = multistage
+        self.warmup_epochs = warmup_epochs
+        self.memory = (MultiStageMemory(num_samples, proj_dim, num_stages, aggr)
+                       if multistage != "off" else None)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of every epoch (the memory is epoch-indexed)."""
+        self.epoch = epoch
+
+    def param_groups(self) -> list[dict]:
+        """The predictor keeps a fixed learning rate, as in SimSiam and solo-learn."""
+        predictor = {id(p) for p in self.predictor.parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in predictor]
+        return [{"params": rest}, {"params": list(self.predictor.parameters()), "static_lr": True}]
+
+    def forward(self, views: list[Tensor], index: Tensor) -> Tensor:
+        if len(views) != 2:
+            raise ValueError(f"SimSiam takes 2 views, got {len(views)}")
+        z1, z2 = self.projector(self.backbone(torch.cat(views))).float().chunk(2)
+        targets = self._targets(z1, z2, index)
+        if self.multistage == "alone":
+            return -0.5 * (F.cosine_similarity(z1, targets[0], dim=-1).mean()
+                           + F.cosine_similarity(z2, targets[1], dim=-1).mean())
+        p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
+        return -0.5 * (F.cosine_similarity(p1, targets[0], dim=-1).mean()
+                       + F.cosine_similarity(p2, targets[1], dim=-1).mean())
+
+    @torch.no_grad()
+    def _targets(self, z1: Tensor, z2: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        z1, z2 = z1.detach(), z2.detach()
+        if self.memory is None or not self.training:
+            return z2, z1
+        stored, count = self.memory.read(index, self.epoch)
+        self.memory.write(index, z2, self.epoch)
+        have = (count > 0).unsqueeze(1)
+        if self.multistage == "alone":
+            return torch.where(have, stored, z2), torch.where(have, stored, z1)
+        if self.epoch < self.warmup_epochs:
+            return z2, z1
+        # Half the other view's current projection, half the aggregate of the stored stages.
+        return (torch.where(have, 0.5 * (z2 + stored), z2),
+                torch.where(have, 0.5 * (z1 + stored), z1))
 
 
 def _full_precision(x: Tensor) -> Tensor:

@@ -81,11 +81,14 @@ def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
-    """``lars`` (BN and biases excluded), ``sgd`` (momentum) or ``adamw``."""
+    """``lars`` (BN and biases excluded), ``sgd`` (momentum) or ``adamw``. A model with a
+    ``param_groups()`` method supplies its own groups for SGD/AdamW (e.g. a ``static_lr`` group
+    that the trainer's schedule leaves alone)."""
     if name == "lars":
         return LARS(lars_param_groups(model, weight_decay), lr=lr, momentum=momentum,
                     weight_decay=weight_decay)
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = getattr(model, "param_groups", None)
+    params = groups() if callable(groups) else [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":

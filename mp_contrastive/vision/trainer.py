@@ -63,7 +63,8 @@ class Trainer:
     ``train`` images.
 
     Args:
-        method: the self-supervised method (e.g. :class:`~mp_contrastive.vision.methods.SimCLRMethod`).
+        method: the self-supervised method (e.g. :class:`~mp_contrastive.vision.methods.SimCLRMethod`);
+            if it has ``set_epoch(epoch)``, that is called at the start of every epoch.
         encoder: the part whose features are evaluated (the backbone).
         train: training images.
         augment: batched augmentation (a :class:`SimCLRAugment`).
@@ -188,13 +189,16 @@ class Trainer:
         local = config.batch_size // self.world
         order = torch.randperm(len(self.train_data), generator=self.sampler_rng)
         self.method.train()
+        if hasattr(self.method, "set_epoch"):
+            self.method.set_epoch(self.epoch)
         losses = []
         progress = self._progress_bar()
         for it in range(self.steps_per_epoch):
             step = self.epoch * self.steps_per_epoch + it
             lr = warmup_cosine(step, self.total_steps, self.warmup_steps, config.lr)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                if not group.get("static_lr", False):
+                    group["lr"] = lr
             batch = order[it * config.batch_size:(it + 1) * config.batch_size]
             index = batch[self.rank * local:(self.rank + 1) * local].to(self.device)
             started = time.perf_counter()

@@ -38,3 +38,16 @@ def test_wrong_data_root_is_a_clear_error(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("error: data root")
     assert "--download" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_simsiam_multistage_example_runs(data_root, tmp_path):
+    script = SCRIPT.parent / "cifar_simsiam_multistage.py"
+    out = tmp_path / "simsiam"
+    done = subprocess.run(
+        [sys.executable, str(script), *TINY, "--multistage", "paper", "--stages", "2",
+         "--multistage-warmup", "1", "--proj-dim", "32", "--pred-dim", "8", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={"MP_CONTRASTIVE_DATA": str(data_root), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["multistage"] == "paper" and results["settings"]["stages"] == 2

@@ -5,7 +5,7 @@ import torch
 
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.data import load_cifar, stratified_subset
-from mp_contrastive.vision.methods import SimCLRMethod
+from mp_contrastive.vision.methods import SimCLRMethod, SimSiamMethod
 from mp_contrastive.vision.trainer import TrainConfig, Trainer, load_checkpoint
 
 
@@ -66,3 +66,29 @@ def test_resume_errors_are_clear(cifar_subset, tmp_path):
         make_trainer(cifar_subset, tmp_path, epochs=2).resume()
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         make_trainer(cifar_subset, tmp_path / "empty").resume()
+
+
+def make_simsiam(data, out_dir, multistage="official"):
+    torch.manual_seed(0)
+    train, queries = data
+    backbone = resnet_cifar("resnet10", 8)
+    method = SimSiamMethod(backbone, backbone.out_dim, len(train), proj_dim=64,
+                           proj_hidden_dim=64, pred_hidden_dim=16, multistage=multistage,
+                           num_stages=2, warmup_epochs=1)
+    config = TrainConfig(epochs=3, batch_size=128, optimizer="sgd", lr=0.05, warmup=0.0, seed=0,
+                         out_dir=str(out_dir), progress=False, tensorboard=False, knn_k=20)
+    return Trainer(method, backbone, train, SimCLRAugment(), config, monitor=None)
+
+
+def test_simsiam_multistage_resume_is_exact(cifar_subset, tmp_path):
+    """The multi-stage memory is part of the checkpoint: a resumed run reads the same stored
+    stages and reproduces the losses bit for bit."""
+    full = make_simsiam(cifar_subset, tmp_path / "full")
+    losses = full.fit()["step_loss"]
+    assert int((full.method.memory.written >= 0).sum()) > 0
+    make_simsiam(cifar_subset, tmp_path / "resumed").fit(until_epoch=2)
+    resumed = make_simsiam(cifar_subset, tmp_path / "resumed")
+    resumed.resume()
+    assert resumed.fit()["step_loss"] == losses
+    static = [g for g in resumed.optimizer.param_groups if g.get("static_lr")]
+    assert len(static) == 1 and static[0]["lr"] == 0.05  # the predictor's lr is not scheduled
