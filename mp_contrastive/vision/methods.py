@@ -110,7 +110,7 @@ class SimSiamMethod(nn.Module):
     def forward(self, views: list[Tensor], index: Tensor) -> Tensor:
         if len(views) != 2:
             raise ValueError(f"SimSiam takes 2 views, got {len(views)}")
-        z1, z2 = self.projector(self.backbone(torch.cat(views))).float().chunk(2)
+        z1, z2 = _full_precision(self.projector(self.backbone(torch.cat(views)))).chunk(2)
         targets = self._targets(z1, z2, index)
         if self.multistage == "alone":
             return -0.5 * (F.cosine_similarity(z1, targets[0], dim=-1).mean()

@@ -1,0 +1,68 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mp_contrastive.vision.methods import SimCLRMethod, SimSiamMethod, gathered_sample_ids
+
+
+def simsiam(multistage: str, stages: int = 1, warmup: int = 0) -> SimSiamMethod:
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))
+    return SimSiamMethod(backbone, 6, num_samples=10, proj_dim=4, proj_hidden_dim=8,
+                         pred_hidden_dim=3, multistage=multistage, num_stages=stages,
+                         warmup_epochs=warmup).double()
+
+
+def views(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(5, 3, 2, 2, generator=g, dtype=torch.float64) for _ in range(2)]
+
+
+def test_official_target_is_half_now_half_previous_epoch():
+    method = simsiam("official", warmup=1)
+    index = torch.arange(5)
+    method.set_epoch(0)
+    v = views(0)
+    z1, z2 = method.projector(method.backbone(torch.cat(v))).chunk(2)
+    t1, t2 = method._targets(z1, z2, index)
+    torch.testing.assert_close(t1, z2.detach())  # warm-up: plain SimSiam targets
+    method.set_epoch(1)
+    w = views(1)
+    y1, y2 = method.projector(method.backbone(torch.cat(w))).chunk(2)
+    t1, t2 = method._targets(y1, y2, index)
+    torch.testing.assert_close(t1, 0.5 * y2.detach() + 0.5 * z2.detach())  # view-2 memory
+    torch.testing.assert_close(t2, 0.5 * y1.detach() + 0.5 * z2.detach())
+
+
+def test_alone_targets_are_the_stored_mean():
+    method = simsiam("alone", stages=2)
+    index = torch.arange(5)
+    stored = []
+    for epoch in range(3):
+        method.set_epoch(epoch)
+        z1, z2 = method.projector(method.backbone(torch.cat(views(epoch)))).chunk(2)
+        t1, _ = method._targets(z1, z2, index)
+        expected = z2.detach() if not stored else torch.stack(stored[-2:]).mean(0)
+        torch.testing.assert_close(t1, expected)
+        stored.append(z2.detach())
+
+
+def test_simsiam_loss_is_negative_cosine():
+    method = simsiam("off")
+    v = views(0)
+    z1, z2 = method.projector(method.backbone(torch.cat(v))).chunk(2)
+    p1, p2 = method.predictor(torch.cat([z1, z2])).chunk(2)
+    expected = -0.5 * (F.cosine_similarity(p1, z2).mean() + F.cosine_similarity(p2, z1).mean())
+    torch.testing.assert_close(method(v, torch.arange(5)), expected)
+
+
+def test_method_arguments_are_checked():
+    with pytest.raises(ValueError, match="'multistage' must be one of"):
+        simsiam("sometimes")
+    with pytest.raises(ValueError, match="'attention' must be one of"):
+        SimCLRMethod(nn.Identity(), attention="gat")
+
+
+def test_gathered_sample_ids_order():
+    assert gathered_sample_ids(2, 2, 8, torch.device("cpu")).tolist() == [0, 1, 0, 1, 2, 3, 2, 3]
