@@ -20,6 +20,7 @@ import torch
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_common_arguments,
+    dynamics_monitor,
     final_evaluation,
     load_splits,
     resolve_preset,
@@ -64,7 +65,7 @@ def main() -> None:
     trainer = Trainer(method, backbone, splits.train,
                       SimCLRAugment(jitter_strength=settings["jitter_strength"]),
                       train_config(settings, args, out), monitor=(splits.bank, splits.queries),
-                      device=device)
+                      device=device, dynamics=dynamics_monitor(args, out, settings["temperature"]))
     if args.resume:
         trainer.resume()
     print(f"SimCLR (attention: {args.attention}) on {len(splits.train)} {settings['dataset']} "

@@ -19,6 +19,7 @@ import torch
 from mp_contrastive.vision import SimCLRAugment, resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_common_arguments,
+    dynamics_monitor,
     final_evaluation,
     load_splits,
     resolve_preset,
@@ -76,7 +77,7 @@ def main() -> None:
     trainer = Trainer(method, backbone, splits.train,
                       SimCLRAugment(jitter_strength=settings["jitter_strength"]),
                       train_config(settings, args, out), monitor=(splits.bank, splits.queries),
-                      device=device)
+                      device=device, dynamics=dynamics_monitor(args, out, None))
     if args.resume:
         trainer.resume()
     print(f"SimSiam (multi-stage: {args.multistage}, k={args.stages}, {args.aggr}) on "

@@ -15,11 +15,13 @@ import torch
 import torch.distributed as dist
 
 from mp_contrastive.distributed import rank_and_world
+from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, stratified_subset
 from mp_contrastive.vision.evaluation import extract_features, linear_probe
 from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
-__all__ = ["run_cli", "add_common_arguments", "resolve_preset", "setup_distributed", "Splits", "load_splits",
+__all__ = ["run_cli", "add_common_arguments", "dynamics_monitor", "resolve_preset",
+           "setup_distributed", "Splits", "load_splits",
            "train_config", "final_evaluation"]
 
 # Hyper-parameters every preset must define (the example's own ones come on top).
@@ -70,6 +72,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if any)")
+    parser.add_argument("--dynamics-every", type=int, default=50,
+                        help="log learning-dynamics diagnostics (alignment, uniformity, effective "
+                             "rank, equilibrium gap, class distances) every N steps to "
+                             "<out>/dynamics.csv; 0 = off")
 
 
 def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -128,6 +134,14 @@ def load_splits(settings: dict[str, Any], data_root: str | None, download: bool,
     queries = load_cifar(settings["dataset"], data_root, train=False, download=download,
                          select=subset(settings["monitor_queries"]))
     return Splits(train=train, bank=train, queries=queries, test=queries)
+
+
+def dynamics_monitor(args: argparse.Namespace, out_dir: str,
+                     temperature: float | None = None) -> DynamicsMonitor | None:
+    """The learning-dynamics monitor the examples attach (``--dynamics-every``, 0 = none)."""
+    if not args.dynamics_every:
+        return None
+    return DynamicsMonitor(args.dynamics_every, log_dir=out_dir, temperature=temperature)
 
 
 def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,

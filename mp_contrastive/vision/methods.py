@@ -1,8 +1,9 @@
 """Self-supervised methods as modules: ``method(views, index) -> loss``.
 
 A method owns its model and computes the loss of one batch of augmented views; the trainer does
-the rest. Across processes, features are gathered with gradients so that every rank computes the
-loss of the global batch.
+the rest. After each call, ``method.last_nodes = (features, sample, dataset_index)`` describes the
+nodes the loss saw (for the learning-dynamics monitor). Across processes, features are gathered
+with gradients so that every rank computes the loss of the global batch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mp_contrastive.distributed import gather_with_grad
+from mp_contrastive.distributed import gather_no_grad, gather_with_grad
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
 from mp_contrastive.multistage import MultiStageMemory
 
@@ -51,6 +52,7 @@ class SimCLRMethod(nn.Module):
         z, h = self.model(torch.cat(views))
         z = gather_with_grad(_full_precision(z))
         sample = gathered_sample_ids(views[0].size(0), len(views), z.size(0), z.device)
+        self.last_nodes = (z.detach(), sample, _node_index(index, len(views)))
         if self.attention == "official":
             features = gather_with_grad(_full_precision(h)).detach()
             return self.loss(z, sample, attention_features=features)
@@ -111,6 +113,8 @@ class SimSiamMethod(nn.Module):
         if len(views) != 2:
             raise ValueError(f"SimSiam takes 2 views, got {len(views)}")
         z1, z2 = _full_precision(self.projector(self.backbone(torch.cat(views)))).chunk(2)
+        local = torch.arange(index.numel(), device=z1.device)
+        self.last_nodes = (torch.cat([z1, z2]).detach(), local.repeat(2), index.repeat(2))
         targets = self._targets(z1, z2, index)
         if self.multistage == "alone":
             return -0.5 * (F.cosine_similarity(z1, targets[0], dim=-1).mean()
@@ -134,6 +138,14 @@ class SimSiamMethod(nn.Module):
         # Half the other view's current projection, half the aggregate of the stored stages.
         return (torch.where(have, 0.5 * (z2 + stored), z2),
                 torch.where(have, 0.5 * (z1 + stored), z1))
+
+
+def _node_index(index: Tensor, num_views: int) -> Tensor:
+    """Dataset index of every gathered node, in the order of :func:`gathered_sample_ids`."""
+    gathered = gather_no_grad(index)
+    local = index.numel()
+    world = gathered.numel() // local
+    return gathered.view(world, 1, local).expand(world, num_views, local).reshape(-1)
 
 
 def _full_precision(x: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mp_contrastive.distributed import rank_and_world
+from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.data import ImageArrays
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
@@ -72,13 +73,16 @@ class Trainer:
         monitor: ``(bank, queries)`` images for the kNN monitor, or ``None``.
         device: where to train.
         callbacks: called as ``callback(trainer, step, loss)`` after every optimiser step.
+        dynamics: a :class:`~mp_contrastive.monitor.DynamicsMonitor` fed with the nodes the loss
+            saw (``method.last_nodes``) and their class labels, on rank 0.
     """
 
     def __init__(self, method: nn.Module, encoder: nn.Module, train: ImageArrays,
                  augment: SimCLRAugment, config: TrainConfig,
                  monitor: tuple[ImageArrays, ImageArrays] | None = None,
                  device: torch.device | str = "cpu",
-                 callbacks: list[Callable[[Trainer, int, float], None]] | None = None) -> None:
+                 callbacks: list[Callable[[Trainer, int, float], None]] | None = None,
+                 dynamics: DynamicsMonitor | None = None) -> None:
         self.config = config
         self.device = torch.device(device)
         self.rank, self.world = rank_and_world()
@@ -95,6 +99,7 @@ class Trainer:
         self.augment = augment
         self.monitor = monitor
         self.callbacks = list(callbacks or [])
+        self.dynamics = dynamics
         self.optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay,
                                          config.momentum)
         self.steps_per_epoch = len(train) // config.batch_size
@@ -217,6 +222,10 @@ class Trainer:
             speed = config.batch_size / (time.perf_counter() - started)
             for callback in self.callbacks:
                 callback(self, step, value)
+            if self.dynamics is not None and self.rank == 0 and self.dynamics.should_log(step):
+                features, sample, node_index = self.method.last_nodes
+                self.dynamics(step, features, sample=sample,
+                              labels=self.train_data.labels[node_index.cpu()])
             if progress is not None:
                 progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}")
                 progress.update()

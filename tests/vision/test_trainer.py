@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.data import load_cifar, stratified_subset
 from mp_contrastive.vision.methods import SimCLRMethod, SimSiamMethod
@@ -50,9 +51,15 @@ def test_loss_decreases_and_resume_is_exact(cifar_subset, tmp_path):
     assert len(rows) == 1 + 24  # header + one row per step, none duplicated by the resume
 
 
-def test_attention_run_and_checkpoint_is_weights_only(cifar_subset, tmp_path):
+def test_attention_run_checkpoint_and_dynamics_monitor(cifar_subset, tmp_path):
     trainer = make_trainer(cifar_subset, tmp_path, attention="official", epochs=1)
+    trainer.dynamics = DynamicsMonitor(every=4, log_dir=tmp_path, temperature=0.5)
     trainer.fit()
+    rows = trainer.dynamics.history
+    assert len(rows) == 2  # steps 0 and 4 of 8
+    assert {"alignment", "uniformity", "effective_rank"} <= set(rows[0])
+    assert all(v == v for v in rows[-1].values())  # no NaN: labels and samples lined up
+    assert (tmp_path / "dynamics.csv").read_text().count("\n") == 3
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]["step_loss"]) == 8
     assert load_checkpoint(tmp_path / "checkpoint.pt")["format"] == 1
