@@ -43,13 +43,15 @@ PRESETS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run from the command line, or in-process with ``argv`` (the benchmark suite does);
+    returns the results that also go to ``<out>/results.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--attention", choices=ATTENTION_MODES, default="official")
     parser.add_argument("--beta", type=float, default=1.0, help="attention sharpness")
     parser.add_argument("--temperature", type=float)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -73,7 +75,7 @@ def main() -> None:
           f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}",
           flush=True)
     trainer.fit()
-    final_evaluation(trainer, splits, settings, started)
+    return final_evaluation(trainer, splits, settings, started)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ PRESETS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run from the command line, or in-process with ``argv`` (the benchmark suite does);
+    returns the results that also go to ``<out>/results.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--multistage", choices=MULTISTAGE_MODES, default="official")
@@ -54,7 +56,7 @@ def main() -> None:
     parser.add_argument("--multistage-warmup", type=int, help="epochs of plain SimSiam first")
     parser.add_argument("--proj-dim", type=int)
     parser.add_argument("--pred-dim", type=int)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -85,7 +87,7 @@ def main() -> None:
           f"{settings['width']}, batch {settings['batch_size']}, {settings['epochs']} epochs, "
           f"device {device}", flush=True)
     trainer.fit()
-    final_evaluation(trainer, splits, settings, started)
+    return final_evaluation(trainer, splits, settings, started)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", 
                "jitter_strength")
 
 
-def run_cli(main: Callable[[], None]) -> None:
+def run_cli(main: Callable[[], object]) -> None:
     """Run an example's ``main``; a user error (missing data, bad checkpoint, bad setting) is
     printed as one line, not a traceback, with exit status 2."""
     try:

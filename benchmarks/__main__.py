@@ -1,0 +1,114 @@
+"""Benchmarks from one entry point.
+
+    python -m benchmarks run --suite quick [--domains images,graphs,synthetic] [--seeds N] --out DIR
+    python -m benchmarks perf [--out DIR]
+
+``run`` executes the cross-domain matrix (method x dataset x seed; resumable, one JSON per cell)
+and writes results.csv, summary.md and summary.png; ``perf`` runs every performance comparison
+(each a table with ratios measured in one run) and collects them in perf.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.domains import DOMAINS, build_cells
+from benchmarks.suite import markdown_summary, run_cells, summarize, write_outputs
+
+PERF = {
+    # module -> arguments; each prints its own table(s) with ratios
+    "losses": [],
+    "training_step": [],
+    "monitor_overhead": [],
+    "affinity": ["--quick"],
+    "gnn": [],
+}
+
+
+def machine() -> str:
+    return (f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} "
+            f"threads, torch {torch.__version__}, "
+            f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+    seeds = args.seeds if args.seeds is not None else (2 if args.suite == "quick" else 3)
+    cells = build_cells(args.suite, domains, seeds, out, args.data_root)
+    started = time.perf_counter()
+    records = run_cells(cells, out, progress=not args.no_progress)
+    paths = write_outputs(records, out)
+    print(f"\n# {args.suite} suite: {len(records)} cells, {seeds} seeds, domains {domains}; "
+          f"{machine()}; {time.perf_counter() - started:.0f} s this run\n")
+    print(markdown_summary(summarize(records)))
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    if failed:
+        print(f"{len(failed)} cell(s) failed; their errors are in {out}/cells/*.json and a "
+              f"re-run retries them")
+    return 1 if failed else 0
+
+
+def perf(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections, status = [f"# Performance comparisons\n\nMachine: {machine()}\n"], 0
+    for name, argv in PERF.items():
+        if args.only and name not in args.only:
+            continue
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError as error:
+            sections.append(f"## {name}\n\nnot available: {error}\n")
+            status = 1
+            continue
+        buffer = io.StringIO()
+        print(f"running benchmarks.{name} ...", file=sys.stderr, flush=True)
+        saved = sys.argv
+        sys.argv = [f"benchmarks.{name}", *argv, "--seed", str(args.seed)]
+        try:
+            with contextlib.redirect_stdout(buffer):
+                module.main()
+        except SystemExit as error:
+            status = status or int(error.code or 0)
+        finally:
+            sys.argv = saved
+        sections.append(f"## {name}: `python -m benchmarks.{name} {' '.join(argv)}`\n\n"
+                        f"{buffer.getvalue()}")
+        print(sections[-1], flush=True)
+    (out / "perf.md").write_text("\n".join(sections))
+    print(f"written: {out / 'perf.md'}")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="the cross-domain matrix")
+    run_parser.add_argument("--suite", choices=["quick", "full"], default="quick")
+    run_parser.add_argument("--domains", default=",".join(DOMAINS))
+    run_parser.add_argument("--seeds", type=int, default=None,
+                            help="seeds per cell (default 2 quick, 3 full)")
+    run_parser.add_argument("--out", default="runs/benchmarks")
+    run_parser.add_argument("--data-root", default=None)
+    run_parser.add_argument("--no-progress", action="store_true")
+    perf_parser = commands.add_parser("perf", help="performance comparisons with ratios")
+    perf_parser.add_argument("--out", default="runs/perf")
+    perf_parser.add_argument("--only", nargs="*", choices=list(PERF))
+    perf_parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return run(args) if args.command == "run" else perf(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
