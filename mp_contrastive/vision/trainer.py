@@ -175,6 +175,8 @@ class Trainer:
         end = self.config.epochs if until_epoch is None else min(until_epoch, self.config.epochs)
         if self.rank == 0 and self.monitor is not None and not self.history["epochs"]:
             self.history["knn_initial"] = self.evaluate_knn()
+            print(f"epoch 0 (random initialisation): kNN top-1 {self.history['knn_initial']:.2f}%",
+                  flush=True)
         while self.epoch < end:
             started = time.perf_counter()
             losses = self._train_epoch()
