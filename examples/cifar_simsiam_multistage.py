@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from mp_contrastive.vision import SimCLRAugment, resnet_cifar
+from mp_contrastive.vision import resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_common_arguments,
+    augmentation,
     dynamics_monitor,
     final_evaluation,
     load_splits,
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings["lr"] = settings["lr"] * settings["batch_size"] / 256
     out = args.out or f"runs/simsiam_{args.multistage}_{settings['preset']}_seed{args.seed}"
     trainer = Trainer(method, backbone, splits.train,
-                      SimCLRAugment(jitter_strength=settings["jitter_strength"]),
+                      augmentation(settings),
                       train_config(settings, args, out), monitor=(splits.bank, splits.queries),
                       device=device, dynamics=dynamics_monitor(args, out, None))
     if args.resume:

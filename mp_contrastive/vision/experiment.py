@@ -16,13 +16,17 @@ import torch.distributed as dist
 
 from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
+from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, stratified_subset
 from mp_contrastive.vision.evaluation import extract_features, linear_probe
 from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
-__all__ = ["run_cli", "add_common_arguments", "dynamics_monitor", "resolve_preset",
+__all__ = ["run_cli", "add_common_arguments", "augmentation", "dynamics_monitor", "resolve_preset",
            "setup_distributed", "Splits", "load_splits",
            "train_config", "final_evaluation"]
+
+# Defaults a preset may override.
+COMMON_DEFAULTS = {"crop_min": 0.08}
 
 # Hyper-parameters every preset must define (the example's own ones come on top).
 COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", "lr",
@@ -65,6 +69,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out images for the kNN monitor (0 = the whole test set)")
     parser.add_argument("--probe-epochs", type=int, help="epochs of the final linear probe")
     parser.add_argument("--jitter-strength", type=float, help="colour-distortion strength s")
+    parser.add_argument("--crop-min", type=float,
+                        help="smallest random-resized-crop area, a fraction of the image (0.08)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output folder (checkpoints, logs, results)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
@@ -87,7 +93,7 @@ def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]])
         reason = ("a CUDA GPU is available" if name == "paper" else
                   "no CUDA GPU was found, so the paper's 200-epoch ResNet-18 run would take days")
         _print0(f"--preset auto: using '{name}' because {reason}")
-    settings = dict(presets[name])
+    settings = {**COMMON_DEFAULTS, **presets[name]}
     for key, value in vars(args).items():
         if value is not None and key in settings:
             settings[key] = value
@@ -134,6 +140,12 @@ def load_splits(settings: dict[str, Any], data_root: str | None, download: bool,
     queries = load_cifar(settings["dataset"], data_root, train=False, download=download,
                          select=subset(settings["monitor_queries"]))
     return Splits(train=train, bank=train, queries=queries, test=queries)
+
+
+def augmentation(settings: dict[str, Any]) -> SimCLRAugment:
+    """The SimCLR augmentation with the preset's crop range and colour strength."""
+    return SimCLRAugment(scale=(settings["crop_min"], 1.0),
+                         jitter_strength=settings["jitter_strength"])
 
 
 def dynamics_monitor(args: argparse.Namespace, out_dir: str,
