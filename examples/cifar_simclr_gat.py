@@ -20,17 +20,13 @@ import torch
 from mp_contrastive.vision import ProjectionHead, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_common_arguments,
-    augmentation,
-    dynamics_monitor,
-    final_evaluation,
     load_splits,
     resolve_preset,
     run_cli,
     setup_distributed,
-    train_config,
+    train_and_evaluate,
 )
 from mp_contrastive.vision.methods import ATTENTION_MODES, SimCLRMethod
-from mp_contrastive.vision.trainer import Trainer
 
 PRESETS = {
     # The official GRAPH-ATTENTION configuration (DESIGN.md section 4).
@@ -67,18 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim))
     method = SimCLRMethod(model, settings["temperature"], args.attention, args.beta)
     out = args.out or f"runs/simclr_{args.attention}_{settings['preset']}_seed{args.seed}"
-    trainer = Trainer(method, backbone, splits.train,
-                      augmentation(settings),
-                      train_config(settings, args, out), monitor=(splits.bank, splits.queries),
-                      device=device, dynamics=dynamics_monitor(args, out, settings["temperature"]))
-    if args.resume:
-        trainer.resume()
-    print(f"SimCLR (attention: {args.attention}) on {len(splits.train)} {settings['dataset']} "
-          f"images, {settings['arch']} width {settings['width']}, batch {settings['batch_size']}, "
-          f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}",
-          flush=True)
-    trainer.fit()
-    return final_evaluation(trainer, splits, settings, started)
+    return train_and_evaluate(method, backbone, splits, settings, args, out, device, started,
+                              f"SimCLR (attention: {args.attention})", settings["temperature"])
 
 
 if __name__ == "__main__":

@@ -19,17 +19,13 @@ import torch
 from mp_contrastive.vision import resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_common_arguments,
-    augmentation,
-    dynamics_monitor,
-    final_evaluation,
     load_splits,
     resolve_preset,
     run_cli,
     setup_distributed,
-    train_config,
+    train_and_evaluate,
 )
 from mp_contrastive.vision.methods import MULTISTAGE_MODES, SimSiamMethod
-from mp_contrastive.vision.trainer import Trainer
 
 PRESETS = {
     # solo-learn's SimSiam on CIFAR (SGD lr 0.5 x batch/256, wd 1e-5, projector 2048, predictor
@@ -77,18 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Linear scaling rule of SimSiam: lr = base * batch / 256.
     settings["lr"] = settings["lr"] * settings["batch_size"] / 256
     out = args.out or f"runs/simsiam_{args.multistage}_{settings['preset']}_seed{args.seed}"
-    trainer = Trainer(method, backbone, splits.train,
-                      augmentation(settings),
-                      train_config(settings, args, out), monitor=(splits.bank, splits.queries),
-                      device=device, dynamics=dynamics_monitor(args, out, None))
-    if args.resume:
-        trainer.resume()
-    print(f"SimSiam (multi-stage: {args.multistage}, k={args.stages}, {args.aggr}) on "
-          f"{len(splits.train)} {settings['dataset']} images, {settings['arch']} width "
-          f"{settings['width']}, batch {settings['batch_size']}, {settings['epochs']} epochs, "
-          f"device {device}", flush=True)
-    trainer.fit()
-    return final_evaluation(trainer, splits, settings, started)
+    return train_and_evaluate(
+        method, backbone, splits, settings, args, out, device, started,
+        f"SimSiam (multi-stage: {args.multistage}, k={args.stages}, {args.aggr})")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, strati
 from mp_contrastive.vision.evaluation import extract_features, linear_probe
 from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
-__all__ = ["run_cli", "add_common_arguments", "augmentation", "dynamics_monitor", "resolve_preset",
+__all__ = ["run_cli", "add_common_arguments", "augmentation", "dynamics_monitor",
+           "train_and_evaluate", "resolve_preset",
            "setup_distributed", "Splits", "load_splits",
            "train_config", "final_evaluation"]
 
@@ -164,6 +165,24 @@ def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: st
         weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
         out_dir=out_dir, amp=args.bf16, compile=args.compile, progress=not args.no_progress,
         extra=extra)
+
+
+def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits: Splits,
+                       settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
+                       device: torch.device, started: float, description: str,
+                       temperature: float | None = None) -> dict[str, Any]:
+    """The part every image example shares once its method is built: trainer (with the kNN and
+    dynamics monitors), ``--resume``, training, final evaluation and results."""
+    trainer = Trainer(method, encoder, splits.train, augmentation(settings),
+                      train_config(settings, args, out_dir), monitor=(splits.bank, splits.queries),
+                      device=device, dynamics=dynamics_monitor(args, out_dir, temperature))
+    if args.resume:
+        trainer.resume()
+    _print0(f"{description} on {len(splits.train)} {settings['dataset']} images, "
+            f"{settings['arch']} width {settings['width']}, batch {settings['batch_size']}, "
+            f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}")
+    trainer.fit()
+    return final_evaluation(trainer, splits, settings, started)
 
 
 def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
