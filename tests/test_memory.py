@@ -1,0 +1,144 @@
+import math
+
+import pytest
+import torch
+from lightly.models.modules.memory_bank import MemoryBankModule
+
+from mp_contrastive.knn import affinity_graph
+from mp_contrastive.memory import NegativeBank
+from mp_contrastive.nn import ContrastiveConv, UniformityConv
+from tests.reference import step_from_autograd, uniformity_energy
+
+
+def rows(start, stop, dim=3):
+    """Row r is filled with the value r: the order of the stored entries can be read off."""
+    return torch.arange(start, stop, dtype=torch.float32).unsqueeze(1).repeat(1, dim)
+
+
+def ids(x):
+    return x[:, 0].long().tolist()
+
+
+def test_fifo_order_and_wrap_around():
+    bank = NegativeBank(5, 3)
+    assert len(bank) == 0 and bank.features.shape == (0, 3) and not bank.full
+    bank.push(rows(0, 2))
+    assert ids(bank.features) == [0, 1] and ids(bank.oldest_first()) == [0, 1]
+    bank.push(rows(2, 5))
+    assert bank.full and ids(bank.oldest_first()) == [0, 1, 2, 3, 4]
+    bank.push(rows(5, 8))  # wraps: 5, 6 overwrite 0, 1 ... 7 overwrites 2
+    assert ids(bank.features) == [5, 6, 7, 3, 4]
+    assert ids(bank.oldest_first()) == [3, 4, 5, 6, 7]
+    assert int(bank.ptr) == 3 and len(bank) == 5
+    for start in range(8, 20, 2):  # batches that do not divide the size
+        bank.push(rows(start, start + 2))
+        assert ids(bank.oldest_first()) == list(range(start + 2 - 5, start + 2))
+
+
+def test_overflow_keeps_the_newest():
+    bank = NegativeBank(4, 3)
+    bank.push(rows(0, 3))
+    bank.push(rows(3, 13))  # a batch larger than the bank
+    assert ids(bank.oldest_first()) == [9, 10, 11, 12] and len(bank) == 4
+    bank.push(rows(13, 14))
+    assert ids(bank.oldest_first()) == [10, 11, 12, 13]
+
+
+def test_matches_lightly_memory_bank():
+    """Independent implementation: once full, lightly's bank (batch size dividing the size, where
+    lightly does not truncate) holds exactly ours, in the same storage order."""
+    gen = torch.Generator().manual_seed(0)
+    ours, theirs = NegativeBank(12, 4), MemoryBankModule(size=(12, 4), feature_dim_first=False)
+    for _ in range(7):
+        batch = torch.randn(4, 4, generator=gen)
+        before = ours(batch)
+        _, lightly_before = theirs(batch, update=True)
+        if ours.full and len(before) == 12:
+            torch.testing.assert_close(before, lightly_before)
+    torch.testing.assert_close(ours.features, theirs.bank)
+
+
+def test_forward_returns_the_negatives_before_the_update():
+    bank = NegativeBank(4, 3)
+    bank.push(rows(0, 2))
+    negatives = bank(rows(2, 4))
+    assert ids(negatives) == [0, 1] and ids(bank.features) == [0, 1, 2, 3]
+    bank(rows(4, 6))
+    assert ids(negatives) == [0, 1]  # a copy: later pushes do not change it
+    assert ids(bank(rows(6, 7), update=False)) == [4, 5, 2, 3] and len(bank) == 4
+
+
+def test_state_dict_round_trip():
+    bank = NegativeBank(6, 3)
+    bank.push(rows(0, 8))
+    state = bank.state_dict()
+    assert set(state) == {"bank", "ptr", "count"}
+    restored = NegativeBank(6, 3)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.oldest_first(), bank.oldest_first())
+    restored.push(rows(8, 9))
+    bank.push(rows(8, 9))
+    assert torch.equal(restored.oldest_first(), bank.oldest_first())
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        NegativeBank(5, 3).load_state_dict(state)
+    bank.reset()
+    assert len(bank) == 0 and int(bank.ptr) == 0
+
+
+def test_dtype_and_device_moves():
+    bank = NegativeBank(4, 3).double()
+    assert bank.bank.dtype == torch.float64 and bank.ptr.dtype == torch.long
+    bank.push(rows(0, 2))  # float32 input is cast to the storage dtype
+    assert bank.features.dtype == torch.float64
+    moved = bank.to("cpu")
+    assert moved.bank.device.type == "cpu" and ids(moved.features) == [0, 1]
+    half = NegativeBank(4, 3, dtype=torch.bfloat16)
+    half.push(rows(0, 3))
+    assert half.features.dtype == torch.bfloat16
+
+
+def test_device_move_and_mismatch():
+    """Buffers follow .to(device) and pushes from another device are refused. The 'meta' device
+    stands in for a GPU here: it exercises the same device checks without one."""
+    bank = NegativeBank(4, 3)
+    bank.push(rows(0, 3))
+    moved = bank.to("meta")
+    assert moved.bank.device.type == "meta" and moved.ptr.device.type == "meta"
+    with pytest.raises(ValueError, match="must be on the bank's device"):
+        moved.push(rows(0, 1))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="'size' must be positive"):
+        NegativeBank(0, 3)
+    with pytest.raises(TypeError, match="'dim' must be an int"):
+        NegativeBank(4, 3.0)
+    bank = NegativeBank(4, 3)
+    with pytest.raises(ValueError, match=r"'x' must have shape \[batch_size, 3\]"):
+        bank.push(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="'x' contains non-finite"):
+        bank.push(torch.tensor([[0.0, math.nan, 1.0]]))
+    with pytest.raises(TypeError, match="'x' must be a floating-point"):
+        bank.push(torch.ones(2, 3, dtype=torch.long))
+    assert len(bank) == 0  # nothing half-written
+
+
+def test_bank_as_negatives_for_the_operators(gen):
+    """The bank is the source side of a bipartite affinity graph, dense or kNN."""
+    bank = NegativeBank(32, 4, dtype=torch.float64)
+    for _ in range(3):
+        bank.push(torch.randn(12, 4, generator=gen, dtype=torch.float64))
+    h = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    conv = UniformityConv(alpha=0.4)
+    everything = torch.ones(6, 32, dtype=torch.bool)
+    expected = step_from_autograd(
+        lambda x: uniformity_energy(x, bank.features, everything, None, None, "infonce", False),
+        h, 0.4)
+    torch.testing.assert_close(conv((bank.features, h)), expected, atol=1e-10, rtol=0)
+    # kNN over the bank: k = size is the dense graph again.
+    edge_index, _ = affinity_graph(bank.features, 32, queries=h)
+    torch.testing.assert_close(conv((bank.features, h), edge_index), expected, atol=1e-10, rtol=0)
+    # Contrastive with bank negatives: batch positives, bank repulsion.
+    positives = torch.tensor([[0, 1, 2, 3, 4, 5], [3, 4, 5, 0, 1, 2]])
+    out = ContrastiveConv(alpha=0.4)((bank.features, h), positives)
+    assert out.shape == h.shape and bool(torch.isfinite(out).all())
