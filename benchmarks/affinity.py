@@ -3,6 +3,7 @@ blockwise dense path, all measured in one run:
 
     python -m benchmarks.affinity [--quick] [--seed 0] [--repeats 3] [--threads T]
                                   [--sections uniformity tradeoff search blockwise]
+                                  [--features sphere vMF]
 
 1. Uniformity step + energy (the operator's forward + backward: what ``MessagePassingLoss`` and
    ``SimCLRLoss`` evaluate, under ``no_grad`` with ``trusted_inputs``) of a batch of 512 anchors
@@ -127,10 +128,10 @@ def timed(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict, dic
     return times, peaks
 
 
-def uniformity_table(sizes: list[int], temperatures: list[float], repeats: int,
+def uniformity_table(kinds: list[str], sizes: list[int], temperatures: list[float], repeats: int,
                      gen: torch.Generator, centers: torch.Tensor) -> list[str]:
     verdicts: list[str] = []
-    for kind in ["sphere", "vMF"]:
+    for kind in kinds:
         for tau in temperatures:
             rows: list[list[object]] = []
             for m in sizes:
@@ -365,7 +366,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's); 1 is robust to other load")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
-                        help="which tables to measure (each stays under ~10 minutes alone)")
+                        help="which tables to measure (on a loaded 2-core machine the whole run "
+                             "takes over 10 minutes: split it)")
+    parser.add_argument("--features", nargs="+", default=["sphere", "vMF"],
+                        choices=["sphere", "vMF"], help="feature kinds of the uniformity table")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -381,7 +385,8 @@ def main() -> None:
           f"ratios, measured interleaved, rather than absolute times)")
     verdicts: list[str] = []
     if "uniformity" in args.sections:
-        verdicts += uniformity_table(sizes, temperatures, args.repeats, gen, centers)
+        verdicts += uniformity_table(args.features, sizes, temperatures, args.repeats, gen,
+                                     centers)
     if "tradeoff" in args.sections:
         tradeoff_table(65536, gen, centers, args.repeats)
     if "search" in args.sections:

@@ -1,0 +1,101 @@
+"""The operator GNN layers against PyG's (forward + backward time and peak memory), and one
+GRACE-style step on a PubMed-size graph through the kNN path.
+
+Layers: AlignmentGCNConv vs GCNConv, AttentionAlignmentGATConv vs GATConv (8 heads x 8), and a
+single AttentionAlignmentConv step vs AGNNConv, on Cora (2,708 nodes, 1,433 features; the
+shared data) and a synthetic PubMed-size graph (19,717 nodes, 500 features). Median over
+interleaved repeats, peak memory of one forward + backward, all in one run:
+
+    python -m benchmarks.gnn [--repeats 7] [--threads 1] [--grace]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.nn import AGNNConv, GATConv, GCNConv
+
+from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from mp_contrastive.graphs import (
+    AlignmentGCNConv,
+    AttentionAlignmentGATConv,
+    load_planetoid,
+    planted_partition_graph,
+)
+from mp_contrastive.graphs.contrastive import GRACE_PRESETS, train_grace
+from mp_contrastive.nn import AttentionAlignmentConv
+
+
+def pairs(num_features: int) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
+    torch.manual_seed(0)
+    return {
+        "GCN layer (-> 64)": (AlignmentGCNConv(num_features, 64), GCNConv(num_features, 64)),
+        "GAT layer (8 x 8 heads)": (AttentionAlignmentGATConv(num_features, 8, heads=8),
+                                    GATConv(num_features, 8, heads=8)),
+        "AGNN propagation (d=64)": (
+            AttentionAlignmentConv(1.0, 1.0, "neighbors", "cosine", detach_targets=True,
+                                   add_self_loops=True), AGNNConv(requires_grad=False)),
+    }
+
+
+def step(module: torch.nn.Module, x: torch.Tensor, edge_index: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        inp = x.detach().requires_grad_()
+        module(inp, edge_index).sum().backward()
+    return run
+
+
+def layer_rows(name: str, data: Data, repeats: int) -> list[list[object]]:
+    rows = []
+    for label, (ours, pyg) in pairs(data.num_features).items():
+        x = data.x if "AGNN" not in label else torch.randn(data.num_nodes, 64)
+        fns = {"ours": step(ours, x, data.edge_index), "pyg": step(pyg, x, data.edge_index)}
+        times = interleaved_times(fns, repeats)
+        memory = {key: peak_memory(fn) for key, fn in fns.items()}
+        rows.append([name, label, f"{1e3 * times['ours']:.1f}", f"{1e3 * times['pyg']:.1f}",
+                     f"{times['ours'] / times['pyg']:.2f}", f"{memory['ours'] / 2**20:.1f}",
+                     f"{memory['pyg'] / 2**20:.1f}"])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--grace", action="store_true",
+                        help="also time one GRACE step (PubMed preset) through the kNN path")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"# GNN layers, forward + backward, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    graphs = {"Cora": load_planetoid("Cora", args.data_root),
+              "PubMed-size (synthetic)": planted_partition_graph()}
+    rows = [row for name, data in graphs.items() for row in layer_rows(name, data, args.repeats)]
+    print(markdown_table(["graph", "layer", "ours (ms)", "PyG (ms)", "ratio", "ours peak (MiB)",
+                          "PyG peak (MiB)"], rows))
+    if args.grace:
+        data = graphs["PubMed-size (synthetic)"]
+        dense_bytes = (2 * data.num_nodes) ** 2 * 4
+        grace_rows = []
+        for k, samples in ((8, 32), (32, 128)):
+            config = GRACE_PRESETS["PubMed"].replace(epochs=1, knn_k=k, knn_samples=samples)
+            result: dict = {}
+            started = time.perf_counter()
+            peak = peak_memory(lambda c=config, r=result: r.update(train_grace(c, data,
+                                                                               evaluate=False)))
+            grace_rows.append([k, samples, result["path"], f"{time.perf_counter() - started:.1f}",
+                               f"{peak / 2**20:.0f}", f"{dense_bytes / 2**20:.0f}"])
+        print("\n# One GRACE step on the PubMed-size graph (hidden 256, 39,434 views)\n")
+        print(markdown_table(["k", "tail draws", "path", "s / step", "peak (MiB)",
+                              "one dense N x N (MiB)"], grace_rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The operators on real graphs: Planetoid data, GNN layers built from the operators, graph
+augmentations, supervised and contrastive (GRACE-style) training, and the oversmoothing study."""
+
+from mp_contrastive.graphs.augment import GraphAugment, augment_graph
+from mp_contrastive.graphs.data import load_planetoid, planted_partition_graph
+from mp_contrastive.graphs.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
+from mp_contrastive.graphs.training import (
+    SUPERVISED_PRESETS,
+    SupervisedConfig,
+    linear_probe,
+    seed_everything,
+    train_node_classifier,
+)
+
+__all__ = [
+    "load_planetoid",
+    "planted_partition_graph",
+    "GraphAugment",
+    "augment_graph",
+    "AlignmentGCNConv",
+    "AttentionAlignmentGATConv",
+    "NodeClassifier",
+    "SUPERVISED_PRESETS",
+    "SupervisedConfig",
+    "seed_everything",
+    "train_node_classifier",
+    "linear_probe",
+]
