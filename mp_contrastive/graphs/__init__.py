@@ -2,8 +2,18 @@
 augmentations, supervised and contrastive (GRACE-style) training, and the oversmoothing study."""
 
 from mp_contrastive.graphs.augment import GraphAugment, augment_graph
+from mp_contrastive.graphs.contrastive import (
+    GRACE_PRESETS,
+    GRACEConfig,
+    GRACEEncoder,
+    GRACEModel,
+    GraphContrastiveLoss,
+    MultiStageAlignment,
+    train_grace,
+)
 from mp_contrastive.graphs.data import load_planetoid, planted_partition_graph
 from mp_contrastive.graphs.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
+from mp_contrastive.graphs.oversmoothing import depth_study, propagate
 from mp_contrastive.graphs.training import (
     SUPERVISED_PRESETS,
     SupervisedConfig,
@@ -25,4 +35,13 @@ __all__ = [
     "seed_everything",
     "train_node_classifier",
     "linear_probe",
+    "GRACEConfig",
+    "GRACE_PRESETS",
+    "GRACEEncoder",
+    "GRACEModel",
+    "GraphContrastiveLoss",
+    "MultiStageAlignment",
+    "train_grace",
+    "propagate",
+    "depth_study",
 ]

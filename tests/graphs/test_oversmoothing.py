@@ -67,17 +67,17 @@ def test_pairnorm_step_closed_form(gen):
 
 
 def test_alignment_collapses_and_contrastive_does_not():
-    """On a connected planted-partition graph: after many steps alignment alone maps every node
-    to (nearly) one direction; with the uniformity on the sampled kNN affinity graph the features
-    stay spread and keep the classes apart."""
-    data = planted_partition_graph(400, 16, 4, 1600, homophily=0.9, signal=2.0, num_val=100,
-                                   num_test=200, seed=3)
-    rows = depth_study(data, depths=(2, 128), alpha=4.0, k=8, num_samples=32,
+    """On a connected planted-partition graph: after 64 steps alignment alone maps every node to
+    nearly one direction and the (regularised) probe loses accuracy; with the uniformity on the
+    sampled kNN affinity graph the features stay centred and spread and keep the classes apart."""
+    data = planted_partition_graph(300, 16, 4, 1200, homophily=0.9, signal=2.0, num_val=100,
+                                   num_test=100, seed=3)
+    rows = depth_study(data, depths=(64,), alpha=4.0, k=8, num_samples=32,
                        schemes=("alignment", "contrastive"))
-    result = {(r["scheme"], r["depth"]): r for r in rows}
-    assert result[("alignment", 128)]["mean_cosine"] > 0.99
-    assert abs(result[("contrastive", 128)]["mean_cosine"]) < 0.1
-    assert result[("contrastive", 128)]["test_acc"] > result[("alignment", 128)]["test_acc"] + 20
+    alignment, contrastive = rows
+    assert alignment["mean_cosine"] > 0.999
+    assert abs(contrastive["mean_cosine"]) < 0.05
+    assert contrastive["test_acc"] >= alignment["test_acc"] + 5, rows
 
 
 def test_bad_input(gen):
