@@ -6,7 +6,7 @@ k nearest plus importance-weighted uniform draws, mp_contrastive.knn) and keeps 
 PairNorm is the anchor. A linear probe (SGC's protocol) reads each depth's features on the public
 split (mp_contrastive.graphs.oversmoothing).
 
-    python examples/oversmoothing.py --datasets Cora CiteSeer --depths 2 4 8 16 32 64 \\
+    python examples/oversmoothing.py --datasets Cora CiteSeer --depths 2 4 8 16 32 64 128 256 \\
         --out runs/oversmoothing
 
 Writes results.json, table.md and accuracy_vs_depth.png to --out.
@@ -60,10 +60,10 @@ def plot(rows: list[dict], datasets: list[str], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, "runs/oversmoothing")
-    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64, 128, 256])
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES)
     parser.add_argument("--alpha", type=float, default=4.0, help="step size of every scheme")
-    parser.add_argument("--tau", type=float, default=0.5, help="temperature of the feature space")
+    parser.add_argument("--tau", type=float, default=2.0, help="temperature of the feature space")
     parser.add_argument("--k", type=int, default=8, help="nearest neighbours per node")
     parser.add_argument("--num-samples", type=int, default=64,
                         help="importance-weighted uniform draws per node on top of the k nearest")

@@ -271,7 +271,9 @@ class GraphContrastiveLoss(nn.Module):
         n = u.size(0)
         h = F.normalize(torch.cat([u, v]), dim=1) / math.sqrt(self.tau)
         graph = augmentation_graph(n, 2, device=h.device, dtype=h.dtype)
-        if self._affinity is None or self._calls % self.knn_refresh == 0:
+        stale = self._affinity is None or self._affinity[0].size(1) == 0 or \
+            int(self._affinity[0][1].max()) != 2 * n - 1  # another graph: never reuse its edges
+        if stale or self._calls % self.knn_refresh == 0:
             with torch.no_grad():
                 edges, weights = sampled_affinity_graph(
                     h.detach(), min(self.knn_k, 2 * n - 2), self.knn_samples, proposal="uniform",

@@ -54,7 +54,7 @@ SCHEMES = ("alignment", "contrastive", "pairnorm")
 
 @torch.no_grad()
 def propagate(x: Tensor, edge_index: Tensor, scheme: str, depths: Sequence[int], *,
-              alpha: float = 1.0, tau: float = 0.5, k: int = 16, num_samples: int = 0,
+              alpha: float = 4.0, tau: float = 2.0, k: int = 8, num_samples: int = 64,
               seed: int = 0) -> dict[int, Tensor]:
     r"""Propagate ``x`` by ``scheme`` (see the module docs) up to ``max(depths)`` steps and return
     the features after each number of steps in ``depths``.
@@ -63,9 +63,14 @@ def propagate(x: Tensor, edge_index: Tensor, scheme: str, depths: Sequence[int],
         x (Tensor): node features ``[N, F]``. edge_index (Tensor): the graph ``[2, E]``.
         scheme (str): ``"alignment"``, ``"contrastive"`` or ``"pairnorm"``.
         depths (sequence of int): numbers of steps to report (each >= 0).
-        alpha (float): step size :math:`\alpha`. tau (float): temperature :math:`\tau` of :math:`N`.
-        k (int): affinity neighbours per node (``"contrastive"``).
-        num_samples (int): uniform tail draws per node on top of the ``k`` nearest (0 = none).
+        alpha (float): step size :math:`\alpha` (default 4: the alignment step is
+            :math:`0.2 H + 0.8 \bar{A} H` up to scale). tau (float): temperature :math:`\tau` of
+            :math:`N` (default 2: a flat softmax, so that the uniformity acts on the whole graph,
+            not only on each node's nearest, which are mostly its own class).
+        k (int): affinity neighbours per node (``"contrastive"``, default 8).
+        num_samples (int): uniform tail draws per node on top of the ``k`` nearest (default 64;
+            0 = the ``k`` nearest only, which repels each node from its own class: on Cora 24%
+            accuracy after 64 steps with ``k=16, tau=0.5, alpha=1``).
         seed (int): seed of the tail draws.
     """
     x = check_features(x, "x")
