@@ -112,3 +112,17 @@ def test_bad_loss_input(loss):
         loss(z, torch.full((4, 8), math.nan))
     with pytest.raises(TypeError, match="second view z1 .* or 'sample'"):
         loss(z, [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_matches_isfinite(dtype):
+    from mp_contrastive._validation import all_finite
+
+    x = torch.randn(7, 5).to(dtype)
+    assert all_finite(x)
+    for bad in (math.nan, math.inf, -math.inf):
+        y = x.clone()
+        y[3, 2] = bad
+        assert not all_finite(y)
+        assert not all_finite(y.to_sparse()) and not all_finite(y.to_sparse_csr())
+    assert all_finite(x.to_sparse_csr()) and all_finite(torch.empty(0, 3, dtype=dtype))

@@ -10,7 +10,13 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import scatter
 
-from mp_contrastive.nn._base import StepConv, as_edge_index, check_anchor_weight, check_kernel
+from mp_contrastive.nn._base import (
+    StepConv,
+    as_edge_index,
+    check_anchor_weight,
+    check_kernel,
+    use_blockwise,
+)
 from mp_contrastive.nn.attention import AttentionAlignmentConv
 
 __all__ = ["ContrastiveConv"]
@@ -94,7 +100,8 @@ class ContrastiveConv(StepConv):
         # with the uniformity; at beta = 1 it only needs the uniformity's row log-sum-exp.
         shared = (self.attention is not None and self.attention.normalize == "negatives"
                   and self.attention.kernel == "dot" and attention_x is None and same_nodes
-                  and affinity_index is None and self.kernel == "infonce")
+                  and affinity_index is None and self.kernel == "infonce"
+                  and not use_blockwise(num_dst, x_src.size(0)))  # blockwise: no N x N matrix
         similarity = x_dst @ x_src.T if shared else None
         attend_after = shared and self.attention is not None and self.attention.beta == 1.0
         if self.attention is not None and not attend_after:
@@ -118,6 +125,8 @@ class ContrastiveConv(StepConv):
                     else kappa * weight)
             attraction.append((index, pull))
             return index, pull
+
+        attract.needs_logsumexp = attend_after  # spares the blockwise path an extra pass
 
         fold = affinity_index is None and same_nodes
         repel_grad, repel_energy, _ = self.uniformity_gradient(

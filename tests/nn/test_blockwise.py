@@ -87,13 +87,15 @@ def test_contrastive_attraction_folded_per_tile(gen, monkeypatch, block, kernel,
     assert_same(monkeypatch, block, fn)
 
 
-@pytest.mark.parametrize("normalize", ["positives", "neighbors"])
-def test_contrastive_with_attention(gen, monkeypatch, normalize):
+@pytest.mark.parametrize("normalize,beta", [("positives", 0.7), ("neighbors", 0.7),
+                                           ("negatives", 0.7), ("negatives", 1.0)])
+def test_contrastive_with_attention(gen, monkeypatch, normalize, beta):
     """Attention weights (and, for the official normalisation, anchor weights) on the folded
-    attraction."""
+    attraction. The plain path shares its similarity matrix with "negatives" attention (and at
+    beta = 1 its row log-sum-exp); the blockwise path builds neither and must agree."""
     graph = augmentation_graph(sample=torch.arange(8).repeat(3))
     h = torch.randn(24, 5, generator=gen, dtype=torch.float64)
-    conv = ContrastiveConv(0.5, attention=AttentionAlignmentConv(beta=0.7, normalize=normalize))
+    conv = ContrastiveConv(0.5, attention=AttentionAlignmentConv(beta=beta, normalize=normalize))
     assert_same(monkeypatch, 50, lambda: values_and_gradients(conv, h, graph.edge_index))
 
 
