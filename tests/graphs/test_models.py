@@ -132,3 +132,24 @@ def test_classifier_shapes_and_bad_input(gen):
     with pytest.raises(ValueError, match="'edge_index' is out of range"):
         AlignmentGCNConv(6, 4)(x, edge_index + 40)
     assert repr(AlignmentGCNConv(6, 4)) == "AlignmentGCNConv(6, 4)"
+
+
+def test_feature_dropout_is_dropout_on_sparse_features():
+    """Zeros stay zero, each non-zero is kept with probability 1 - p and scaled by 1 / (1 - p)
+    (dropout's distribution); dense inputs get F.dropout itself (same random stream)."""
+    from mp_contrastive.graphs.models import feature_dropout
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 300, generator=gen) * (torch.rand(400, 300, generator=gen) < 0.05)
+    out = feature_dropout(x, 0.6)
+    assert bool((out[x == 0] == 0).all())
+    nonzero = x != 0
+    kept = out[nonzero] != 0
+    torch.testing.assert_close(out[nonzero][kept], x[nonzero][kept] / 0.4)
+    assert abs(float(kept.float().mean()) - 0.4) < 0.02  # 6,000 non-zeros: 5 standard deviations
+    assert feature_dropout(x, 0.6, training=False) is x and feature_dropout(x, 0.0) is x
+    dense = torch.randn(50, 20, generator=gen)
+    torch.manual_seed(3)
+    expected = torch.nn.functional.dropout(dense, 0.5)
+    torch.manual_seed(3)
+    torch.testing.assert_close(feature_dropout(dense, 0.5), expected, atol=0, rtol=0)
