@@ -22,7 +22,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.domains import DOMAINS, build_cells
-from benchmarks.suite import markdown_summary, run_cells, summarize, write_outputs
+from benchmarks.suite import (
+    markdown_summary,
+    replace_marked_section,
+    run_cells,
+    summarize,
+    write_outputs,
+)
 
 PERF = {
     # module -> arguments; each prints its own table(s) with ratios
@@ -48,9 +54,15 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     records = run_cells(cells, out, progress=not args.no_progress)
     paths = write_outputs(records, out)
-    print(f"\n# {args.suite} suite: {len(records)} cells, {seeds} seeds, domains {domains}; "
-          f"{machine()}; {time.perf_counter() - started:.0f} s this run\n")
-    print(markdown_summary(summarize(records)))
+    header = (f"{args.suite} suite: {len(records)} cells, {seeds} seeds, domains "
+              f"{','.join(domains)}; {machine()}; {time.perf_counter() - started:.0f} s this run, "
+              f"{sum(r['seconds'] for r in records):.0f} s of cell time in all")
+    table = markdown_summary(summarize(records))
+    print(f"\n# {header}\n")
+    print(table)
+    if args.update_readme:
+        replace_marked_section(args.update_readme, f"results-{args.suite}",
+                               f"{header}.\n\n{table}")
     failed = [r for r in records if r["status"] != "ok"]
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
     if failed:
@@ -87,6 +99,11 @@ def perf(args: argparse.Namespace) -> int:
                         f"{buffer.getvalue()}")
         print(sections[-1], flush=True)
     (out / "perf.md").write_text("\n".join(sections))
+    if args.update_readme:
+        # Headings go three levels down, under the README's "Results" section.
+        body = "\n".join("###" + line if line.startswith("#") else line
+                         for line in "\n".join(sections[1:]).splitlines())
+        replace_marked_section(args.update_readme, "results-perf", f"Machine: {machine()}.\n\n{body}")
     print(f"written: {out / 'perf.md'}")
     return status
 
@@ -102,10 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--out", default="runs/benchmarks")
     run_parser.add_argument("--data-root", default=None)
     run_parser.add_argument("--no-progress", action="store_true")
+    run_parser.add_argument("--update-readme", metavar="PATH",
+                            help="also write the table into PATH between <!-- results-SUITE --> "
+                                 "markers (README.md)")
     perf_parser = commands.add_parser("perf", help="performance comparisons with ratios")
     perf_parser.add_argument("--out", default="runs/perf")
     perf_parser.add_argument("--only", nargs="*", choices=list(PERF))
     perf_parser.add_argument("--seed", type=int, default=0)
+    perf_parser.add_argument("--update-readme", metavar="PATH",
+                             help="also write the tables into PATH between <!-- results-perf --> "
+                                  "markers (README.md)")
     args = parser.parse_args(argv)
     return run(args) if args.command == "run" else perf(args)
 

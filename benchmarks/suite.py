@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cell", "cell_key", "run_cells", "summarize", "SummaryRow", "markdown_summary", "write_outputs"]
+__all__ = ["Cell", "cell_key", "run_cells", "summarize", "SummaryRow", "markdown_summary", "write_outputs",
+           "replace_marked_section"]
 
 
 def cell_key(domain: str, dataset: str, method: str, seed: int) -> str:
@@ -245,3 +246,16 @@ def _progress(total: int):  # noqa: ANN202 - tqdm is optional
     except ImportError:
         return None
     return tqdm(total=total, desc="benchmark cells", dynamic_ncols=True)
+
+
+def replace_marked_section(path: str | Path, name: str, text: str) -> None:
+    """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in the file at ``path``
+    (the README's results), so the published tables are the suite's own output."""
+    path = Path(path)
+    content = path.read_text()
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
+        raise ValueError(f"{path} must hold exactly one '{start}' ... '{end}' pair")
+    head, rest = content.split(start)
+    _, tail = rest.split(end)
+    path.write_text(f"{head}{start}\n{text.strip()}\n{end}{tail}")

@@ -14,6 +14,19 @@ from mp_contrastive.losses import AttentionSimCLRLoss, MessagePassingLoss, SimCL
 
 __version__ = "0.1.0"
 
+# Imported on first access (`mp_contrastive.knn.affinity_graph(...)` after `import mp_contrastive`),
+# so that importing the package does not load faiss, torchvision or matplotlib.
+_LAZY_SUBMODULES = ("knn", "memory", "multistage", "dynamics", "monitor", "distributed", "graphs",
+                    "vision")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "graph",
     "nn",

@@ -68,3 +68,13 @@ def test_many_views_scale_linearly():
 def test_bad_input(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         augmentation_graph(*args, **kwargs)
+
+
+def test_subpackages_load_on_first_access():
+    import subprocess
+    import sys
+
+    code = ("import sys, mp_contrastive as m; assert 'faiss' not in sys.modules; "
+            "assert m.knn.affinity_graph and m.memory.NegativeBank and m.graphs.load_planetoid; "
+            "assert 'mp_contrastive.knn' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -100,3 +100,15 @@ def test_duplicate_cells_rejected(tmp_path):
     cells = counting_cells([])
     with pytest.raises(ValueError, match="share the same"):
         run_cells(cells + cells[:1], tmp_path, progress=False)
+
+
+def test_replace_marked_section(tmp_path):
+    from benchmarks.suite import replace_marked_section
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results-quick -->\nold table\n<!-- /results-quick -->\nafter\n")
+    replace_marked_section(readme, "results-quick", "| a |\n|---|\n| 1 |\n")
+    assert readme.read_text() == ("intro\n<!-- results-quick -->\n| a |\n|---|\n| 1 |\n"
+                                  "<!-- /results-quick -->\nafter\n")
+    with pytest.raises(ValueError, match="results-perf"):
+        replace_marked_section(readme, "results-perf", "x")
