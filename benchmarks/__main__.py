@@ -36,7 +36,7 @@ PERF = {
     "training_step": [],
     "monitor_overhead": [],
     "affinity": ["--quick"],
-    "gnn": [],
+    "gnn": ["--grace"],
 }
 
 

@@ -6,7 +6,7 @@ single AttentionAlignmentConv step vs AGNNConv, on Cora (2,708 nodes, 1,433 feat
 shared data) and a synthetic PubMed-size graph (19,717 nodes, 500 features). Median over
 interleaved repeats, peak memory of one forward + backward, all in one run:
 
-    python -m benchmarks.gnn [--repeats 7] [--threads 1] [--grace]
+    python -m benchmarks.gnn [--repeats 7] [--threads 1] [--grace] [--seed 0]
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from mp_contrastive.graphs.contrastive import GRACE_PRESETS, train_grace
 from mp_contrastive.nn import AttentionAlignmentConv
 
 
-def pairs(num_features: int) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
-    torch.manual_seed(0)
+def pairs(num_features: int, seed: int = 0) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
+    torch.manual_seed(seed)
     return {
         "GCN layer (-> 64)": (AlignmentGCNConv(num_features, 64), GCNConv(num_features, 64)),
         "GAT layer (8 x 8 heads)": (AttentionAlignmentGATConv(num_features, 8, heads=8),
@@ -50,9 +50,9 @@ def step(module: torch.nn.Module, x: torch.Tensor, edge_index: torch.Tensor) -> 
     return run
 
 
-def layer_rows(name: str, data: Data, repeats: int) -> list[list[object]]:
+def layer_rows(name: str, data: Data, repeats: int, seed: int = 0) -> list[list[object]]:
     rows = []
-    for label, (ours, pyg) in pairs(data.num_features).items():
+    for label, (ours, pyg) in pairs(data.num_features, seed).items():
         x = data.x if "AGNN" not in label else torch.randn(data.num_nodes, 64)
         fns = {"ours": step(ours, x, data.edge_index), "pyg": step(pyg, x, data.edge_index)}
         times = interleaved_times(fns, repeats)
@@ -66,6 +66,7 @@ def layer_rows(name: str, data: Data, repeats: int) -> list[list[object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--grace", action="store_true",
@@ -76,8 +77,8 @@ def main() -> None:
     print(f"# GNN layers, forward + backward, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
     graphs = {"Cora": load_planetoid("Cora", args.data_root),
-              "PubMed-size (synthetic)": planted_partition_graph()}
-    rows = [row for name, data in graphs.items() for row in layer_rows(name, data, args.repeats)]
+              "PubMed-size (synthetic)": planted_partition_graph(seed=args.seed)}
+    rows = [row for name, data in graphs.items() for row in layer_rows(name, data, args.repeats, args.seed)]
     print(markdown_table(["graph", "layer", "ours (ms)", "PyG (ms)", "ratio", "ours peak (MiB)",
                           "PyG peak (MiB)"], rows))
     if args.grace:
@@ -88,8 +89,8 @@ def main() -> None:
             config = GRACE_PRESETS["PubMed"].replace(epochs=1, knn_k=k, knn_samples=samples)
             result: dict = {}
             started = time.perf_counter()
-            peak = peak_memory(lambda c=config, r=result: r.update(train_grace(c, data,
-                                                                               evaluate=False)))
+            peak = peak_memory(lambda c=config, r=result: r.update(train_grace(
+                c, data, args.seed, evaluate=False)))
             grace_rows.append([k, samples, result["path"], f"{time.perf_counter() - started:.1f}",
                                f"{peak / 2**20:.0f}", f"{dense_bytes / 2**20:.0f}"])
         print("\n# One GRACE step on the PubMed-size graph (hidden 256, 39,434 views)\n")

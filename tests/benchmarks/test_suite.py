@@ -112,3 +112,17 @@ def test_replace_marked_section(tmp_path):
                                   "<!-- /results-quick -->\nafter\n")
     with pytest.raises(ValueError, match="results-perf"):
         replace_marked_section(readme, "results-perf", "x")
+
+
+def test_every_perf_module_takes_the_arguments_perf_passes():
+    """`python -m benchmarks perf` calls each module with its PERF arguments and --seed."""
+    import subprocess
+    import sys
+
+    from benchmarks.__main__ import PERF
+
+    for name, argv in PERF.items():
+        shown = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], check=True,
+                               capture_output=True, text=True).stdout
+        for option in [*[a for a in argv if a.startswith("--")], "--seed"]:
+            assert option in shown, f"benchmarks.{name} does not take {option}"
