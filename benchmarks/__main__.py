@@ -14,7 +14,9 @@ import argparse
 import contextlib
 import importlib
 import io
+import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,8 +43,9 @@ PERF = {
 
 
 def machine() -> str:
-    return (f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} "
-            f"threads, torch {torch.__version__}, "
+    cpu = " ".join(part for part in (platform.machine(), platform.processor()) if part)
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, "
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
 
 
@@ -63,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     if args.update_readme:
         replace_marked_section(args.update_readme, f"results-{args.suite}",
                                f"{header}.\n\n{table}")
+        figure = Path(args.update_readme).parent / "docs" / "results" / f"{args.suite}_summary.png"
+        if paths["plot"].exists():  # the README shows it above the table
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(paths["plot"], figure)
     failed = [r for r in records if r["status"] != "ok"]
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
     if failed:
