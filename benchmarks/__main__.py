@@ -49,6 +49,20 @@ def machine() -> str:
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
 
 
+def readme_perf_section(body: str, machine_line: str) -> str:
+    """The perf tables under the README's "Performance" heading: one level-4 heading per
+    benchmark module, its own headings one level below."""
+    lines = []
+    for line in body.splitlines():
+        if line.startswith("## ") and "`python -m benchmarks." in line:
+            lines.append("#### " + line[3:])
+        elif line.startswith("#"):
+            lines.append("##### " + line.lstrip("#").strip())
+        else:
+            lines.append(line)
+    return f"Machine: {machine_line}.\n\n" + "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
@@ -107,10 +121,8 @@ def perf(args: argparse.Namespace) -> int:
         print(sections[-1], flush=True)
     (out / "perf.md").write_text("\n".join(sections))
     if args.update_readme:
-        # Headings go three levels down, under the README's "Results" section.
-        body = "\n".join("###" + line if line.startswith("#") else line
-                         for line in "\n".join(sections[1:]).splitlines())
-        replace_marked_section(args.update_readme, "results-perf", f"Machine: {machine()}.\n\n{body}")
+        replace_marked_section(args.update_readme, "results-perf",
+                               readme_perf_section("\n".join(sections[1:]), machine()))
     print(f"written: {out / 'perf.md'}")
     return status
 

@@ -126,3 +126,12 @@ def test_every_perf_module_takes_the_arguments_perf_passes():
                                capture_output=True, text=True).stdout
         for option in [*[a for a in argv if a.startswith("--")], "--seed"]:
             assert option in shown, f"benchmarks.{name} does not take {option}"
+
+
+def test_readme_perf_section_nests_headings():
+    from benchmarks.__main__ import readme_perf_section
+
+    body = "## losses: `python -m benchmarks.losses `\n\n# Loss table\n\n| a |\n\n## Sub\ntext"
+    out = readme_perf_section(body, "cpu")
+    assert out.splitlines() == ["Machine: cpu.", "", "#### losses: `python -m benchmarks.losses `",
+                                "", "##### Loss table", "", "| a |", "", "##### Sub", "text"]
