@@ -188,9 +188,10 @@ def feature_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     Cora (44 of 75 ms on one thread), shrink 80-fold. Dense inputs go to ``F.dropout``."""
     if not training or p == 0.0:
         return x
-    rows, cols = x.nonzero(as_tuple=True)
-    if rows.numel() * 4 > x.numel() or not x.is_floating_point():
+    # Counted first: nonzero() on a dense input would allocate 16 bytes per entry.
+    if not x.is_floating_point() or int(torch.count_nonzero(x)) * 4 > x.numel():
         return F.dropout(x, p=p, training=True)
+    rows, cols = x.nonzero(as_tuple=True)
     keep = torch.rand(rows.numel(), device=x.device) >= p
     rows, cols = rows[keep], cols[keep]
     out = torch.zeros_like(x)
