@@ -245,6 +245,7 @@ class GraphContrastiveLoss(nn.Module):
         self.last_affinity_edges: int | None = None
         self._calls = 0
         self._affinity: tuple[Tensor, Tensor] | None = None
+        self._affinity_views = 0  # the number of views the cached edges were built for
 
     def uses_knn(self, num_nodes: int) -> bool:
         """Whether ``num_nodes`` nodes per view take the kNN path."""
@@ -271,8 +272,7 @@ class GraphContrastiveLoss(nn.Module):
         n = u.size(0)
         h = F.normalize(torch.cat([u, v]), dim=1) / math.sqrt(self.tau)
         graph = augmentation_graph(n, 2, device=h.device, dtype=h.dtype)
-        stale = self._affinity is None or self._affinity[0].size(1) == 0 or \
-            int(self._affinity[0][1].max()) != 2 * n - 1  # another graph: never reuse its edges
+        stale = self._affinity_views != 2 * n  # another graph: never reuse its edges
         if stale or self._calls % self.knn_refresh == 0:
             with torch.no_grad():
                 edges, weights = sampled_affinity_graph(
@@ -281,6 +281,7 @@ class GraphContrastiveLoss(nn.Module):
             # The positive is part of every anchor's partition function (GRACE's denominator).
             self._affinity = (torch.cat([edges, graph.edge_index], 1),
                               torch.cat([weights, torch.ones_like(graph.edge_weight)]))
+            self._affinity_views = 2 * n
         self._calls += 1
         affinity_index, affinity_weight = self._affinity
         attention_x = None
