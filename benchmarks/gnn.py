@@ -1,8 +1,10 @@
 """The operator GNN layers against PyG's (forward + backward time and peak memory), and one
 GRACE-style step on a PubMed-size graph through the kNN path.
 
-Layers: AlignmentGCNConv vs GCNConv, AttentionAlignmentGATConv vs GATConv (8 heads x 8), and a
-single AttentionAlignmentConv step vs AGNNConv, on Cora (2,708 nodes, 1,433 features; the
+Layers: AlignmentGCNConv vs GCNConv, AttentionAlignmentGATConv vs GATConv (8 heads x 8), a
+single AttentionAlignmentConv step vs AGNNConv, and a trained uniformity step on a kNN affinity
+graph (UniformityConv, differentiated through) vs the same step written with PyG's ``softmax``
+and ``scatter`` (autograd through per-edge gathers), on Cora (2,708 nodes, 1,433 features; the
 shared data) and a synthetic PubMed-size graph (19,717 nodes, 500 features). Median over
 interleaved repeats, peak memory of one forward + backward, all in one run:
 
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch_geometric.data import Data
 from torch_geometric.nn import AGNNConv, GATConv, GCNConv
+from torch_geometric.utils import scatter, softmax
 
 from benchmarks._measure import interleaved_times, markdown_table, peak_memory
 from mp_contrastive.graphs import (
@@ -28,7 +31,8 @@ from mp_contrastive.graphs import (
     planted_partition_graph,
 )
 from mp_contrastive.graphs.contrastive import GRACE_PRESETS, train_grace
-from mp_contrastive.nn import AttentionAlignmentConv
+from mp_contrastive.knn import affinity_graph
+from mp_contrastive.nn import AttentionAlignmentConv, UniformityConv
 
 
 def pairs(num_features: int, seed: int = 0) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
@@ -63,6 +67,38 @@ def layer_rows(name: str, data: Data, repeats: int, seed: int = 0) -> list[list[
     return rows
 
 
+def pyg_uniformity_step(h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """The InfoNCE uniformity step on a sparse affinity graph (stop-gradient targets) as plain PyG
+    code: per-edge gathers, ``softmax`` and ``scatter``, differentiated by autograd."""
+    src, dst = edge_index
+    prob = softmax((h[dst] * h[src]).sum(-1), dst, num_nodes=h.size(0))
+    return -scatter(prob.unsqueeze(-1) * h[src], dst, 0, h.size(0), reduce="sum")
+
+
+def uniformity_rows(name: str, num_nodes: int, repeats: int, seed: int = 0,
+                    k: int = 64) -> list[list[object]]:
+    """A trained layer's uniformity step: forward + backward through the step, ``k`` affinity
+    neighbours per node (a kNN graph of random unit features, d = 64)."""
+    generator = torch.Generator().manual_seed(seed)
+    h0 = torch.nn.functional.normalize(torch.randn(num_nodes, 64, generator=generator), dim=1)
+    edge_index, _ = affinity_graph(h0, k)
+    conv = UniformityConv(alpha=1.0, detach_targets=True)
+
+    def run(step: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+        def go() -> None:
+            h = h0.detach().requires_grad_()
+            step(h).square().sum().backward()
+        return go
+
+    fns = {"ours": run(lambda h: conv.step(h, edge_index)),
+           "pyg": run(lambda h: pyg_uniformity_step(h, edge_index))}
+    times = interleaved_times(fns, repeats)
+    memory = {key: peak_memory(fn) for key, fn in fns.items()}
+    return [[name, f"uniformity step, kNN k={k} (d=64)", f"{1e3 * times['ours']:.1f}",
+             f"{1e3 * times['pyg']:.1f}", f"{times['ours'] / times['pyg']:.2f}",
+             f"{memory['ours'] / 2**20:.1f}", f"{memory['pyg'] / 2**20:.1f}"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -79,6 +115,8 @@ def main() -> None:
     graphs = {"Cora": load_planetoid("Cora", args.data_root),
               "PubMed-size (synthetic)": planted_partition_graph(seed=args.seed)}
     rows = [row for name, data in graphs.items() for row in layer_rows(name, data, args.repeats, args.seed)]
+    rows += [row for name, data in graphs.items()
+             for row in uniformity_rows(name, data.num_nodes, args.repeats, args.seed)]
     print(markdown_table(["graph", "layer", "ours (ms)", "PyG (ms)", "ratio", "ours peak (MiB)",
                           "PyG peak (MiB)"], rows))
     if args.grace:

@@ -54,6 +54,49 @@ def test_sparse_complete_graph_equals_dense(gen, kernel, detach):
                                rtol=0)
 
 
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("bipartite", [False, True])
+def test_sparse_step_backward_matches_second_order_autograd(gen, monkeypatch, detach, bipartite):
+    # A trained layer differentiates the step itself: its backward (hand-written on the sparse
+    # path) must equal autograd through the autograd-computed step of the reference energy.
+    from mp_contrastive.nn import _base
+
+    calls = []
+    fast = _base._SparseSoftmaxStep.apply
+    monkeypatch.setattr(_base._SparseSoftmaxStep, "apply",
+                        lambda *args: calls.append(1) or fast(*args))
+    n_src, n_dst = 12, (7 if bipartite else 12)
+    h_src = torch.randn(n_src, 5, generator=gen, dtype=torch.float64)
+    h_dst = torch.randn(n_dst, 5, generator=gen, dtype=torch.float64) if bipartite else h_src
+    edge_index, weight = random_graph(n_src, 0.3, gen, symmetric=False)
+    edge_index, weight = edge_index[:, edge_index[1] < n_dst], weight[edge_index[1] < n_dst]
+    anchor = torch.rand(n_dst, generator=gen, dtype=torch.float64) + 0.5
+    upstream = torch.randn(n_dst, 5, generator=gen, dtype=torch.float64)
+    conv = UniformityConv(alpha=0.7, detach_targets=detach)
+
+    def inputs():
+        src = h_src.clone().requires_grad_()
+        dst = h_dst.clone().requires_grad_() if bipartite else src
+        return src, dst, weight.clone().requires_grad_()
+
+    src, dst, w = inputs()
+    out = conv.step((src, dst) if bipartite else src, edge_index, w, anchor_weight=anchor)
+    ours = torch.autograd.grad((out * upstream).sum(), [src, dst, w] if bipartite else [src, w])
+    assert calls, "the sparse step did not take the fast autograd path"
+
+    src, dst, w = inputs()
+    anchors, neighbours = dst * 1.0, src * 1.0  # separate variables: the step is d E / d anchors
+    energy = uniformity_energy(anchors, neighbours, dense(edge_index, None, n_dst, n_src) > 0,
+                               dense(edge_index, w, n_dst, n_src), anchor, "infonce", False)
+    d_anchor, d_neighbour = torch.autograd.grad(energy, [anchors, neighbours], create_graph=True)
+    expected = -0.7 * (d_anchor if detach or bipartite else d_anchor + d_neighbour)
+    reference = torch.autograd.grad((expected * upstream).sum(),
+                                    [src, dst, w] if bipartite else [src, w])
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=0)
+    for got, want in zip(ours, reference, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_bipartite_memory_bank(gen, kernel):
     bank = torch.randn(20, 4, generator=gen, dtype=torch.float64)
