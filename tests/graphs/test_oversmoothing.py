@@ -52,6 +52,17 @@ def test_contrastive_step_closed_form(gen):
     torch.testing.assert_close(out[1], expected, atol=1e-12, rtol=0)
 
 
+def test_contrastive_dense_affinity_closed_form(gen):
+    """With affinity="dense", A_hat is the softmax of H_i . H_k over every other node."""
+    x, edge_index = small_graph(gen)
+    a = gcn_matrix(edge_index, 30)
+    h0 = node_norm(x, 0.5)
+    a_hat = torch.softmax((h0 @ h0.T).fill_diagonal_(-math.inf), dim=1)
+    expected = node_norm(h0 + 2.0 * (a - a_hat) @ h0, 0.5)
+    out = propagate(x, edge_index, "contrastive", [1], alpha=2.0, tau=0.5, affinity="dense")
+    torch.testing.assert_close(out[1], expected, atol=1e-12, rtol=0)
+
+
 def test_pairnorm_step_closed_form(gen):
     x, edge_index = small_graph(gen)
     a = gcn_matrix(edge_index, 30)
@@ -90,5 +101,7 @@ def test_bad_input(gen):
         propagate(x, edge_index, "contrastive", [1], k=30)
     with pytest.raises(ValueError, match="'alpha'"):
         propagate(x, edge_index, "alignment", [1], alpha=0.0)
+    with pytest.raises(ValueError, match="'affinity'"):
+        propagate(x, edge_index, "contrastive", [1], affinity="full")
     with pytest.raises(ValueError, match="'edge_index' is out of range"):
         propagate(x, edge_index + 30, "alignment", [1])
