@@ -12,6 +12,7 @@ from mp_contrastive.graphs.contrastive import (
     MultiStageAlignment,
     train_grace,
 )
+from mp_contrastive.graphs.training import linear_probe
 
 
 def grace_reference(u, v, tau):
@@ -164,3 +165,35 @@ def test_operator_grace_trains_like_the_reference():
     torch.testing.assert_close(torch.tensor(ours["losses"]), torch.tensor(reference["losses"]),
                                atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours["embeddings"], reference["embeddings"], atol=1e-4, rtol=1e-4)
+
+
+def test_eval_every_keeps_the_best_validation_checkpoint():
+    """Probing during training leaves the trajectory as it is; the encoder returned is the one of
+    the checkpoint with the best validation accuracy (ties: the earlier), and its probe is reported."""
+    data = planted_partition_graph(300, 24, 3, 900, num_val=50, num_test=100, seed=4)
+    config = GRACE_PRESETS["Cora"].replace(hidden=16, proj_hidden=16, epochs=12, lr=5e-3)
+    plain = train_grace(config, data, seed=3, evaluate=False)
+    selected = train_grace(config.replace(eval_every=5), data, seed=3)
+    assert selected["losses"] == plain["losses"]
+    epochs = [epoch for epoch, _, _ in selected["checkpoints"]]
+    assert epochs == [5, 10, 12]
+    best_val = max(val for _, val, _ in selected["checkpoints"])
+    first_best = next(epoch for epoch, val, _ in selected["checkpoints"] if val == best_val)
+    assert selected["best_epoch"] == first_best and selected["val_acc"] == best_val
+    model = selected["model"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(data.x, data.edge_index), selected["embeddings"])
+    probe = linear_probe(selected["embeddings"], data, seed=3)
+    assert probe["test_acc"] == selected["test_acc"]
+    assert (first_best, best_val, probe["test_acc"]) in selected["checkpoints"]
+    if first_best == 12:  # the last checkpoint: the same encoder as without selection
+        torch.testing.assert_close(selected["embeddings"], plain["embeddings"])
+    unprobed = train_grace(config.replace(eval_every=5), data, seed=3, evaluate=False)
+    assert "test_acc" not in unprobed and unprobed["best_epoch"] == first_best
+
+
+@pytest.mark.parametrize("eval_every", [0, -5, 2.5, True])
+def test_eval_every_must_be_a_positive_int(eval_every):
+    data = planted_partition_graph(300, 8, 3, 600, num_val=50, num_test=50)
+    with pytest.raises(ValueError, match="'eval_every'"):
+        train_grace(GRACE_PRESETS["Cora"].replace(epochs=1, eval_every=eval_every), data)
