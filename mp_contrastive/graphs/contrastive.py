@@ -142,8 +142,8 @@ class GRACEConfig:
 #: settings are ours. On Cora the encoder is trained for 500 epochs and selected by the probe's
 #: validation accuracy every 25 (GRACE's config trains 200 and evaluates the last epoch on random
 #: splits): on the public split the validation accuracy at a fixed epoch still rises after 200
-#: (mean over seeds 0-9: 78.5 at 200, 80.0 at 500). On CiteSeer it does not (seeds 0 and 5: 68.2 and
-#: 68.0 at 200, 67.2 and 68.6 at 500), so CiteSeer keeps GRACE's protocol.
+#: (mean over seeds 0-9: 78.5 at 200, 80.0 at 500). On CiteSeer it does not (seeds 0, 1, 5, 6:
+#: 68.8 at 200, 67.9 at 500), so CiteSeer keeps GRACE's protocol.
 #: ``replace(epochs=200, eval_every=None)`` is GRACE's own protocol.
 GRACE_PRESETS: dict[str, GRACEConfig] = {
     "Cora": GRACEConfig(epochs=500, eval_every=25),
