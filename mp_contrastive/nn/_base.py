@@ -168,7 +168,7 @@ class StepConv(MessagePassing):
         num_dst = h_dst.size(0)
         if (kernel == "infonce" and need_step and not need_energy
                 and _csr_eligible(h_src, h_dst, affinity_index, check_grad=False)):
-            # Under autograd: the same sparse kernels forward, and a hand-written backward
+            # The step alone: sparse kernels forward and, under autograd, a hand-written backward
             # (several times faster than autograd through [E, d] gathers and scatters).
             affinity_index, affinity_weight, csr = _csr_pattern(
                 affinity_index, affinity_weight, num_dst, h_src.size(0), h_dst.dtype)
@@ -183,7 +183,7 @@ class StepConv(MessagePassing):
             # gather-reduce instead of materialising [E, d] gathers (several times faster).
             affinity_index, affinity_weight, csr = _csr_pattern(
                 affinity_index, affinity_weight, num_dst, h_src.size(0), h_dst.dtype)
-            score = torch.sparse.sampled_addmm(csr, h_dst, h_src.T, beta=0.0).values()
+            score = _sddmm(csr.crow_indices(), affinity_index[0], h_dst, h_src)
         src, dst = affinity_index
         if csr is None:
             score = (h_dst.index_select(0, dst) * h_src.index_select(0, src)).sum(-1)
