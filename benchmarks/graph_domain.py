@@ -8,9 +8,9 @@
 * oversmoothing (``examples/oversmoothing.py``): linear-probe accuracy after deep propagation,
   alignment-only as the baseline of ``ContrastiveConv`` and PairNorm.
 
-``quick`` runs Cora (GRACE for 60 epochs, probing the last epoch's encoder; oversmoothing at 32
-steps); ``full`` adds CiteSeer, the JumpingKnowledge family, the GRACE presets' full schedules
-(with their model selection) and 64 steps.
+``quick`` runs Cora (GRACE: 60 epochs of ``config.yaml``'s settings, probing the last epoch's
+encoder; oversmoothing at 32 steps); ``full`` adds CiteSeer, the JumpingKnowledge family, the GRACE
+presets' full schedules (with their model selection) and 64 steps.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ def _supervised_cell(preset: str, dataset: str, seed: int, data_root: str | None
 
 def _grace_cell(variant: str, dataset: str, seed: int, epochs: int | None,
                 data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.graphs.contrastive import GRACE_PRESETS, train_grace
+    from mp_contrastive.graphs.contrastive import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
 
-    config = GRACE_PRESETS[dataset].replace(variant=variant)
-    if epochs is not None:  # a shortened run: no checkpoint selection
-        config = config.replace(epochs=epochs, eval_every=None)
+    if epochs is None:
+        config = GRACE_PRESETS[dataset].replace(variant=variant)
+    else:  # a shortened run of GRACE's own settings (config.yaml): no checkpoint selection
+        config = GRACE_CONFIG_YAML[dataset].replace(variant=variant, epochs=epochs)
     result = train_grace(config, _dataset(dataset, data_root), seed)
     return {"test_acc": result["test_acc"], "val_acc": result["val_acc"],
             "final_loss": result["losses"][-1], "seconds": result["seconds"]}
