@@ -3,6 +3,7 @@ augmentations, supervised and contrastive (GRACE-style) training, and the oversm
 
 from mp_contrastive.graphs.augment import GraphAugment, augment_graph
 from mp_contrastive.graphs.contrastive import (
+    GRACE_CONFIG_YAML,
     GRACE_PRESETS,
     GRACEConfig,
     GRACEEncoder,
@@ -13,10 +14,16 @@ from mp_contrastive.graphs.contrastive import (
 )
 from mp_contrastive.graphs.data import load_planetoid, planted_partition_graph
 from mp_contrastive.graphs.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
-from mp_contrastive.graphs.oversmoothing import depth_study, propagate
+from mp_contrastive.graphs.oversmoothing import (
+    DeepPropagationClassifier,
+    depth_study,
+    propagate,
+    trained_depth_study,
+)
 from mp_contrastive.graphs.training import (
     SUPERVISED_PRESETS,
     SupervisedConfig,
+    fit_node_classifier,
     linear_probe,
     seed_everything,
     train_node_classifier,
@@ -34,9 +41,11 @@ __all__ = [
     "SupervisedConfig",
     "seed_everything",
     "train_node_classifier",
+    "fit_node_classifier",
     "linear_probe",
     "GRACEConfig",
     "GRACE_PRESETS",
+    "GRACE_CONFIG_YAML",
     "GRACEEncoder",
     "GRACEModel",
     "GraphContrastiveLoss",
@@ -44,4 +53,6 @@ __all__ = [
     "train_grace",
     "propagate",
     "depth_study",
+    "DeepPropagationClassifier",
+    "trained_depth_study",
 ]

@@ -22,6 +22,11 @@ takes the same alignment step on the input graph with self loops,
 
 with :math:`N(H) = \mathrm{normalize}(H) / \sqrt{\tau}` the paper's feature space (NodeNorm and
 temperature), which sets the softmax's sharpness and does not by itself prevent the collapse.
+
+:func:`depth_study` reads depth this way, with no learning between the steps.
+:func:`trained_depth_study` reads it as the deep-GCN experiments of PairNorm and ContraNorm do: a
+:class:`DeepPropagationClassifier` of that many layers, each a learned linear map followed by the
+same :class:`PropagationStep`, trained end to end.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import PairNorm
 from torch_geometric.utils import add_remaining_self_loops
@@ -44,11 +49,20 @@ from mp_contrastive._validation import (
     check_positive,
     trusted_inputs,
 )
-from mp_contrastive.graphs.training import linear_probe
+from mp_contrastive.graphs.training import fit_node_classifier, linear_probe, seed_everything
 from mp_contrastive.knn import affinity_graph, sampled_affinity_graph
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv
 
-__all__ = ["SCHEMES", "AFFINITIES", "propagate", "depth_study"]
+__all__ = [
+    "SCHEMES",
+    "AFFINITIES",
+    "PropagationStep",
+    "affinity_edges",
+    "propagate",
+    "depth_study",
+    "DeepPropagationClassifier",
+    "trained_depth_study",
+]
 
 SCHEMES = ("alignment", "contrastive", "pairnorm")
 AFFINITIES = ("knn", "dense")
@@ -79,44 +93,79 @@ def propagate(x: Tensor, edge_index: Tensor, scheme: str, depths: Sequence[int],
     """
     x = check_features(x, "x")
     edge_index = check_edge_index(edge_index, x.size(0), x.size(0), "edge_index")
-    check_choice(scheme, "scheme", SCHEMES)
-    check_choice(affinity, "affinity", AFFINITIES)
-    alpha, tau = check_positive(alpha, "alpha"), check_positive(tau, "tau")
     if not depths or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in depths):
         raise ValueError(f"'depths' must be a non-empty sequence of ints >= 0, got {depths!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < x.size(0):
-        raise ValueError(f"'k' must be an int in [1, {x.size(0)}), got {k!r}")
+    _check_affinity(k, num_samples, affinity, x.size(0))
+    step = PropagationStep(scheme, alpha=alpha, tau=tau)
+    loops, _ = add_remaining_self_loops(edge_index, num_nodes=x.size(0))
+    generator = torch.Generator().manual_seed(seed)
+    h = step.normalize(x)
+    out = {0: h} if 0 in depths else {}
+    for index in range(1, max(depths) + 1):
+        affinity_index, weight = (affinity_edges(h, k, num_samples, affinity, generator)
+                                  if scheme == "contrastive" else (None, None))
+        h = step(h, edge_index, loops, affinity_index, weight)
+        if index in depths:
+            out[index] = h
+    return out
+
+
+def _check_affinity(k: int, num_samples: int, affinity: str, num_nodes: int) -> None:
+    check_choice(affinity, "affinity", AFFINITIES)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < num_nodes:
+        raise ValueError(f"'k' must be an int in [1, {num_nodes}), got {k!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
         raise ValueError(f"'num_samples' must be an int >= 0, got {num_samples!r}")
-    num_nodes = x.size(0)
-    loops, _ = add_remaining_self_loops(edge_index, num_nodes=num_nodes)
-    align = AlignmentConv(alpha / (1 + alpha), detach_targets=True, add_self_loops=True)
-    contrast = ContrastiveConv(alpha, detach_targets=True)
-    pairnorm = PairNorm()
-    generator = torch.Generator().manual_seed(seed)
 
-    def node_norm(h: Tensor) -> Tensor:
-        return F.normalize(h, dim=1) / math.sqrt(tau)
 
-    h = node_norm(x) if scheme != "pairnorm" else pairnorm(x)
-    out = {0: h} if 0 in depths else {}
-    for step in range(1, max(depths) + 1):
+def affinity_edges(h: Tensor, k: int, num_samples: int, affinity: str,
+                   generator: torch.Generator | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """The uniformity's affinity graph of the features ``h`` as ``(edge_index, edge_weight)``: each
+    node's ``k`` nearest by inner product plus ``num_samples`` importance-weighted uniform draws
+    (:func:`~mp_contrastive.knn.sampled_affinity_graph`; the ``k`` nearest only when
+    ``num_samples=0``), or ``(None, None)`` for ``affinity="dense"`` (every other node)."""
+    if affinity == "dense":
+        return None, None
+    h = h.detach()
+    if num_samples:
+        return sampled_affinity_graph(h, k, num_samples, proposal="uniform", generator=generator)
+    return affinity_graph(h, k)[0], None
+
+
+class PropagationStep(nn.Module):
+    r"""One step of a depth-study scheme (see the module docs): the alignment step on the input
+    graph, the uniformity on an affinity graph for ``"contrastive"``, then the scheme's
+    normalisation (:math:`N` or PyG's ``PairNorm``). Shared by :func:`propagate` (no learning
+    between steps) and :class:`DeepPropagationClassifier` (a learned linear map before each)."""
+
+    def __init__(self, scheme: str, alpha: float = 4.0, tau: float = 2.0) -> None:
+        super().__init__()
+        self.scheme = check_choice(scheme, "scheme", SCHEMES)
+        self.alpha, self.tau = check_positive(alpha, "alpha"), check_positive(tau, "tau")
+        self.align = AlignmentConv(alpha / (1 + alpha), detach_targets=True, add_self_loops=True)
+        self.contrast = ContrastiveConv(alpha, detach_targets=True)
+        self.pairnorm = PairNorm()
+
+    def normalize(self, h: Tensor) -> Tensor:
+        """The scheme's normalisation: :math:`N(H)` or ``PairNorm``."""
+        if self.scheme == "pairnorm":
+            return self.pairnorm(h)
+        return F.normalize(h, dim=1) / math.sqrt(self.tau)
+
+    def forward(self, h: Tensor, edge_index: Tensor, loops: Tensor,
+                affinity_index: Tensor | None = None, affinity_weight: Tensor | None = None
+                ) -> Tensor:
+        """``loops``: ``edge_index`` with self loops (the contrastive step's alignment graph);
+        ``affinity_*``: from :func:`affinity_edges` (``"contrastive"`` only)."""
         with trusted_inputs():
-            if scheme == "contrastive":
-                if affinity == "dense":
-                    affinity_index, weight = None, None
-                elif num_samples:
-                    affinity_index, weight = sampled_affinity_graph(
-                        h, k, num_samples, proposal="uniform", generator=generator)
-                else:
-                    affinity_index, weight = affinity_graph(h, k)[0], None
-                h = node_norm(contrast(h, loops, None, affinity_index, weight))
+            if self.scheme == "contrastive":
+                h = self.contrast(h, loops, None, affinity_index, affinity_weight)
             else:
-                h = align(h, edge_index)
-                h = node_norm(h) if scheme == "alignment" else pairnorm(h)
-        if step in depths:
-            out[step] = h
-    return out
+                h = self.align(h, edge_index)
+        return self.normalize(h)
+
+    def extra_repr(self) -> str:
+        return f"scheme='{self.scheme}', alpha={self.alpha}, tau={self.tau}"
 
 
 def depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
@@ -144,4 +193,104 @@ def depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
                                  weight_decays=(probe_weight_decay,))
             rows.append({"scheme": scheme, "depth": depth, "test_acc": probe["test_acc"],
                          "val_acc": probe["val_acc"], "mean_cosine": mean_cosine})
+    return rows
+
+
+class DeepPropagationClassifier(nn.Module):
+    r"""The depth study with learning between the steps (the deep-GCN experiments of PairNorm and
+    ContraNorm): ``depth`` layers :math:`H_l = \mathrm{ReLU}\big(\mathrm{step}(H_{l-1} W_l)\big)`,
+    each with one scheme's :class:`PropagationStep`, then a linear classifier; dropout on the input
+    and before the classifier. Alignment alone makes deep stacks collapse (and untrainable);
+    the uniformity keeps the layers' features apart.
+
+    For ``"contrastive"`` each layer searches the affinity graph of its current features (see
+    :func:`affinity_edges`) on the first forward pass and then on every ``refresh_every``-th
+    training pass, since the search costs more than the rest of the layer. In between, the
+    neighbours are kept and their softmax weights :math:`e^{H_i \cdot H_k}` follow the current
+    features (the ``knn_refresh`` of :class:`~mp_contrastive.graphs.GRACEConfig`).
+
+    Args:
+        in_channels (int), hidden_channels (int), out_channels (int): widths.
+        depth (int): propagation layers. scheme (str): one of :data:`SCHEMES`.
+        alpha, tau, k, num_samples, affinity: as in :func:`propagate`.
+        dropout (float): dropout rate (default ``0.5``).
+        refresh_every (int): training passes between affinity searches (default ``10``).
+        seed (int): seed of the affinity graph's tail draws.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, depth: int,
+                 scheme: str, *, alpha: float = 4.0, tau: float = 2.0, k: int = 8,
+                 num_samples: int = 64, affinity: str = "knn", dropout: float = 0.5,
+                 refresh_every: int = 10, seed: int = 0) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
+                            ("out_channels", out_channels), ("depth", depth),
+                            ("refresh_every", refresh_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"'dropout' must be in [0, 1), got {dropout!r}")
+        check_choice(affinity, "affinity", AFFINITIES)
+        self.step = PropagationStep(scheme, alpha=alpha, tau=tau)
+        self.lins = nn.ModuleList(nn.Linear(in_channels if i == 0 else hidden_channels,
+                                            hidden_channels) for i in range(depth))
+        self.classifier = nn.Linear(hidden_channels, out_channels)
+        self.k, self.num_samples, self.affinity = k, num_samples, affinity
+        self.dropout, self.refresh_every, self.seed = dropout, refresh_every, seed
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin in self.lins:
+            lin.reset_parameters()
+        self.classifier.reset_parameters()
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._graphs: list[tuple[Tensor | None, Tensor | None]] = []
+        self._passes = 0
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        x = check_features(x, "x")
+        edge_index = check_edge_index(edge_index, x.size(0), x.size(0), "edge_index")
+        contrastive = self.step.scheme == "contrastive"
+        if contrastive:
+            _check_affinity(self.k, self.num_samples, self.affinity, x.size(0))
+        loops, _ = add_remaining_self_loops(edge_index, num_nodes=x.size(0))
+        search = contrastive and (not self._graphs or (
+            self.training and self._passes % self.refresh_every == 0))
+        if self.training:
+            self._passes += 1
+        if search:
+            self._graphs = []
+        h = F.dropout(x, self.dropout, self.training)
+        for index, lin in enumerate(self.lins):
+            h = lin(h)
+            if search:
+                self._graphs.append(affinity_edges(h, self.k, self.num_samples, self.affinity,
+                                                   self._generator))
+            graph = self._graphs[index] if contrastive else (None, None)
+            h = F.relu(self.step(h, edge_index, loops, *graph))
+        return self.classifier(F.dropout(h, self.dropout, self.training))
+
+    def extra_repr(self) -> str:
+        return (f"depth={len(self.lins)}, k={self.k}, num_samples={self.num_samples}, "
+                f"affinity='{self.affinity}', refresh_every={self.refresh_every}")
+
+
+def trained_depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
+                        schemes: Sequence[str] = SCHEMES, seed: int = 0, *,
+                        hidden_channels: int = 64, epochs: int = 100, lr: float = 0.005,
+                        weight_decay: float = 5e-4, **kwargs: Any) -> list[dict[str, Any]]:
+    """Test accuracy of a :class:`DeepPropagationClassifier` of each depth and scheme, trained on
+    the public split (Adam, full batch; the epoch of best validation accuracy,
+    :func:`~mp_contrastive.graphs.training.fit_node_classifier`); ``kwargs`` go to the model. One
+    row per (scheme, depth) with ``test_acc``, ``val_acc``, ``best_epoch`` and ``seconds``."""
+    rows = []
+    for scheme in schemes:
+        for depth in depths:
+            seed_everything(seed)
+            model = DeepPropagationClassifier(data.num_features, hidden_channels,
+                                              int(data.y.max()) + 1, depth, scheme, seed=seed,
+                                              **kwargs)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+            rows.append({"scheme": scheme, "depth": depth,
+                         **fit_node_classifier(model, data, optimizer, epochs)})
     return rows

@@ -27,6 +27,7 @@ __all__ = [
     "masked_accuracy",
     "build_classifier",
     "train_node_classifier",
+    "fit_node_classifier",
     "linear_probe",
 ]
 
@@ -124,10 +125,24 @@ def train_node_classifier(config: SupervisedConfig, data: Data, seed: int = 0) -
     else:
         groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
     optimizer = torch.optim.Adam(groups, lr=config.lr)
+    return fit_node_classifier(model, data, optimizer, config.epochs)
+
+
+def fit_node_classifier(model: nn.Module, data: Data, optimizer: torch.optim.Optimizer,
+                        epochs: int) -> dict[str, Any]:
+    """Train ``model(data.x, data.edge_index)`` full batch on the training nodes (cross-entropy) for
+    ``epochs`` epochs and keep the epoch with the best validation accuracy (ties: lower validation
+    loss); the loop of :func:`train_node_classifier`, for models that are not a config's.
+
+    Returns ``test_acc`` and ``val_acc`` (in %) at that epoch, ``best_epoch`` and ``seconds``.
+    """
+    _check_split(data)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"'epochs' must be a positive int, got {epochs!r}")
     best = (-1.0, math.inf)
     result: dict[str, Any] = {}
     started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         optimizer.zero_grad()
         out = model(data.x, data.edge_index)

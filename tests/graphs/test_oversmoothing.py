@@ -5,8 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import to_dense_adj, to_undirected
 
-from mp_contrastive.graphs import planted_partition_graph
-from mp_contrastive.graphs.oversmoothing import depth_study, propagate
+from mp_contrastive.graphs import oversmoothing, planted_partition_graph
+from mp_contrastive.graphs.oversmoothing import (
+    DeepPropagationClassifier,
+    depth_study,
+    propagate,
+    trained_depth_study,
+)
 
 
 def small_graph(gen, n=30):
@@ -105,3 +110,68 @@ def test_bad_input(gen):
         propagate(x, edge_index, "contrastive", [1], affinity="full")
     with pytest.raises(ValueError, match="'edge_index' is out of range"):
         propagate(x, edge_index + 30, "alignment", [1])
+
+
+def test_deep_classifier_layer_closed_form(gen):
+    """One layer in eval mode: classifier(ReLU(N(H + alpha (A_bar - A_hat) H))), H = x W + b, with
+    A_hat the softmax of H_i . H_k over every other node (dense affinity)."""
+    x, edge_index = small_graph(gen)
+    model = DeepPropagationClassifier(8, 6, 3, 1, "contrastive", alpha=2.0, tau=0.5,
+                                      affinity="dense").double().eval()
+    h = model.lins[0](x)
+    a_hat = torch.softmax((h @ h.T).fill_diagonal_(-math.inf), dim=1)
+    hidden = torch.relu(node_norm(h + 2.0 * (gcn_matrix(edge_index, 30) - a_hat) @ h, 0.5))
+    torch.testing.assert_close(model(x, edge_index), model.classifier(hidden), atol=1e-12, rtol=0)
+
+
+def test_deep_classifier_searches_affinity_every_refresh(gen, monkeypatch):
+    """The affinity graph is searched on the first pass and every ``refresh_every``-th training
+    pass, once per layer; evaluation passes reuse it."""
+    x, edge_index = small_graph(gen)
+    calls = []
+    search = oversmoothing.affinity_edges
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].detach().clone())
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(oversmoothing, "affinity_edges", counted)
+    model = DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=4, num_samples=4,
+                                      refresh_every=3).double()
+    for _ in range(7):
+        model.train()
+        model(x, edge_index)
+        model.eval()
+        model(x, edge_index)
+    assert len(calls) == 2 * 3  # training passes 1, 4 and 7, two layers each
+    assert [c.shape for c in calls[:2]] == [(30, 6), (30, 6)]  # each layer's own features
+    calls.clear()
+    fresh = DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=4, num_samples=4).double()
+    fresh.eval()
+    fresh(x, edge_index)
+    fresh(x, edge_index)
+    assert len(calls) == 2  # searched on first use, then reused
+
+
+def test_trained_depth_alignment_collapses_contrastive_trains():
+    """Trained deep stacks on a planted-partition graph: 12 alignment-only layers fall to chance
+    (one class for every node), 12 contrastive layers keep the classes apart."""
+    data = planted_partition_graph(600, 32, 3, 1500, signal=1.0, num_val=100, num_test=200, seed=2)
+    alignment, contrastive = trained_depth_study(data, (12,), ("alignment", "contrastive"),
+                                                 hidden_channels=16, epochs=40, num_samples=16)
+    assert alignment["test_acc"] < 45, alignment
+    assert contrastive["test_acc"] >= alignment["test_acc"] + 25, (alignment, contrastive)
+
+
+def test_deep_classifier_bad_input(gen):
+    x, edge_index = small_graph(gen)
+    with pytest.raises(ValueError, match="'depth'"):
+        DeepPropagationClassifier(8, 6, 3, 0, "alignment")
+    with pytest.raises(ValueError, match="'scheme'"):
+        DeepPropagationClassifier(8, 6, 3, 2, "gcn")
+    with pytest.raises(ValueError, match="'refresh_every'"):
+        DeepPropagationClassifier(8, 6, 3, 2, "contrastive", refresh_every=0)
+    with pytest.raises(ValueError, match="'k'"):
+        DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=30).double()(x, edge_index)
+    with pytest.raises(ValueError, match="'edge_index' is out of range"):
+        DeepPropagationClassifier(8, 6, 3, 2, "alignment").double()(x, edge_index + 30)
