@@ -76,7 +76,8 @@ def plot(rows: list[dict], datasets: list[str], affinity: str, path: Path, xlabe
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Oversmoothing: alignment alone collapses, uniformity keeps features apart")
+    fig.suptitle("Oversmoothing: alignment alone collapses,\nuniformity keeps features apart",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -101,6 +102,7 @@ def main() -> None:
                         help="steps without learning + linear probe, or a trained deep classifier")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width (trained mode)")
     parser.add_argument("--epochs", type=int, default=100, help="epochs (trained mode)")
+    parser.add_argument("--lr", type=float, default=0.005, help="Adam's learning rate (trained mode)")
     parser.add_argument("--refresh-every", type=int, default=10,
                         help="training passes between affinity searches (trained mode)")
     args = parser.parse_args()
@@ -113,7 +115,7 @@ def main() -> None:
     started = time.perf_counter()
     datasets = load_datasets(args.datasets, args.data_root, args.download)
     keys = ["mode", "depths", "alpha", "tau", "k", "num_samples", "affinity"]
-    keys += ["hidden", "epochs", "refresh_every"] if trained else ["probe_weight_decay", "seed"]
+    keys += ["hidden", "epochs", "lr", "refresh_every"] if trained else ["probe_weight_decay", "seed"]
     store = ResultStore(args.out, {key: getattr(args, key) for key in keys})
     seeds = list(range(args.seed, args.seed + args.num_seeds)) if trained else [args.seed]
     step = dict(alpha=args.alpha, tau=args.tau, k=args.k, num_samples=args.num_samples,
@@ -123,7 +125,7 @@ def main() -> None:
         if trained:
             return {"rows": trained_depth_study(
                 data, args.depths, (scheme,), seed=seed, hidden_channels=args.hidden,
-                epochs=args.epochs, refresh_every=args.refresh_every, **step)}
+                epochs=args.epochs, lr=args.lr, refresh_every=args.refresh_every, **step)}
         return {"rows": depth_study(data, args.depths, (scheme,), seed=seed,
                                     probe_weight_decay=args.probe_weight_decay, **step)}
 

@@ -254,7 +254,9 @@ class DeepPropagationClassifier(nn.Module):
         if contrastive:
             _check_affinity(self.k, self.num_samples, self.affinity, x.size(0))
         loops, _ = add_remaining_self_loops(edge_index, num_nodes=x.size(0))
-        search = contrastive and (not self._graphs or (
+        stale = bool(self._graphs) and self._graphs[0][0] is not None and (
+            self._graphs[0][0].device != x.device)  # the model moved since the last search
+        search = contrastive and (not self._graphs or stale or (
             self.training and self._passes % self.refresh_every == 0))
         if self.training:
             self._passes += 1
