@@ -168,5 +168,6 @@ def main() -> None:
     print(table)
     print(f"{time.perf_counter() - started:.0f} s; written to {store.folder}/")
 
+
 if __name__ == "__main__":
     run_cli(main)
