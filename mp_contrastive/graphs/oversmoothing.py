@@ -49,6 +49,7 @@ from mp_contrastive._validation import (
     check_positive,
     trusted_inputs,
 )
+from mp_contrastive.graphs.models import _check_channels, _check_rate
 from mp_contrastive.graphs.training import fit_node_classifier, linear_probe, seed_everything
 from mp_contrastive.knn import affinity_graph, sampled_affinity_graph
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv
@@ -224,12 +225,12 @@ class DeepPropagationClassifier(nn.Module):
                  refresh_every: int = 10, seed: int = 0) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
-                            ("out_channels", out_channels), ("depth", depth),
-                            ("refresh_every", refresh_every)):
+                            ("out_channels", out_channels)):
+            _check_channels(value, name)
+        for name, value in (("depth", depth), ("refresh_every", refresh_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"'{name}' must be a positive int, got {value!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"'dropout' must be in [0, 1), got {dropout!r}")
+        _check_rate(dropout, "dropout")
         check_choice(affinity, "affinity", AFFINITIES)
         self.step = PropagationStep(scheme, alpha=alpha, tau=tau)
         self.lins = nn.ModuleList(nn.Linear(in_channels if i == 0 else hidden_channels,

@@ -169,6 +169,10 @@ def test_deep_classifier_bad_input(gen):
         DeepPropagationClassifier(8, 6, 3, 0, "alignment")
     with pytest.raises(ValueError, match="'scheme'"):
         DeepPropagationClassifier(8, 6, 3, 2, "gcn")
+    with pytest.raises(ValueError, match="'dropout'"):
+        DeepPropagationClassifier(8, 6, 3, 2, "alignment", dropout=1.0)
+    with pytest.raises(TypeError, match="'hidden_channels'"):
+        DeepPropagationClassifier(8, 6.0, 3, 2, "alignment")
     with pytest.raises(ValueError, match="'refresh_every'"):
         DeepPropagationClassifier(8, 6, 3, 2, "contrastive", refresh_every=0)
     with pytest.raises(ValueError, match="'k'"):
