@@ -155,7 +155,8 @@ GRACE_CONFIG_YAML: dict[str, GRACEConfig] = {
 #: (DGL and GRACE evaluate the last epoch). Over seeds 0-9 the selected encoders reach validation
 #: 81.4 and test 82.1 +- 0.8, against 81.1 +- 0.9 for ``config.yaml``'s settings trained 500
 #: epochs under the same selection. CiteSeer: ``config.yaml`` (DGL's public-split settings, hidden
-#: 512, 100 epochs, gave 66.0 and 68.3 on seeds 0 and 5 here). PubMed: ``config.yaml`` with
+#: 512, 100 epochs, gave 66.0 and 68.3 on seeds 0 and 5 here; the validation-selected epoch of 400
+#: gave 69.0 and 70.1 on seeds 0 and 1, the last of 200 gave 70.2 and 68.4). PubMed: ``config.yaml`` with
 #: negatives through the kNN path (39,434 views), its edges refreshed every 10 epochs, since the
 #: search costs most of a CPU step (benchmarks/gnn.py).
 GRACE_PRESETS: dict[str, GRACEConfig] = {
