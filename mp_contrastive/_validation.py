@@ -145,6 +145,13 @@ def check_nonnegative(value: float, name: str) -> float:
     return float(value)
 
 
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` must be an int (not a bool) of at least one; a ``ValueError`` names it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+    return value
+
+
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"'{name}' must be one of {choices}, got {value!r}")

@@ -60,6 +60,7 @@ from mp_contrastive._validation import (
     check_features,
     check_index_vector,
     check_positive,
+    check_positive_int,
 )
 from mp_contrastive.graph import augmentation_edges
 
@@ -94,9 +95,7 @@ def _num_nodes(edge_index: Tensor, num_nodes: int | None) -> int:
         if edge_index.numel() == 0:
             raise ValueError("'num_nodes' is required when 'edge_index' has no edges")
         return int(edge_index.max()) + 1
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
-        raise ValueError(f"'num_nodes' must be a positive int, got {num_nodes!r}")
-    return num_nodes
+    return check_positive_int(num_nodes, "num_nodes")
 
 
 def _adjacency(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int) -> sp.csr_array:

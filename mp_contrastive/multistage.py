@@ -16,7 +16,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mp_contrastive._validation import check_choice, check_features, check_index_vector
+from mp_contrastive._validation import (
+    check_choice,
+    check_features,
+    check_index_vector,
+    check_positive_int,
+)
 from mp_contrastive.distributed import gather_no_grad, rank_and_world
 
 __all__ = ["AGGREGATIONS", "aggregate_stages", "StageAggregation", "MultiStageMemory"]
@@ -96,8 +101,7 @@ class MultiStageMemory(nn.Module):
         super().__init__()
         for name, value in (("num_samples", num_samples), ("dim", dim),
                             ("num_stages", num_stages)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+            check_positive_int(value, name)
         self.num_samples, self.dim, self.num_stages = num_samples, dim, num_stages
         self.aggr = check_choice(aggr, "aggr", AGGREGATIONS)
         self.gamma = gamma

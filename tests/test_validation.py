@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from mp_contrastive._validation import check_positive_int
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.losses import AttentionSimCLRLoss, MessagePassingLoss, SimCLRLoss
 from mp_contrastive.nn import (
@@ -126,3 +127,13 @@ def test_all_finite_matches_isfinite(dtype):
         assert not all_finite(y)
         assert not all_finite(y.to_sparse()) and not all_finite(y.to_sparse_csr())
     assert all_finite(x.to_sparse_csr()) and all_finite(torch.empty(0, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.0, True, "4", None])
+def test_check_positive_int_names_the_argument(value):
+    with pytest.raises(ValueError, match=r"'depth' must be a positive int, got"):
+        check_positive_int(value, "depth")
+
+
+def test_check_positive_int_returns_the_value():
+    assert check_positive_int(7, "depth") == 7

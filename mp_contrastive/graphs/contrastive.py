@@ -58,6 +58,7 @@ from mp_contrastive._validation import (
     check_features,
     check_nonnegative,
     check_positive,
+    check_positive_int,
     trusted_inputs,
 )
 from mp_contrastive.graph import augmentation_graph
@@ -248,8 +249,7 @@ class GraphContrastiveLoss(nn.Module):
         self.attention = attention
         for name, value in (("knn_k", knn_k), ("knn_samples", knn_samples),
                             ("knn_refresh", knn_refresh)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+            check_positive_int(value, name)
         self.knn_k, self.knn_samples, self.knn_refresh = knn_k, knn_samples, knn_refresh
         self.knn_index = check_choice(knn_index, "knn_index", ("ivf", "flat"))
         kernel = "dot" if attention == "negatives" else "cosine"

@@ -18,6 +18,8 @@ from torch_geometric.data import Data
 from torch_geometric.datasets import Planetoid
 from torch_geometric.utils import coalesce, to_undirected
 
+from mp_contrastive._validation import check_positive_int
+
 __all__ = [
     "PLANETOID_NAMES",
     "PUBMED_SIZE",
@@ -132,8 +134,7 @@ def planted_partition_graph(num_nodes: int = PUBMED_SIZE["num_nodes"],
     """
     for arg, value in (("num_nodes", num_nodes), ("num_features", num_features),
                        ("num_classes", num_classes), ("num_edges", num_edges)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"'{arg}' must be a positive int, got {value!r}")
+        check_positive_int(value, arg)
     if not 0.0 <= homophily <= 1.0:
         raise ValueError(f"'homophily' must lie in [0, 1], got {homophily}")
     if num_classes * train_per_class + num_val + num_test > num_nodes:

@@ -47,6 +47,7 @@ from mp_contrastive._validation import (
     check_edge_index,
     check_features,
     check_positive,
+    check_positive_int,
     trusted_inputs,
 )
 from mp_contrastive.graphs.models import _check_channels, _check_rate
@@ -227,9 +228,8 @@ class DeepPropagationClassifier(nn.Module):
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                             ("out_channels", out_channels)):
             _check_channels(value, name)
-        for name, value in (("depth", depth), ("refresh_every", refresh_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+        check_positive_int(depth, "depth")
+        check_positive_int(refresh_every, "refresh_every")
         _check_rate(dropout, "dropout")
         check_choice(affinity, "affinity", AFFINITIES)
         self.step = PropagationStep(scheme, alpha=alpha, tau=tau)

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from mp_contrastive._validation import check_features, check_nonnegative, check_positive
+from mp_contrastive._validation import (
+    check_features,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 from mp_contrastive.graphs.models import NodeClassifier
 
 __all__ = [
@@ -137,8 +142,7 @@ def fit_node_classifier(model: nn.Module, data: Data, optimizer: torch.optim.Opt
     Returns ``test_acc`` and ``val_acc`` (in %) at that epoch, ``best_epoch`` and ``seconds``.
     """
     _check_split(data)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"'epochs' must be a positive int, got {epochs!r}")
+    check_positive_int(epochs, "epochs")
     best = (-1.0, math.inf)
     result: dict[str, Any] = {}
     started = time.perf_counter()
