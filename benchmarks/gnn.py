@@ -24,13 +24,13 @@ from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 from torch_geometric.utils import scatter, softmax
 
 from benchmarks._measure import interleaved_times, markdown_table, peak_memory
-from mp_contrastive.graphs import (
+from mp_contrastive.gnn import (
     AlignmentGCNConv,
     AttentionAlignmentGATConv,
     load_planetoid,
     planted_partition_graph,
 )
-from mp_contrastive.graphs.contrastive import GRACE_PRESETS, train_grace
+from mp_contrastive.gnn.contrastive import GRACE_PRESETS, train_grace
 from mp_contrastive.knn import affinity_graph
 from mp_contrastive.nn import AttentionAlignmentConv, UniformityConv
 

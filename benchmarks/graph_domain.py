@@ -27,13 +27,13 @@ ACCURACY = ("test_acc", "val_acc")
 
 @functools.lru_cache(maxsize=4)
 def _dataset(name: str, data_root: str | None):  # noqa: ANN202 - a torch_geometric Data
-    from mp_contrastive.graphs.data import load_planetoid
+    from mp_contrastive.gnn.data import load_planetoid
 
     return load_planetoid(name, data_root)
 
 
 def _supervised_cell(preset: str, dataset: str, seed: int, data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.graphs.training import SUPERVISED_PRESETS, train_node_classifier
+    from mp_contrastive.gnn.training import SUPERVISED_PRESETS, train_node_classifier
 
     result = train_node_classifier(SUPERVISED_PRESETS[preset], _dataset(dataset, data_root), seed)
     return {"test_acc": result["test_acc"], "val_acc": result["val_acc"],
@@ -42,7 +42,7 @@ def _supervised_cell(preset: str, dataset: str, seed: int, data_root: str | None
 
 def _grace_cell(variant: str, dataset: str, seed: int, epochs: int | None,
                 data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.graphs.contrastive import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
+    from mp_contrastive.gnn.contrastive import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
 
     if epochs is None:
         config = GRACE_PRESETS[dataset].replace(variant=variant)
@@ -55,7 +55,7 @@ def _grace_cell(variant: str, dataset: str, seed: int, epochs: int | None,
 
 def _oversmoothing_cell(scheme: str, dataset: str, seed: int, depth: int,
                         data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.graphs.oversmoothing import depth_study
+    from mp_contrastive.gnn.oversmoothing import depth_study
 
     (row,) = depth_study(_dataset(dataset, data_root), depths=(depth,), schemes=(scheme,), seed=seed)
     return {"test_acc": row["test_acc"], "val_acc": row["val_acc"],

@@ -4,7 +4,7 @@ Alignment alone (GCN propagation, AlignmentConv) collapses the features as depth
 ContrastiveConv step adds the uniformity on an affinity graph of the current features (each node's
 k nearest plus importance-weighted uniform draws, mp_contrastive.knn; or, with --affinity dense,
 every other node, exact) and keeps them apart; PyG's PairNorm is the anchor
-(mp_contrastive.graphs.oversmoothing). Two readings of depth:
+(mp_contrastive.gnn.oversmoothing). Two readings of depth:
 
 * --mode propagation (default): the steps with no learning in between, a linear probe (SGC's
   protocol) on the features after each depth, one seed;
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from torch_geometric.data import Data
 
-from mp_contrastive.graphs.experiment import (
+from mp_contrastive.gnn.experiment import (
     ResultStore,
     add_common_arguments,
     format_mean_std,
@@ -40,7 +40,7 @@ from mp_contrastive.graphs.experiment import (
     run_cli,
     setup_threads,
 )
-from mp_contrastive.graphs.oversmoothing import (
+from mp_contrastive.gnn.oversmoothing import (
     AFFINITIES,
     SCHEMES,
     depth_study,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from mp_contrastive.graphs.experiment import (
+from mp_contrastive.gnn.experiment import (
     ResultStore,
     add_common_arguments,
     format_mean_std,
@@ -28,7 +28,7 @@ from mp_contrastive.graphs.experiment import (
     run_cli,
     setup_threads,
 )
-from mp_contrastive.graphs.training import SUPERVISED_PRESETS, train_node_classifier
+from mp_contrastive.gnn.training import SUPERVISED_PRESETS, train_node_classifier
 
 # model family -> (our preset, PyG's preset, published accuracy on Cora / CiteSeer)
 FAMILIES = {

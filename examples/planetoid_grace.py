@@ -1,7 +1,7 @@
 """GRACE-style graph contrastive learning with the operators' loss, on the Planetoid public split:
 vanilla (NT-Xent with inter- and intra-view negatives = ContrastiveConv's energy), attention
 alignment and multi-stage alignment; linear probe on the frozen encoder. Published
-hyper-parameters per dataset (mp_contrastive.graphs.contrastive.GRACE_PRESETS): on Cora DGL's
+hyper-parameters per dataset (mp_contrastive.gnn.contrastive.GRACE_PRESETS): on Cora DGL's
 public-split settings, the encoder selected by the probe's validation accuracy every 25 of 400
 epochs; elsewhere GRACE's config.yaml. --config-yaml runs GRACE's own settings and protocol
 (config.yaml, the last epoch's encoder) on every dataset.
@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from mp_contrastive.graphs.contrastive import (
+from mp_contrastive.gnn.contrastive import (
     GRACE_CONFIG_YAML,
     GRACE_PRESETS,
     VARIANTS,
     train_grace,
 )
-from mp_contrastive.graphs.experiment import (
+from mp_contrastive.gnn.experiment import (
     ResultStore,
     add_common_arguments,
     format_mean_std,

@@ -75,6 +75,6 @@ def test_subpackages_load_on_first_access():
     import sys
 
     code = ("import sys, mp_contrastive as m; assert 'faiss' not in sys.modules; "
-            "assert m.knn.affinity_graph and m.memory.NegativeBank and m.graphs.load_planetoid; "
+            "assert m.knn.affinity_graph and m.memory.NegativeBank and m.gnn.load_planetoid; "
             "assert 'mp_contrastive.knn' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch_geometric.utils import dropout_edge, mask_feature
 
-from mp_contrastive.graphs import GraphAugment, augment_graph
+from mp_contrastive.gnn import GraphAugment, augment_graph
 
 
 def graph(gen):

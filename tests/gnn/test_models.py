@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch_geometric.nn import AGNNConv, GATConv, GCNConv, JumpingKnowledge
 from torch_geometric.utils import scatter, to_undirected
 
-from mp_contrastive.graphs import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
+from mp_contrastive.gnn import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
 
 
 def random_graph(gen, num_nodes=40, num_edges=160, symmetric=False):
@@ -137,7 +137,7 @@ def test_classifier_shapes_and_bad_input(gen):
 def test_feature_dropout_is_dropout_on_sparse_features():
     """Zeros stay zero, each non-zero is kept with probability 1 - p and scaled by 1 / (1 - p)
     (dropout's distribution); dense inputs get F.dropout itself (same random stream)."""
-    from mp_contrastive.graphs.models import feature_dropout
+    from mp_contrastive.gnn.models import feature_dropout
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(400, 300, generator=gen) * (torch.rand(400, 300, generator=gen) < 0.05)

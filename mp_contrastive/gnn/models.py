@@ -29,7 +29,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, OptTensor
 
 from mp_contrastive._validation import check_choice, check_features, check_nonnegative
-from mp_contrastive.graphs.augment import check_node_features
+from mp_contrastive.gnn.augment import check_node_features
 from mp_contrastive.multistage import StageAggregation
 from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv
 from mp_contrastive.nn.attention import ATTENTION_KERNELS

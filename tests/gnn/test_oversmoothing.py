@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import to_dense_adj, to_undirected
 
-from mp_contrastive.graphs import oversmoothing, planted_partition_graph
-from mp_contrastive.graphs.oversmoothing import (
+from mp_contrastive.gnn import oversmoothing, planted_partition_graph
+from mp_contrastive.gnn.oversmoothing import (
     DeepPropagationClassifier,
     depth_study,
     propagate,

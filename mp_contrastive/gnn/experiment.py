@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch_geometric.data import Data
 
-from mp_contrastive.graphs.data import PLANETOID_NAMES, load_planetoid
+from mp_contrastive.gnn.data import PLANETOID_NAMES, load_planetoid
 
 __all__ = [
     "add_common_arguments",

@@ -1,8 +1,8 @@
 """The operators on real graphs: Planetoid data, GNN layers built from the operators, graph
 augmentations, supervised and contrastive (GRACE-style) training, and the oversmoothing study."""
 
-from mp_contrastive.graphs.augment import GraphAugment, augment_graph
-from mp_contrastive.graphs.contrastive import (
+from mp_contrastive.gnn.augment import GraphAugment, augment_graph
+from mp_contrastive.gnn.contrastive import (
     GRACE_CONFIG_YAML,
     GRACE_PRESETS,
     GRACEConfig,
@@ -12,15 +12,15 @@ from mp_contrastive.graphs.contrastive import (
     MultiStageAlignment,
     train_grace,
 )
-from mp_contrastive.graphs.data import load_planetoid, planted_partition_graph
-from mp_contrastive.graphs.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
-from mp_contrastive.graphs.oversmoothing import (
+from mp_contrastive.gnn.data import load_planetoid, planted_partition_graph
+from mp_contrastive.gnn.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
+from mp_contrastive.gnn.oversmoothing import (
     DeepPropagationClassifier,
     depth_study,
     propagate,
     trained_depth_study,
 )
-from mp_contrastive.graphs.training import (
+from mp_contrastive.gnn.training import (
     SUPERVISED_PRESETS,
     SupervisedConfig,
     fit_node_classifier,

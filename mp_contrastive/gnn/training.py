@@ -23,7 +23,7 @@ from mp_contrastive._validation import (
     check_positive,
     check_positive_int,
 )
-from mp_contrastive.graphs.models import NodeClassifier
+from mp_contrastive.gnn.models import NodeClassifier
 
 __all__ = [
     "SUPERVISED_PRESETS",

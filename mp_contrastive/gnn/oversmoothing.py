@@ -50,8 +50,8 @@ from mp_contrastive._validation import (
     check_positive_int,
     trusted_inputs,
 )
-from mp_contrastive.graphs.models import _check_channels, _check_rate
-from mp_contrastive.graphs.training import fit_node_classifier, linear_probe, seed_everything
+from mp_contrastive.gnn.models import _check_channels, _check_rate
+from mp_contrastive.gnn.training import fit_node_classifier, linear_probe, seed_everything
 from mp_contrastive.knn import affinity_graph, sampled_affinity_graph
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv
 
@@ -173,7 +173,7 @@ class PropagationStep(nn.Module):
 def depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
                 schemes: Sequence[str] = SCHEMES, seed: int = 0, probe_weight_decay: float = 5e-4,
                 **kwargs: Any) -> list[dict[str, Any]]:
-    """Linear-probe accuracy (:func:`~mp_contrastive.graphs.linear_probe`, public split) of the
+    """Linear-probe accuracy (:func:`~mp_contrastive.gnn.linear_probe`, public split) of the
     features after each depth of each scheme; ``kwargs`` go to :func:`propagate`. One row per
     (scheme, depth) with ``test_acc``, ``val_acc`` and the features' mean pairwise cosine
     ``mean_cosine`` (1 = complete collapse).
@@ -209,7 +209,7 @@ class DeepPropagationClassifier(nn.Module):
     :func:`affinity_edges`) on the first forward pass and then on every ``refresh_every``-th
     training pass, since the search costs more than the rest of the layer. In between, the
     neighbours are kept and their softmax weights :math:`e^{H_i \cdot H_k}` follow the current
-    features (the ``knn_refresh`` of :class:`~mp_contrastive.graphs.GRACEConfig`).
+    features (the ``knn_refresh`` of :class:`~mp_contrastive.gnn.GRACEConfig`).
 
     Args:
         in_channels (int), hidden_channels (int), out_channels (int): widths.
@@ -284,7 +284,7 @@ def trained_depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64
                         weight_decay: float = 5e-4, **kwargs: Any) -> list[dict[str, Any]]:
     """Test accuracy of a :class:`DeepPropagationClassifier` of each depth and scheme, trained on
     the public split (Adam, full batch; the epoch of best validation accuracy,
-    :func:`~mp_contrastive.graphs.training.fit_node_classifier`); ``kwargs`` go to the model. One
+    :func:`~mp_contrastive.gnn.training.fit_node_classifier`); ``kwargs`` go to the model. One
     row per (scheme, depth) with ``test_acc``, ``val_acc``, ``best_epoch`` and ``seconds``."""
     rows = []
     for scheme in schemes:

@@ -4,15 +4,15 @@ import torch.nn.functional as F
 
 import mp_contrastive.nn._base as base
 from benchmarks._measure import peak_memory
-from mp_contrastive.graphs import planted_partition_graph
-from mp_contrastive.graphs.contrastive import (
+from mp_contrastive.gnn import planted_partition_graph
+from mp_contrastive.gnn.contrastive import (
     GRACE_PRESETS,
     GRACEEncoder,
     GraphContrastiveLoss,
     MultiStageAlignment,
     train_grace,
 )
-from mp_contrastive.graphs.training import linear_probe
+from mp_contrastive.gnn.training import linear_probe
 
 
 def grace_reference(u, v, tau):

@@ -2,7 +2,7 @@ r"""Graph contrastive learning in the style of GRACE (Zhu et al., 2020), with it
 operators, and the paper's two variants (attention alignment, multi-stage alignment).
 
 Two views :math:`(\tilde{X}_1, \tilde{A}_1), (\tilde{X}_2, \tilde{A}_2)` of one graph (edge
-dropping, feature masking: :mod:`~mp_contrastive.graphs.augment`) go through one GCN encoder
+dropping, feature masking: :mod:`~mp_contrastive.gnn.augment`) go through one GCN encoder
 :math:`f` and a projector :math:`g`; with :math:`u = g(f(\tilde{X}_1, \tilde{A}_1))`,
 :math:`v = g(f(\tilde{X}_2, \tilde{A}_2))` and :math:`\theta(a, b) = \cos(a, b) / \tau`, GRACE's
 loss for node :math:`i` of view 1 is
@@ -61,10 +61,10 @@ from mp_contrastive._validation import (
     check_positive_int,
     trusted_inputs,
 )
+from mp_contrastive.gnn.augment import GraphAugment
+from mp_contrastive.gnn.models import AlignmentGCNConv
+from mp_contrastive.gnn.training import linear_probe, seed_everything
 from mp_contrastive.graph import augmentation_graph
-from mp_contrastive.graphs.augment import GraphAugment
-from mp_contrastive.graphs.models import AlignmentGCNConv
-from mp_contrastive.graphs.training import linear_probe, seed_everything
 from mp_contrastive.knn import sampled_affinity_graph
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss, descent_loss, plain_nt_xent
 from mp_contrastive.multistage import MultiStageMemory
@@ -104,7 +104,7 @@ class GRACEConfig:
     GRACE's ``Encoder``), ``proj_hidden`` [num_proj_hidden] the projector's hidden size,
     ``drop_edge`` / ``drop_feature`` the rates of views 1 and 2, ``tau`` the temperature.
 
-    ``eval_every`` (not in GRACE's code): probe the encoder (:func:`~mp_contrastive.graphs.linear_probe`)
+    ``eval_every`` (not in GRACE's code): probe the encoder (:func:`~mp_contrastive.gnn.linear_probe`)
     every this many epochs and at the last one, and keep the encoder of the checkpoint with the best
     *validation* accuracy (ties: the earlier one); ``None`` keeps the last epoch's encoder.
     """
@@ -175,7 +175,7 @@ class GRACEEncoder(nn.Module):
         in_channels (int): input features. hidden (int): output features.
         activation (str): ``"relu"`` or ``"prelu"``.
         num_layers (int): at least 2 (default 2).
-        layer (str): ``"gcn"`` (:class:`~mp_contrastive.graphs.AlignmentGCNConv`, ours) or
+        layer (str): ``"gcn"`` (:class:`~mp_contrastive.gnn.AlignmentGCNConv`, ours) or
             ``"pyg_gcn"`` (PyG's ``GCNConv``, GRACE's own).
     """
 
@@ -373,7 +373,7 @@ def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,
                 progress: Callable[[int, float], None] | None = None,
                 evaluate: bool = True) -> dict[str, Any]:
     r"""Train a GRACE-style model on ``data`` and, with ``evaluate``, probe its frozen encoder
-    linearly on the data's split (:func:`~mp_contrastive.graphs.linear_probe`).
+    linearly on the data's split (:func:`~mp_contrastive.gnn.linear_probe`).
 
     Returns ``test_acc``, ``val_acc`` (%), ``losses`` (per epoch), ``seconds``, ``path`` (the
     negatives' path, ``"dense"`` or ``"knn"``), ``embeddings`` and ``model``. ``progress(epoch,

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch_geometric.utils import is_undirected
 
-from mp_contrastive.graphs import load_planetoid, planted_partition_graph
-from mp_contrastive.graphs.data import PUBMED_SIZE
+from mp_contrastive.gnn import load_planetoid, planted_partition_graph
+from mp_contrastive.gnn.data import PUBMED_SIZE
 
 
 def test_cora_public_split(cora):

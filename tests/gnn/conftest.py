@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mp_contrastive.graphs import load_planetoid
+from mp_contrastive.gnn import load_planetoid
 
 
 @pytest.fixture(scope="session")
