@@ -12,17 +12,17 @@ linear probe) go to <out>/results.json next to the checkpoints.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_float, positive_float, run_cli
 from mp_contrastive.vision import ProjectionHead, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.experiment import (
-    add_common_arguments,
+    add_image_arguments,
     load_splits,
+    preset_help,
     resolve_preset,
-    run_cli,
     setup_distributed,
     train_and_evaluate,
 )
@@ -43,15 +43,21 @@ PRESETS = {
 }
 
 
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    add_image_arguments(parser, PRESETS, "runs/simclr_<attention>_<preset>_seed<seed>")
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="official",
+                        help="attention alignment of the positive pairs (off: plain SimCLR)")
+    parser.add_argument("--beta", type=nonnegative_float, default=1.0, help="attention sharpness")
+    parser.add_argument("--temperature", type=positive_float,
+                        help=preset_help(PRESETS, "temperature", "NT-Xent temperature"))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run from the command line, or in-process with ``argv`` (the benchmark suite does);
     returns the results that also go to ``<out>/results.json``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser)
-    parser.add_argument("--attention", choices=ATTENTION_MODES, default="official")
-    parser.add_argument("--beta", type=float, default=1.0, help="attention sharpness")
-    parser.add_argument("--temperature", type=float)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)

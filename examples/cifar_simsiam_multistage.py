@@ -11,17 +11,17 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int, run_cli
 from mp_contrastive.vision import resnet_cifar
 from mp_contrastive.vision.experiment import (
-    add_common_arguments,
+    add_image_arguments,
     load_splits,
+    preset_help,
     resolve_preset,
-    run_cli,
     setup_distributed,
     train_and_evaluate,
 )
@@ -42,18 +42,29 @@ PRESETS = {
 }
 
 
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    add_image_arguments(parser, PRESETS, "runs/simsiam_<multistage>_<preset>_seed<seed>")
+    parser.add_argument("--multistage", choices=MULTISTAGE_MODES, default="official",
+                        help="multi-stage aggregation (off: plain SimSiam)")
+    parser.add_argument("--stages", type=positive_int, default=1,
+                        help="epochs kept per sample (k; official: 1)")
+    parser.add_argument("--aggr", choices=["sum", "mean", "max", "decay"], default="mean",
+                        help="how the stored epochs are aggregated (official: mean)")
+    parser.add_argument("--multistage-warmup", type=nonnegative_int,
+                        help=preset_help(PRESETS, "multistage_warmup", "epochs of plain SimSiam "
+                                                                        "first"))
+    parser.add_argument("--proj-dim", type=positive_int,
+                        help=preset_help(PRESETS, "proj_dim", "projector width"))
+    parser.add_argument("--pred-dim", type=positive_int,
+                        help=preset_help(PRESETS, "pred_dim", "predictor hidden width"))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run from the command line, or in-process with ``argv`` (the benchmark suite does);
     returns the results that also go to ``<out>/results.json``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser)
-    parser.add_argument("--multistage", choices=MULTISTAGE_MODES, default="official")
-    parser.add_argument("--stages", type=int, default=1, help="epochs kept per sample (k)")
-    parser.add_argument("--aggr", choices=["sum", "mean", "max", "decay"], default="mean")
-    parser.add_argument("--multistage-warmup", type=int, help="epochs of plain SimSiam first")
-    parser.add_argument("--proj-dim", type=int)
-    parser.add_argument("--pred-dim", type=int)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)

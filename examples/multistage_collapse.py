@@ -20,11 +20,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mp_contrastive.cli import (
+    ArgumentParser,
+    add_common_arguments,
+    argument_error,
+    make_parser,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from mp_contrastive.dynamics import effective_rank
 from mp_contrastive.vision import SimCLRAugment, resnet_cifar
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
-from mp_contrastive.vision.experiment import load_splits, run_cli
+from mp_contrastive.vision.experiment import DATA_LAYOUT, load_splits
 from mp_contrastive.vision.methods import SimSiamMethod
+from mp_contrastive.vision.models import ARCHITECTURES
 from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
 
@@ -86,26 +97,42 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--epochs", type=int, default=16)
-    parser.add_argument("--train-subset", type=int, default=2048)
-    parser.add_argument("--monitor-queries", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=0.5, help="base lr (x batch/256)")
-    parser.add_argument("--arch", default="resnet10")
-    parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--proj-dim", type=int, default=256)
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/multistage_collapse")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args()
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("--stages", type=positive_int, nargs="+", default=[1, 2, 4, 8],
+                        help="the values of k (epochs aggregated), one run each")
+    parser.add_argument("--epochs", type=positive_int, default=16, help="training epochs")
+    parser.add_argument("--train-subset", type=nonnegative_int, default=2048,
+                        help="class-balanced training images (0 = all)")
+    parser.add_argument("--monitor-queries", type=nonnegative_int, default=1000,
+                        help="held-out images for the kNN accuracy (0 = the whole test set)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="batch size")
+    parser.add_argument("--lr", type=positive_float, default=0.5, help="base lr (x batch/256)")
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default="resnet10",
+                        help="ResNet architecture")
+    parser.add_argument("--width", type=positive_int, default=8,
+                        help="first-stage width of the ResNet")
+    parser.add_argument("--proj-dim", type=positive_int, default=256,
+                        help="projector and predictor width")
+    add_common_arguments(parser, default_out="runs/multistage_collapse", data_layout=DATA_LAYOUT,
+                         out_help="output folder (table.md, results.json, collapse.png, runs)",
+                         download_fills_root=True)
+
+    def check(args: argparse.Namespace) -> None:
+        if args.train_subset and args.batch_size > args.train_subset:
+            raise argument_error("--batch-size", f"{args.batch_size} is larger than the training "
+                                                 f"set (--train-subset {args.train_subset})")
+
+    parser.add_check(check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     started = time.perf_counter()
     settings = {"dataset": "cifar10", "train_subset": args.train_subset,
                 "monitor_queries": args.monitor_queries}
-    splits = load_splits(settings, args.data_root, False, args.seed)
+    splits = load_splits(settings, args.data_root, args.download, args.seed)
     rows = [run_one(k, splits, args) for k in args.stages]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,15 +29,24 @@ from pathlib import Path
 
 from torch_geometric.data import Data
 
+from mp_contrastive.cli import (
+    ArgumentParser,
+    argument_error,
+    make_parser,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from mp_contrastive.gnn.experiment import (
     ResultStore,
-    add_common_arguments,
+    add_graph_arguments,
     format_mean_std,
     load_datasets,
     markdown_table,
     mean_std,
     progress_bar,
-    run_cli,
     setup_threads,
 )
 from mp_contrastive.gnn.oversmoothing import (
@@ -82,30 +91,48 @@ def plot(rows: list[dict], datasets: list[str], affinity: str, path: Path, xlabe
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, "runs/oversmoothing")
-    parser.add_argument("--depths", type=int, nargs="+", default=None,
-                        help="default 2 .. 256 (propagation), 2 .. 64 (trained)")
-    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES)
-    parser.add_argument("--alpha", type=float, default=4.0, help="step size of every scheme")
-    parser.add_argument("--tau", type=float, default=2.0, help="temperature of the feature space")
-    parser.add_argument("--k", type=int, default=8, help="nearest neighbours per node")
-    parser.add_argument("--num-samples", type=int, default=None,
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    add_graph_arguments(parser, "runs/oversmoothing")
+    parser.add_argument("--depths", type=nonnegative_int, nargs="+", default=None,
+                        help="propagation steps or layers (default: 2 4 ... 256 in propagation "
+                             "mode, 2 4 ... 64 in trained mode; trained mode needs depths >= 1)")
+    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES,
+                        help="propagation schemes")
+    parser.add_argument("--alpha", type=positive_float, default=4.0,
+                        help="step size of every scheme")
+    parser.add_argument("--tau", type=positive_float, default=2.0,
+                        help="temperature of the feature space")
+    parser.add_argument("--k", type=positive_int, default=8,
+                        help="nearest neighbours per node (fewer than the graph's nodes)")
+    parser.add_argument("--num-samples", type=nonnegative_int, default=None,
                         help="importance-weighted uniform draws per node on top of the k nearest "
-                             "(default 64 in propagation mode, 16 in trained mode)")
+                             "(default: 64 in propagation mode, 16 in trained mode)")
     parser.add_argument("--affinity", default="knn", choices=AFFINITIES,
                         help="uniformity on the k nearest + sampled tail, or on every other node")
-    parser.add_argument("--probe-weight-decay", type=float, default=5e-4,
+    parser.add_argument("--probe-weight-decay", type=nonnegative_float, default=5e-4,
                         help="the linear probe's weight decay (propagation mode)")
     parser.add_argument("--mode", default="propagation", choices=("propagation", "trained"),
                         help="steps without learning + linear probe, or a trained deep classifier")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden width (trained mode)")
-    parser.add_argument("--epochs", type=int, default=100, help="epochs (trained mode)")
-    parser.add_argument("--lr", type=float, default=0.005, help="Adam's learning rate (trained mode)")
-    parser.add_argument("--refresh-every", type=int, default=10,
+    parser.add_argument("--hidden", type=positive_int, default=64,
+                        help="hidden width (trained mode)")
+    parser.add_argument("--epochs", type=positive_int, default=100, help="epochs (trained mode)")
+    parser.add_argument("--lr", type=positive_float, default=0.005,
+                        help="Adam's learning rate (trained mode)")
+    parser.add_argument("--refresh-every", type=positive_int, default=10,
                         help="training passes between affinity searches (trained mode)")
-    args = parser.parse_args()
+
+    def check(args: argparse.Namespace) -> None:
+        if args.mode == "trained" and args.depths is not None and 0 in args.depths:
+            raise argument_error("--depths", "a trained classifier needs depths >= 1, got 0")
+
+    parser.add_check(check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     trained = args.mode == "trained"
     if args.depths is None:
         args.depths = [2, 4, 8, 16, 32, 64] + ([] if trained else [128, 256])
@@ -114,6 +141,10 @@ def main() -> None:
     setup_threads(args.threads)
     started = time.perf_counter()
     datasets = load_datasets(args.datasets, args.data_root, args.download)
+    smallest = min(data.num_nodes for data in datasets.values())
+    if args.affinity == "knn" and args.k >= smallest:  # known only now that the graphs are loaded
+        parser.error(f"argument --k: must be smaller than the number of nodes ({smallest}), "
+                     f"got {args.k}")
     keys = ["mode", "depths", "alpha", "tau", "k", "num_samples", "affinity"]
     keys += ["hidden", "epochs", "lr", "refresh_every"] if trained else ["probe_weight_decay", "seed"]
     store = ResultStore(args.out, {key: getattr(args, key) for key in keys})

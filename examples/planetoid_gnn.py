@@ -14,18 +14,17 @@ results go to <out>/results.json (an interrupted call resumes from there), the t
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
 from mp_contrastive.gnn.experiment import (
     ResultStore,
-    add_common_arguments,
+    add_graph_arguments,
     format_mean_std,
     load_datasets,
     markdown_table,
     mean_std,
     progress_bar,
-    run_cli,
     setup_threads,
 )
 from mp_contrastive.gnn.training import SUPERVISED_PRESETS, train_node_classifier
@@ -38,13 +37,19 @@ FAMILIES = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, "runs/planetoid_gnn")
-    parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    parser.add_argument("--beta", type=float, default=None,
-                        help="attention sharpness of our attention model (default: the preset's)")
-    args = parser.parse_args()
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    add_graph_arguments(parser, "runs/planetoid_gnn")
+    parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
+                        help="model families, each ours next to PyG's")
+    parser.add_argument("--beta", type=nonnegative_float, default=None,
+                        help=f"attention sharpness of our attention model (default: the preset's, "
+                             f"{SUPERVISED_PRESETS['attention'].beta:g})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     setup_threads(args.threads)
     started = time.perf_counter()
     datasets = load_datasets(args.datasets, args.data_root, args.download)

@@ -14,9 +14,17 @@ Results are stored per run in <out>/results.json; an interrupted call resumes fr
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from mp_contrastive.cli import (
+    ArgumentParser,
+    make_parser,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from mp_contrastive.gnn.contrastive import (
     GRACE_CONFIG_YAML,
     GRACE_PRESETS,
@@ -25,35 +33,44 @@ from mp_contrastive.gnn.contrastive import (
 )
 from mp_contrastive.gnn.experiment import (
     ResultStore,
-    add_common_arguments,
+    add_graph_arguments,
     format_mean_std,
     load_datasets,
     markdown_table,
     mean_std,
     progress_bar,
-    run_cli,
     setup_threads,
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, "runs/planetoid_grace")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    add_graph_arguments(parser, "runs/planetoid_grace")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                        help="contrastive variants")
     parser.add_argument("--config-yaml", action="store_true",
                         help="GRACE's own settings and protocol (config.yaml) instead of the presets")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--eval-every", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="override the preset's epochs (default: the dataset's preset)")
+    parser.add_argument("--eval-every", type=nonnegative_int, default=None,
                         help="override the preset's model selection: probe every this many epochs "
-                             "and keep the best-validation encoder (0: the last epoch's encoder)")
-    parser.add_argument("--beta", type=float, default=1.0, help="attention sharpness")
+                             "and keep the best-validation encoder (0: the last epoch's encoder; "
+                             "default: the dataset's preset)")
+    parser.add_argument("--beta", type=nonnegative_float, default=1.0, help="attention sharpness")
     parser.add_argument("--attention", default="positives",
                         choices=["positives", "negatives", "neighbors"],
                         help="attention normalisation: positives = official code, negatives = paper")
-    parser.add_argument("--num-stages", type=int, default=1, help="multi-stage: epochs aggregated")
-    parser.add_argument("--multistage-weight", type=float, default=0.5)
-    parser.add_argument("--negatives", default="auto", choices=["auto", "dense", "knn"])
-    args = parser.parse_args()
+    parser.add_argument("--num-stages", type=positive_int, default=1,
+                        help="multi-stage: epochs aggregated")
+    parser.add_argument("--multistage-weight", type=positive_float, default=0.5,
+                        help="multi-stage: weight of the alignment with the stored epochs")
+    parser.add_argument("--negatives", default="auto", choices=["auto", "dense", "knn"],
+                        help="negatives: the dense graph, the kNN path, or auto by size")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     setup_threads(args.threads)
     started = time.perf_counter()
     datasets = load_datasets(args.datasets, args.data_root, args.download)
@@ -63,8 +80,6 @@ def main() -> None:
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.eval_every is not None:
-        if args.eval_every < 0:
-            parser.error("--eval-every must be >= 0")
         overrides["eval_every"] = args.eval_every or None
     presets = GRACE_CONFIG_YAML if args.config_yaml else GRACE_PRESETS
     store = ResultStore(args.out, {"overrides": overrides, "config_yaml": args.config_yaml})

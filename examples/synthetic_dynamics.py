@@ -422,34 +422,66 @@ def plot(results: dict, path: Path) -> None:
 # -- command line ----------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    # Imported here so that this block is the script's whole command line.
+    from mp_contrastive.cli import (
+        float_in,
+        int_at_least,
+        make_parser,
+        nonnegative_int,
+        output_dir,
+        positive_float,
+        positive_int,
+    )
+
     defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--out", type=Path, default=Path("runs/synthetic_dynamics"))
-    parser.add_argument("--num-classes", type=int, default=defaults.num_classes)
-    parser.add_argument("--nodes-per-class", type=int, default=defaults.nodes_per_class)
-    parser.add_argument("--intra-prob", type=float, nargs="+", default=list(defaults.intra_prob),
+    parser = make_parser(__doc__)
+    parser.add_argument("--seed", type=nonnegative_int, default=defaults.seed, help="random seed")
+    parser.add_argument("--out", type=output_dir, default="runs/synthetic_dynamics",
+                        help="output folder")
+    parser.add_argument("--num-classes", type=int_at_least(2), default=defaults.num_classes,
+                        help="classes of views")
+    parser.add_argument("--nodes-per-class", type=int_at_least(2),
+                        default=defaults.nodes_per_class, help="views per class")
+    parser.add_argument("--intra-prob", type=float_in(0.0, 1.0, low_open=True), nargs="+",
+                        default=list(defaults.intra_prob),
                         help="intra-class edge probability: one value, or one per class")
-    parser.add_argument("--noise-edges", type=int, default=defaults.noise_edges,
+    parser.add_argument("--noise-edges", type=nonnegative_int, default=defaults.noise_edges,
                         help="number of random cross-class edges (0: label-preserving)")
-    parser.add_argument("--dim", type=int, default=defaults.dim, choices=(2, 3))
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--alpha", type=float, default=defaults.alpha)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--snapshots", type=int, nargs="+", default=None,
-                        help="steps to draw (default: 0 10 50 and the last step)")
-    parser.add_argument("--prop2-steps", type=int, default=defaults.prop2_steps)
-    parser.add_argument("--attention-layers", type=int, default=defaults.attention_layers)
-    parser.add_argument("--attention-alpha", type=float, default=defaults.attention_alpha)
+    parser.add_argument("--dim", type=int, default=defaults.dim, choices=(2, 3),
+                        help="2: features on the circle, 3: on the sphere")
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps,
+                        help="steps of each operator")
+    parser.add_argument("--alpha", type=float_in(0.0, 0.5, low_open=True), default=defaults.alpha,
+                        help="step size, in (0, 0.5] (Proposition 2 holds for alpha <= 1/2)")
+    parser.add_argument("--temperature", type=positive_float, default=defaults.temperature,
+                        help="features lie on the sphere of radius 1/sqrt(temperature)")
+    parser.add_argument("--snapshots", type=nonnegative_int, nargs="+", default=None,
+                        help="steps to draw, at most --steps (default: 0 10 50 and the last step)")
+    parser.add_argument("--prop2-steps", type=positive_int, default=defaults.prop2_steps,
+                        help="unprojected alignment steps of the Proposition 2 measurement")
+    parser.add_argument("--attention-layers", type=positive_int,
+                        default=defaults.attention_layers, help="stacked self-attention layers")
+    parser.add_argument("--attention-alpha", type=positive_float, default=defaults.attention_alpha,
+                        help="step size of the self-attention layers")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from mp_contrastive.cli import library_error
+
+    parser = build_parser()
     args = parser.parse_args(argv)
-    cfg = Config(seed=args.seed, num_classes=args.num_classes,
-                 nodes_per_class=args.nodes_per_class, intra_prob=tuple(args.intra_prob),
-                 noise_edges=args.noise_edges, dim=args.dim, steps=args.steps, alpha=args.alpha,
-                 temperature=args.temperature, snapshot_steps=tuple(args.snapshots or ()),
-                 prop2_steps=args.prop2_steps, attention_layers=args.attention_layers,
-                 attention_alpha=args.attention_alpha)
+    args.out = Path(args.out)
+    try:  # the rules that join several arguments are the Config's own
+        cfg = Config(seed=args.seed, num_classes=args.num_classes,
+                     nodes_per_class=args.nodes_per_class, intra_prob=tuple(args.intra_prob),
+                     noise_edges=args.noise_edges, dim=args.dim, steps=args.steps,
+                     alpha=args.alpha, temperature=args.temperature,
+                     snapshot_steps=tuple(args.snapshots or ()), prop2_steps=args.prop2_steps,
+                     attention_layers=args.attention_layers, attention_alpha=args.attention_alpha)
+    except ValueError as error:
+        parser.error(library_error(error, {"snapshot_steps": "--snapshots"}))
     start = time.perf_counter()
     results = simulate(cfg)
     args.out.mkdir(parents=True, exist_ok=True)

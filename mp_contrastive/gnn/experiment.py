@@ -1,13 +1,12 @@
-"""What the graph example scripts share: arguments, thread set-up, dataset loading, a resumable
-store of per-seed results, mean +- std summaries and Markdown tables."""
+"""What the graph example scripts share: arguments (on top of :mod:`mp_contrastive.cli`), thread
+set-up, dataset loading, a resumable store of per-seed results, mean +- std summaries and Markdown
+tables."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,12 @@ from typing import Any
 import torch
 from torch_geometric.data import Data
 
+from mp_contrastive.cli import DATA_ENV, ArgumentParser, add_common_arguments, positive_int
 from mp_contrastive.gnn.data import PLANETOID_NAMES, load_planetoid
 
 __all__ = [
-    "add_common_arguments",
+    "DATA_LAYOUT",
+    "add_graph_arguments",
     "setup_threads",
     "load_datasets",
     "ResultStore",
@@ -26,25 +27,24 @@ __all__ = [
     "format_mean_std",
     "markdown_table",
     "progress_bar",
-    "run_cli",
 ]
 
+#: What ``--data-root`` holds for the graph examples.
+DATA_LAYOUT = "Planetoid/<Name>/raw"
 
-def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
-    """``--datasets --seed --num-seeds --data-root --out --threads --no-progress``."""
+
+def add_graph_arguments(parser: ArgumentParser, default_out: str) -> None:
+    """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and
+    ``--datasets --num-seeds --threads``."""
     parser.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer"],
                         choices=PLANETOID_NAMES, help="Planetoid graphs (PubMed needs --download)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed; runs use seed .. seed+n-1")
-    parser.add_argument("--num-seeds", type=int, default=10, help="seeds per row (n)")
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding Planetoid/<Name>/raw (default $MP_CONTRASTIVE_DATA)")
-    parser.add_argument("--download", action="store_true",
-                        help="let PyG download datasets that are not found (e.g. PubMed)")
-    parser.add_argument("--out", default=default_out, help="output folder (results.json, tables)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--num-seeds", type=positive_int, default=10, help="seeds per row (n)")
+    add_common_arguments(parser, default_out=default_out, data_layout=DATA_LAYOUT,
+                         out_help="output folder (results.json, tables)",
+                         seed_help="first seed; runs use seed .. seed+n-1")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is fastest for these "
                              "small graphs on a loaded machine)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def setup_threads(threads: int | None) -> None:
@@ -55,7 +55,21 @@ def setup_threads(threads: int | None) -> None:
 
 
 def load_datasets(names: Sequence[str], root: str | None, download: bool) -> dict[str, Data]:
-    return {name: load_planetoid(name, root, download=download) for name in names}
+    """The Planetoid graphs ``names``; missing data is a ``FileNotFoundError`` worded for the
+    command line (``--data-root``, ``$MP_CONTRASTIVE_DATA``, ``--download``)."""
+    datasets = {}
+    for name in names:
+        try:
+            datasets[name] = load_planetoid(name, root, download=download)
+        except FileNotFoundError:
+            where = f"under '{root}'" if root is not None else (
+                f"under ${DATA_ENV}='{os.environ[DATA_ENV]}'" if os.environ.get(DATA_ENV)
+                else f"(neither --data-root nor ${DATA_ENV} is set)")
+            raise FileNotFoundError(
+                f"no raw Planetoid files for {name} {where} nor in the cache; point --data-root "
+                f"(or ${DATA_ENV}) at a folder holding {DATA_LAYOUT.replace('<Name>', name)}, "
+                f"or add --download to let PyG fetch them") from None
+    return datasets
 
 
 class ResultStore:
@@ -123,13 +137,3 @@ def progress_bar(total: int, description: str, disable: bool) -> Any:
             def close(self) -> None: ...
         return _Silent()
     return tqdm(total=total, desc=description, dynamic_ncols=True)
-
-
-def run_cli(main: Callable[[], None]) -> None:
-    """Run a script's ``main``; a user error (missing data, bad setting) is printed as one line,
-    exit status 2."""
-    try:
-        main()
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)

@@ -5,23 +5,35 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from mp_contrastive.cli import (
+    DATA_ENV,
+    ArgumentParser,
+    add_common_arguments,
+    argument_error,
+    float_in,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    torch_device,
+)
 from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, stratified_subset
 from mp_contrastive.vision.evaluation import extract_features, linear_probe
+from mp_contrastive.vision.models import ARCHITECTURES
 from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
-__all__ = ["run_cli", "add_common_arguments", "augmentation", "dynamics_monitor",
+__all__ = ["add_image_arguments", "preset_help", "augmentation", "dynamics_monitor",
            "train_and_evaluate", "resolve_preset",
            "setup_distributed", "Splits", "load_splits",
            "train_config", "final_evaluation"]
@@ -29,75 +41,126 @@ __all__ = ["run_cli", "add_common_arguments", "augmentation", "dynamics_monitor"
 # Defaults a preset may override.
 COMMON_DEFAULTS = {"crop_min": 0.08}
 
+#: What ``--data-root`` holds for the image examples.
+DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,test}_jpeg.npz")
+
 # Hyper-parameters every preset must define (the example's own ones come on top).
 COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", "lr",
                "weight_decay", "warmup", "train_subset", "monitor_queries", "probe_epochs",
                "jitter_strength")
 
 
-def run_cli(main: Callable[[], object]) -> None:
-    """Run an example's ``main``; a user error (missing data, bad checkpoint, bad setting) is
-    printed as one line, not a traceback, with exit status 2."""
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+def preset_help(presets: dict[str, dict[str, Any]], key: str, text: str) -> str:
+    """``text`` and the default each preset gives ``key`` (``--help`` shows it)."""
+    values = {name: {**COMMON_DEFAULTS, **preset}[key] for name, preset in presets.items()}
+    shown = {name: f"{v:g}" if isinstance(v, float) else str(v) for name, v in values.items()}
+    if len(set(shown.values())) == 1:
+        return f"{text} (default: {next(iter(shown.values()))} in every preset)"
+    each = ", ".join(f"{value} in the {name} preset" for name, value in shown.items())
+    return f"{text} (default: {each})"
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by the image examples; ``None`` means "take the preset's value"."""
-    parser.add_argument("--preset", choices=["auto", "paper", "cpu"], default="auto",
+def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any]],
+                        out_pattern: str) -> None:
+    """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and the image
+    examples' own; an option left out takes the chosen preset's value (``--help`` lists them).
+    ``out_pattern`` describes ``--out``'s default, e.g. ``runs/simclr_<attention>_<preset>_seed<seed>``.
+    """
+    def preset(key: str, text: str) -> str:
+        return preset_help(presets, key, text)
+
+    parser.add_argument("--preset", choices=["auto", *presets], default="auto",
                         help="paper: the official hyper-parameters (GPU); cpu: a run that finishes "
-                             "in minutes on 2 CPU cores; auto (default): paper on a GPU, else cpu")
-    parser.add_argument("--dataset", choices=sorted(DATASETS))
-    parser.add_argument("--data-root", default=None,
-                        help="folder with the data (default: $MP_CONTRASTIVE_DATA, then "
-                             "~/.cache/mp_contrastive)")
-    parser.add_argument("--download", action="store_true",
-                        help="download the dataset with torchvision if it is not found")
-    parser.add_argument("--arch", choices=["resnet10", "resnet18", "resnet34", "resnet50"])
-    parser.add_argument("--width", type=int, help="first-stage width of the ResNet (64 = standard)")
-    parser.add_argument("--batch-size", type=int, help="global batch size (all processes)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--optimizer", choices=["lars", "sgd", "adamw"])
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--warmup", type=float, help="warm-up as a fraction of all steps")
-    parser.add_argument("--train-subset", type=int,
-                        help="train on a class-balanced subset of this many images (0 = all)")
-    parser.add_argument("--monitor-queries", type=int,
-                        help="held-out images for the kNN monitor (0 = the whole test set)")
-    parser.add_argument("--probe-epochs", type=int, help="epochs of the final linear probe")
-    parser.add_argument("--jitter-strength", type=float, help="colour-distortion strength s")
-    parser.add_argument("--crop-min", type=float,
-                        help="smallest random-resized-crop area, a fraction of the image (0.08)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="output folder (checkpoints, logs, results)")
+                             "in minutes on 2 CPU cores; auto: paper on a GPU, else cpu")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help=preset("dataset", "dataset"))
+    parser.add_argument("--arch", choices=list(ARCHITECTURES),
+                        help=preset("arch", "ResNet architecture"))
+    parser.add_argument("--width", type=positive_int,
+                        help=preset("width", "first-stage width of the ResNet (64 = standard)"))
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=preset("batch_size", "global batch size (all processes)"))
+    parser.add_argument("--epochs", type=positive_int, help=preset("epochs", "training epochs"))
+    parser.add_argument("--optimizer", choices=["lars", "sgd", "adamw"],
+                        help=preset("optimizer", "optimiser"))
+    parser.add_argument("--lr", type=positive_float, help=preset("lr", "learning rate"))
+    parser.add_argument("--weight-decay", type=nonnegative_float,
+                        help=preset("weight_decay", "weight decay"))
+    parser.add_argument("--warmup", type=fraction,
+                        help=preset("warmup", "warm-up as a fraction of all steps, in [0, 1)"))
+    parser.add_argument("--train-subset", type=nonnegative_int,
+                        help=preset("train_subset", "train on a class-balanced subset of this many "
+                                                    "images (0 = all)"))
+    parser.add_argument("--monitor-queries", type=nonnegative_int,
+                        help=preset("monitor_queries", "held-out images for the kNN monitor "
+                                                       "(0 = the whole test set)"))
+    parser.add_argument("--probe-epochs", type=positive_int,
+                        help=preset("probe_epochs", "epochs of the final linear probe"))
+    parser.add_argument("--jitter-strength", type=nonnegative_float,
+                        help=preset("jitter_strength", "colour-distortion strength s"))
+    parser.add_argument("--crop-min", type=float_in(0.0, 1.0, low_open=True),
+                        help=preset("crop_min", "smallest random-resized-crop area, a fraction of "
+                                                "the image, in (0, 1]"))
+    add_common_arguments(parser, default_out=None, data_layout=DATA_LAYOUT,
+                         data_default=f"${DATA_ENV}, then ~/.cache/mp_contrastive",
+                         out_help=f"output folder: checkpoints, logs, results (default: "
+                                  f"{out_pattern})",
+                         download_fills_root=True)
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (needs a CUDA device)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if any)")
-    parser.add_argument("--dynamics-every", type=int, default=50,
+    parser.add_argument("--device", type=torch_device, default=None,
+                        help="cuda, cuda:1, cpu (default: cuda if there is a GPU, else cpu)")
+    parser.add_argument("--dynamics-every", type=nonnegative_int, default=50,
                         help="log learning-dynamics diagnostics (alignment, uniformity, effective "
                              "rank, equilibrium gap, class distances) every N steps to "
                              "<out>/dynamics.csv; 0 = off")
+
+    def check(args: argparse.Namespace) -> None:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if args.bf16 and device.type != "cuda":
+            raise argument_error("--bf16", f"bf16 autocast runs on CUDA only and the device is "
+                                           f"'{device}'" + ("" if args.device else
+                                                            " (no CUDA GPU was found)"))
+        name, _ = _preset_name(args.preset)
+        settings = _settings(args, presets, name)
+        batch, subset = settings["batch_size"], settings["train_subset"]
+        given = "--train-subset" if args.train_subset is not None else f"the {name} preset's"
+        if subset and batch > subset:
+            raise argument_error("--batch-size", f"{batch} is larger than the training set "
+                                                 f"({subset} images, {given} train_subset)")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if batch % world:
+            raise argument_error("--batch-size", f"{batch} must be divisible by the number of "
+                                                 f"processes ({world})")
+
+    parser.add_check(check)
+
+
+def _preset_name(preset: str) -> tuple[str, str | None]:
+    """The preset ``--preset`` stands for, and why ``auto`` chose it."""
+    if preset != "auto":
+        return preset, None
+    if torch.cuda.is_available():
+        return "paper", "a CUDA GPU is available"
+    return "cpu", "no CUDA GPU was found, so the paper's 200-epoch ResNet-18 run would take days"
+
+
+def _settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]],
+              name: str) -> dict[str, Any]:
+    settings = {**COMMON_DEFAULTS, **presets[name]}
+    for key, value in vars(args).items():
+        if value is not None and key in settings:
+            settings[key] = value
+    return settings
 
 
 def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The chosen preset's values overridden by every argument given on the command line; prints
     which preset was chosen and why."""
-    name = args.preset
-    if name == "auto":
-        name = "paper" if torch.cuda.is_available() else "cpu"
-        reason = ("a CUDA GPU is available" if name == "paper" else
-                  "no CUDA GPU was found, so the paper's 200-epoch ResNet-18 run would take days")
+    name, reason = _preset_name(args.preset)
+    if reason is not None:
         _print0(f"--preset auto: using '{name}' because {reason}")
-    settings = {**COMMON_DEFAULTS, **presets[name]}
-    for key, value in vars(args).items():
-        if value is not None and key in settings:
-            settings[key] = value
+    settings = _settings(args, presets, name)
     settings["preset"] = name
     return settings
 
@@ -210,7 +273,8 @@ def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
         initial, final = results["knn_top1_initial"], results["knn_top1_final"]
         gain = f" (random init {initial:.2f}%, +{final - initial:.2f} points)" if (
             initial is not None and final is not None) else ""
-        print(f"kNN top-1 {final:.2f}%{gain}; linear probe top-1 {probe['test_top1']:.2f}%; "
+        knn = "n/a (not evaluated)" if final is None else f"{final:.2f}%"
+        print(f"kNN top-1 {knn}{gain}; linear probe top-1 {probe['test_top1']:.2f}%; "
               f"{results['wall_seconds']:.0f} s in all; results in {path}", flush=True)
     return results
 

@@ -86,6 +86,9 @@ class Trainer:
         self.config = config
         self.device = torch.device(device)
         self.rank, self.world = rank_and_world()
+        if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or \
+                config.batch_size < 1:  # not a ZeroDivisionError further down
+            raise ValueError(f"'batch_size' must be a positive int, got {config.batch_size!r}")
         if config.batch_size % self.world:
             raise ValueError(f"'batch_size' ({config.batch_size}) must be divisible by the number "
                              f"of processes ({self.world})")

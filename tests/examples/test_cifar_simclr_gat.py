@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "cifar_simclr_gat.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "cifar_simclr_gat.py"
 TINY = ["--preset", "cpu", "--arch", "resnet10", "--width", "4", "--epochs", "2",
         "--train-subset", "256", "--batch-size", "64", "--monitor-queries", "100",
         "--probe-epochs", "2", "--no-progress"]
@@ -13,7 +14,8 @@ TINY = ["--preset", "cpu", "--arch", "resnet10", "--width", "4", "--epochs", "2"
 
 def run(*args: str, env_root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          env={"MP_CONTRASTIVE_DATA": str(env_root), "PATH": "/usr/bin:/bin"},
+                          env={"MP_CONTRASTIVE_DATA": str(env_root), "PATH": "/usr/bin:/bin",
+                               "PYTHONPATH": str(ROOT)},  # this checkout's package
                           timeout=300)
 
 
@@ -35,8 +37,10 @@ def test_wrong_data_root_is_a_clear_error(tmp_path):
     done = run(*TINY, "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"),
                env_root=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("error: data root")
-    assert "--download" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("cifar_simclr_gat.py: error: argument --data-root: folder")
+    assert "does not exist" in last and "--download" in last
+    assert not (tmp_path / "o").exists()
     assert "Traceback" not in done.stderr
 
 
@@ -47,7 +51,7 @@ def test_simsiam_multistage_example_runs(data_root, tmp_path):
         [sys.executable, str(script), *TINY, "--multistage", "paper", "--stages", "2",
          "--multistage-warmup", "1", "--proj-dim", "32", "--pred-dim", "8", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
-        env={"MP_CONTRASTIVE_DATA": str(data_root), "PATH": "/usr/bin:/bin"})
+        env={"MP_CONTRASTIVE_DATA": str(data_root), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["multistage"] == "paper" and results["settings"]["stages"] == 2

@@ -1,0 +1,197 @@
+"""Every example's command line refuses out-of-range values where it parses them: an argparse
+error naming the flag, exit status 2, nothing written. In-process (``main(argv)``), so fast."""
+
+import importlib
+import re
+
+import pytest
+import torch
+
+from mp_contrastive.cli import DATA_ENV
+
+NAMES = ("cifar_simclr_gat", "cifar_simsiam_multistage", "multistage_collapse", "oversmoothing",
+         "planetoid_gnn", "planetoid_grace", "synthetic_dynamics")
+EXAMPLES = {name: importlib.import_module(f"examples.{name}") for name in NAMES}
+
+# Shared by both image examples (mp_contrastive.vision.experiment.add_image_arguments).
+IMAGE = [
+    (["--epochs", "0"], "--epochs"), (["--epochs", "-1"], "--epochs"),
+    (["--epochs", "ten"], "--epochs"), (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "-4"], "--batch-size"), (["--width", "0"], "--width"),
+    (["--lr", "0"], "--lr"), (["--lr", "nan"], "--lr"), (["--weight-decay", "-1e-6"], "--weight-decay"),
+    (["--warmup", "1"], "--warmup"), (["--warmup", "-0.1"], "--warmup"),
+    (["--train-subset", "-1"], "--train-subset"), (["--monitor-queries", "-1"], "--monitor-queries"),
+    (["--probe-epochs", "0"], "--probe-epochs"), (["--jitter-strength", "-0.5"], "--jitter-strength"),
+    (["--crop-min", "0"], "--crop-min"), (["--crop-min", "1.5"], "--crop-min"),
+    (["--seed", "-1"], "--seed"), (["--dynamics-every", "-1"], "--dynamics-every"),
+    (["--arch", "resnet7"], "--arch"), (["--optimizer", "adam"], "--optimizer"),
+    (["--dataset", "mnist"], "--dataset"), (["--preset", "gpu"], "--preset"),
+    (["--device", "tpu"], "--device"), (["--device", "cuda"], "--device"),
+    (["--bf16"], "--bf16"), (["--bf16", "--device", "cpu"], "--bf16"),
+    # larger than the cpu preset's 8192 / 4096 training images, given or from the preset
+    (["--preset", "cpu", "--batch-size", "9000"], "--batch-size"),
+    (["--train-subset", "100", "--batch-size", "256"], "--batch-size"),
+    (["--data-root", "{missing}"], "--data-root"),
+]
+GRAPH = [
+    (["--num-seeds", "0"], "--num-seeds"), (["--num-seeds", "-2"], "--num-seeds"),
+    (["--seed", "-1"], "--seed"), (["--threads", "0"], "--threads"),
+    (["--datasets", "Reddit"], "--datasets"), (["--data-root", "{missing}"], "--data-root"),
+]
+CASES = {
+    "cifar_simclr_gat": IMAGE + [
+        (["--temperature", "0"], "--temperature"), (["--temperature", "-0.5"], "--temperature"),
+        (["--beta", "-1"], "--beta"), (["--attention", "both"], "--attention")],
+    "cifar_simsiam_multistage": IMAGE + [
+        (["--stages", "0"], "--stages"), (["--multistage-warmup", "-1"], "--multistage-warmup"),
+        (["--proj-dim", "0"], "--proj-dim"), (["--pred-dim", "0"], "--pred-dim"),
+        (["--aggr", "median"], "--aggr"), (["--multistage", "on"], "--multistage")],
+    "multistage_collapse": [
+        (["--stages", "0"], "--stages"), (["--stages", "1", "-2"], "--stages"),
+        (["--epochs", "0"], "--epochs"), (["--train-subset", "-1"], "--train-subset"),
+        (["--monitor-queries", "-1"], "--monitor-queries"), (["--batch-size", "0"], "--batch-size"),
+        (["--train-subset", "64", "--batch-size", "128"], "--batch-size"),
+        (["--lr", "-0.5"], "--lr"), (["--arch", "vgg"], "--arch"), (["--width", "0"], "--width"),
+        (["--proj-dim", "0"], "--proj-dim"), (["--seed", "-1"], "--seed"),
+        (["--data-root", "{missing}"], "--data-root")],
+    "oversmoothing": GRAPH + [
+        (["--depths", "-1"], "--depths"), (["--mode", "trained", "--depths", "0", "2"], "--depths"),
+        (["--schemes", "gcn"], "--schemes"), (["--alpha", "0"], "--alpha"), (["--tau", "0"], "--tau"),
+        (["--k", "0"], "--k"), (["--num-samples", "-1"], "--num-samples"),
+        (["--affinity", "sparse"], "--affinity"), (["--probe-weight-decay", "-1"], "--probe-weight-decay"),
+        (["--mode", "deep"], "--mode"), (["--hidden", "0"], "--hidden"), (["--epochs", "0"], "--epochs"),
+        (["--lr", "0"], "--lr"), (["--refresh-every", "0"], "--refresh-every")],
+    "planetoid_gnn": GRAPH + [(["--models", "mlp"], "--models"), (["--beta", "-1"], "--beta")],
+    "planetoid_grace": GRAPH + [
+        (["--variants", "plain"], "--variants"), (["--epochs", "0"], "--epochs"),
+        (["--eval-every", "-1"], "--eval-every"), (["--beta", "-1"], "--beta"),
+        (["--attention", "all"], "--attention"), (["--num-stages", "0"], "--num-stages"),
+        (["--multistage-weight", "0"], "--multistage-weight"), (["--negatives", "none"], "--negatives")],
+    "synthetic_dynamics": [
+        (["--seed", "-1"], "--seed"), (["--num-classes", "1"], "--num-classes"),
+        (["--nodes-per-class", "1"], "--nodes-per-class"), (["--intra-prob", "0"], "--intra-prob"),
+        (["--intra-prob", "1.5"], "--intra-prob"), (["--intra-prob", "0.5", "0.5"], "--intra-prob"),
+        (["--noise-edges", "-1"], "--noise-edges"), (["--dim", "4"], "--dim"),
+        (["--steps", "0"], "--steps"), (["--alpha", "0.7"], "--alpha"), (["--alpha", "0"], "--alpha"),
+        (["--temperature", "0"], "--temperature"), (["--snapshots", "-1"], "--snapshots"),
+        (["--steps", "20", "--snapshots", "30"], "--snapshots"),
+        (["--prop2-steps", "0"], "--prop2-steps"), (["--attention-layers", "0"], "--attention-layers"),
+        (["--attention-alpha", "-0.5"], "--attention-alpha")],
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run in an empty folder (so a default output folder would show), on a machine without CUDA,
+    with the data variable pointing at an (empty) folder."""
+    cwd, data = tmp_path / "cwd", tmp_path / "data"
+    cwd.mkdir()
+    data.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv(DATA_ENV, str(data))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return tmp_path
+
+
+def refused(module, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not even the preset announcement: nothing ran
+    return captured.err
+
+
+@pytest.mark.parametrize(("name", "argv", "flag"),
+                         [(name, argv, flag) for name, cases in CASES.items() for argv, flag in cases],
+                         ids=lambda value: " ".join(value) if isinstance(value, list) else value)
+def test_out_of_range_value_is_an_argparse_error(name, argv, flag, workdir, capsys):
+    argv = [a.replace("{missing}", str(workdir / "missing")) for a in argv]
+    out = workdir / "out"
+    error = refused(EXAMPLES[name], [*argv, "--out", str(out)], capsys)
+    last = error.strip().splitlines()[-1]
+    assert re.search(rf"error: argument {flag}( |:|/)", last), last
+    assert not out.exists() and not any((workdir / "cwd").iterdir())
+    assert sorted(p.name for p in workdir.iterdir()) == ["cwd", "data"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_data_variable_that_is_no_folder_names_flag_and_variable(name, workdir, monkeypatch,
+                                                                  capsys):
+    if name == "synthetic_dynamics":  # reads no data
+        return
+    monkeypatch.setenv(DATA_ENV, str(workdir / "nowhere"))
+    error = refused(EXAMPLES[name], ["--out", str(workdir / "out")], capsys)
+    assert "--data-root" in error and f"${DATA_ENV}" in error
+    assert not (workdir / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["cifar_simclr_gat", "cifar_simsiam_multistage"])
+def test_bf16_without_cuda_is_refused(name, workdir, capsys):
+    error = refused(EXAMPLES[name], ["--bf16", "--out", str(workdir / "out")], capsys)
+    assert "argument --bf16" in error and "CUDA" in error
+
+
+def test_missing_data_under_an_existing_folder_names_flag_variable_and_download(workdir,
+                                                                                  monkeypatch):
+    """The graph examples' loader words the library's 'pass root' error for the command line."""
+    from mp_contrastive.gnn.experiment import load_datasets
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # an empty cache
+
+    with pytest.raises(FileNotFoundError) as error:
+        load_datasets(["Cora"], str(workdir / "data"), download=False)
+    message = str(error.value)
+    assert "--data-root" in message and f"${DATA_ENV}" in message and "--download" in message
+    assert "'root'" not in message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_shows_every_default_and_the_whole_description(name, capsys):
+    parser = EXAMPLES[name].build_parser()
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0:  # flags are off unless given
+            assert action.default is not None or "default" in (action.help or ""), \
+                f"{name} {action.option_strings[0]} does not say what its default is"
+    with pytest.raises(SystemExit) as exit_info:
+        EXAMPLES[name].main(["--help"])
+    assert exit_info.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    first_paragraph = " ".join(EXAMPLES[name].__doc__.strip().split("\n\n")[0].split())
+    assert first_paragraph in shown  # never cut mid-sentence
+    assert "(default: 0)" in shown  # --seed's default is shown by the formatter
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("cifar_simclr_gat", ["training epochs (default: 200 in the paper preset, 10 in the cpu preset)",
+                          "NT-Xent temperature (default: 0.7 in the paper preset, 0.2 in the cpu "
+                          "preset)", "(default: 0.08 in every preset)"]),
+    ("cifar_simsiam_multistage", ["training epochs (default: 200 in the paper preset, 8 in the cpu "
+                                  "preset)", "(default: 50 in the paper preset, 2 in the cpu preset)"]),
+    ("oversmoothing", ["(default: 64 in propagation mode, 16 in trained mode)"]),
+])
+def test_help_says_which_preset_gives_which_default(name, expected, capsys):
+    with pytest.raises(SystemExit):
+        EXAMPLES[name].main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for text in expected:
+        assert text in shown
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_defaults_and_valid_values_parse(name, data_root, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    parser = EXAMPLES[name].build_parser()
+    args = parser.parse_args([])
+    assert args.seed == 0
+    if name.startswith("cifar"):
+        valid = parser.parse_args(["--epochs", "3", "--batch-size", "64", "--warmup", "0",
+                                   "--train-subset", "0", "--crop-min", "1", "--device", "cpu",
+                                   "--data-root", str(data_root)])
+        assert (valid.epochs, valid.batch_size, valid.warmup, valid.crop_min) == (3, 64, 0.0, 1.0)
+        assert valid.device == "cpu"
+        # a missing data folder is fine when torchvision may download into it
+        parser.parse_args(["--download", "--data-root", str(data_root / "new")])
+    if name in ("oversmoothing", "planetoid_gnn", "planetoid_grace"):
+        assert args.num_seeds == 10 and args.datasets == ["Cora", "CiteSeer"]
+        assert parser.parse_args(["--num-seeds", "1", "--threads", "1"]).num_seeds == 1
