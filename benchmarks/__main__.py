@@ -19,6 +19,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,6 +31,16 @@ from benchmarks.suite import (
     run_cells,
     summarize,
     write_outputs,
+)
+from mp_contrastive.cli import (
+    ArgumentParser,
+    argument_error,
+    comma_choices,
+    existing_file,
+    make_parser,
+    nonnegative_int,
+    output_dir,
+    positive_int,
 )
 
 PERF = {
@@ -65,7 +76,7 @@ def readme_perf_section(body: str, machine_line: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+    domains = args.domains
     seeds = args.seeds if args.seeds is not None else (2 if args.suite == "quick" else 3)
     cells = build_cells(args.suite, domains, seeds, out, args.data_root)
     started = time.perf_counter()
@@ -107,15 +118,11 @@ def perf(args: argparse.Namespace) -> int:
             continue
         buffer = io.StringIO()
         print(f"running benchmarks.{name} ...", file=sys.stderr, flush=True)
-        saved = sys.argv
-        sys.argv = [f"benchmarks.{name}", *argv, "--seed", str(args.seed)]
         try:
             with contextlib.redirect_stdout(buffer):
-                module.main()
+                module.main([*argv, "--seed", str(args.seed)])
         except SystemExit as error:
             status = status or int(error.code or 0)
-        finally:
-            sys.argv = saved
         sections.append(f"## {name}: `python -m benchmarks.{name} {' '.join(argv)}`\n\n"
                         f"{buffer.getvalue()}")
         print(sections[-1], flush=True)
@@ -127,28 +134,68 @@ def perf(args: argparse.Namespace) -> int:
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+def _readme_markers(flag: str, name: Callable[[argparse.Namespace], str]
+                    ) -> Callable[[argparse.Namespace], None]:
+    """A check that ``--update-readme``'s file holds the markers the results go between, so a
+    long run does not end on an error."""
+    def check(args: argparse.Namespace) -> None:
+        if args.update_readme is None:
+            return
+        marker = name(args)
+        text = Path(args.update_readme).read_text()
+        start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise argument_error(flag, f"'{args.update_readme}' must hold exactly one "
+                                       f"'{start}' ... '{end}' pair")
+    return check
+
+
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__, prog="python -m benchmarks")
     commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="the cross-domain matrix")
-    run_parser.add_argument("--suite", choices=["quick", "full"], default="quick")
-    run_parser.add_argument("--domains", default=",".join(DOMAINS))
-    run_parser.add_argument("--seeds", type=int, default=None,
-                            help="seeds per cell (default 2 quick, 3 full)")
-    run_parser.add_argument("--out", default="runs/benchmarks")
-    run_parser.add_argument("--data-root", default=None)
-    run_parser.add_argument("--no-progress", action="store_true")
-    run_parser.add_argument("--update-readme", metavar="PATH",
+    run_parser = commands.add_parser("run", help="the cross-domain matrix",
+                                     description="The cross-domain matrix (method x dataset x "
+                                                 "seed), resumable.")
+    run_parser.add_argument("--suite", choices=["quick", "full"], default="quick",
+                            help="quick: about 20 minutes on 2 CPU cores; full: paper scale (GPU)")
+    run_parser.add_argument("--domains", type=comma_choices(DOMAINS), default=",".join(DOMAINS),
+                            help="comma-separated domains")
+    run_parser.add_argument("--seeds", type=positive_int, default=None,
+                            help="seeds per cell (default: 2 in the quick suite, 3 in the full one)")
+    run_parser.add_argument("--out", type=output_dir, default="runs/benchmarks",
+                            help="output folder (cells/*.json, results.csv, summary.md/png)")
+    run_parser.add_argument("--data-root", default=None,
+                            help="folder holding the data (default: $MP_CONTRASTIVE_DATA)")
+    run_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_parser.add_argument("--update-readme", metavar="PATH", type=existing_file,
                             help="also write the table into PATH between <!-- results-SUITE --> "
-                                 "markers (README.md)")
-    perf_parser = commands.add_parser("perf", help="performance comparisons with ratios")
-    perf_parser.add_argument("--out", default="runs/perf")
-    perf_parser.add_argument("--only", nargs="*", choices=list(PERF))
-    perf_parser.add_argument("--seed", type=int, default=0)
-    perf_parser.add_argument("--update-readme", metavar="PATH",
+                                 "markers (README.md; default: no file)")
+    run_parser.add_check(_readme_markers("--update-readme", lambda a: f"results-{a.suite}"))
+
+    def check_data_root(args: argparse.Namespace) -> None:
+        if args.data_root is not None and not Path(args.data_root).is_dir():
+            raise argument_error("--data-root", f"folder '{args.data_root}' does not exist; "
+                                                f"point --data-root (or $MP_CONTRASTIVE_DATA) "
+                                                f"at the data folder")
+
+    run_parser.add_check(check_data_root)
+    perf_parser = commands.add_parser("perf", help="performance comparisons with ratios",
+                                      description="Every performance comparison, collected in "
+                                                  "<out>/perf.md.")
+    perf_parser.add_argument("--out", type=output_dir, default="runs/perf",
+                             help="output folder (perf.md)")
+    perf_parser.add_argument("--only", nargs="*", choices=list(PERF),
+                             help="run only these comparisons (default: all)")
+    perf_parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    perf_parser.add_argument("--update-readme", metavar="PATH", type=existing_file,
                              help="also write the tables into PATH between <!-- results-perf --> "
-                                  "markers (README.md)")
-    args = parser.parse_args(argv)
+                                  "markers (README.md; default: no file)")
+    perf_parser.add_check(_readme_markers("--update-readme", lambda a: "results-perf"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run(args) if args.command == "run" else perf(args)
 
 

@@ -26,7 +26,6 @@ blockwise dense path, all measured in one run:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
@@ -39,6 +38,7 @@ from torch_geometric.nn.pool import MIPSKNNIndex
 import mp_contrastive.nn._base as base
 from benchmarks._measure import interleaved_times, markdown_table, peak_memory
 from mp_contrastive._validation import trusted_inputs
+from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
 from mp_contrastive.knn import AffinityIndex
 from mp_contrastive.nn import UniformityConv
 
@@ -357,20 +357,24 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 4k and 65k negatives, tau=0.1, N=8192 blockwise")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads (default: torch's); 1 is robust to other load")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
                         help="which tables to measure (on a loaded 2-core machine the whole run "
                              "takes over 10 minutes: split it)")
     parser.add_argument("--features", nargs="+", default=["sphere", "vMF"],
                         choices=["sphere", "vMF"], help="feature kinds of the uniformity table")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

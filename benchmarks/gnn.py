@@ -17,6 +17,7 @@ import argparse
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch_geometric.data import Data
@@ -24,6 +25,13 @@ from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 from torch_geometric.utils import scatter, softmax
 
 from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from mp_contrastive.cli import (
+    ArgumentParser,
+    argument_error,
+    make_parser,
+    nonnegative_int,
+    positive_int,
+)
 from mp_contrastive.gnn import (
     AlignmentGCNConv,
     AttentionAlignmentGATConv,
@@ -99,15 +107,29 @@ def uniformity_rows(name: str, num_nodes: int, repeats: int, seed: int = 0,
              f"{memory['ours'] / 2**20:.1f}", f"{memory['pyg'] / 2**20:.1f}"]]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--data-root", default=None)
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("--repeats", type=positive_int, default=7, help="timed repeats")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads (default: torch's choice)")
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding Planetoid/Cora/raw (default: $MP_CONTRASTIVE_DATA)")
     parser.add_argument("--grace", action="store_true",
                         help="also time one GRACE step (PubMed preset) through the kNN path")
-    args = parser.parse_args()
+
+    def check(args: argparse.Namespace) -> None:
+        if args.data_root is not None and not Path(args.data_root).is_dir():
+            raise argument_error("--data-root", f"folder '{args.data_root}' does not exist; "
+                                                f"point --data-root (or $MP_CONTRASTIVE_DATA) "
+                                                f"at a folder holding Planetoid/Cora/raw")
+
+    parser.add_check(check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"# GNN layers, forward + backward, {platform.processor() or platform.machine()}, "

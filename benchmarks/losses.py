@@ -16,6 +16,15 @@ import torch
 from lightly.loss import NTXentLoss
 
 from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from mp_contrastive.cli import (
+    ArgumentParser,
+    argument_error,
+    int_at_least,
+    make_parser,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from mp_contrastive.graph import view_sample_index
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss, plain_nt_xent
 
@@ -44,15 +53,27 @@ def step(loss: Callable, z0: torch.Tensor, z1: torch.Tensor) -> Callable[[], Non
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 4096],
-                        help="numbers of nodes N (2 views of N/2 samples)")
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("--sizes", type=int_at_least(4), nargs="+", default=[512, 1024, 4096],
+                        help="numbers of nodes N, even (2 views of N/2 samples)")
+    parser.add_argument("--dim", type=positive_int, default=128, help="projection width d")
+    parser.add_argument("--temperature", type=positive_float, default=0.5,
+                        help="temperature of every loss")
+    parser.add_argument("--repeats", type=positive_int, default=15, help="timed repeats")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+
+    def check(args: argparse.Namespace) -> None:
+        odd = [n for n in args.sizes if n % 2]
+        if odd:
+            raise argument_error("--sizes", f"N must be even (2 views of N/2 samples), got {odd}")
+
+    parser.add_check(check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     print(f"# Loss forward+backward, d={args.dim}, tau={args.temperature}, "
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "

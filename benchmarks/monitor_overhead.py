@@ -15,7 +15,6 @@ at period ``n`` is ``(monitor call + (n - 1) * skipped call) / (n * training ste
 
 from __future__ import annotations
 
-import argparse
 import platform
 import tempfile
 from collections.abc import Callable
@@ -26,6 +25,13 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import dropout_edge, mask_feature
 
 from benchmarks._measure import interleaved_times, markdown_table
+from mp_contrastive.cli import (
+    ArgumentParser,
+    int_at_least,
+    make_parser,
+    nonnegative_int,
+    positive_int,
+)
 from mp_contrastive.losses import SimCLRLoss
 from mp_contrastive.monitor import DEFAULT_EVERY, DynamicsMonitor
 from mp_contrastive.vision import ProjectionHead, resnet_cifar
@@ -137,20 +143,25 @@ def measure(setup: Setup, repeats: int, every: int, log_dir: str) -> list[object
             f"{at_default:.2%}", "yes" if at_default <= TARGET else "NO"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128, help="images per batch (image, mlp)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--every", type=int, default=DEFAULT_EVERY,
-                        help="monitor period to report (default: the monitor's default)")
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("--batch", type=int_at_least(2), default=128,
+                        help="images per batch (image, mlp)")
+    parser.add_argument("--repeats", type=positive_int, default=7, help="timed repeats")
+    parser.add_argument("--every", type=positive_int, default=DEFAULT_EVERY,
+                        help=f"monitor period to report (default: the monitor's, {DEFAULT_EVERY})")
     parser.add_argument("--setups", nargs="+", default=["image", "graph", "mlp"],
-                        choices=["image", "graph", "mlp"])
-    parser.add_argument("--threads", type=int, default=None,
+                        choices=["image", "graph", "mlp"], help="setups to measure")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice). On a machine shared with "
                              "other jobs, 1 avoids stalls of idle-waiting worker threads, which hit "
                              "the monitor's many small ops harder than a training step's large ones")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

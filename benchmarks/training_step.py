@@ -9,7 +9,6 @@ interleaved repeats, in one run:
 
 from __future__ import annotations
 
-import argparse
 import platform
 from collections.abc import Callable
 
@@ -18,8 +17,16 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
 from benchmarks._measure import interleaved_times, markdown_table
+from mp_contrastive.cli import (
+    ArgumentParser,
+    int_at_least,
+    make_parser,
+    nonnegative_int,
+    positive_int,
+)
 from mp_contrastive.vision import LARS, ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.methods import SimCLRMethod
+from mp_contrastive.vision.models import ARCHITECTURES
 from mp_contrastive.vision.optim import lars_param_groups
 
 
@@ -50,14 +57,21 @@ def make_step(method: torch.nn.Module, images: torch.Tensor, augment: SimCLRAugm
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--arch", default="resnet10")
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("--batch-size", type=int_at_least(2), default=256,
+                        help="images per batch (2 views each)")
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default="resnet10",
+                        help="ResNet architecture")
+    parser.add_argument("--width", type=positive_int, default=16,
+                        help="first-stage width of the ResNet")
+    parser.add_argument("--repeats", type=positive_int, default=8, help="timed repeats")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8)
     augment = SimCLRAugment()

@@ -1,0 +1,123 @@
+"""Every benchmark entry point refuses out-of-range values where it parses them: an argparse error
+naming the flag, exit status 2, nothing measured or written. In-process (``main(argv)``)."""
+
+import importlib
+import re
+
+import pytest
+
+from benchmarks.__main__ import PERF
+from benchmarks.__main__ import main as suite_main
+
+MODULES = {name: importlib.import_module(f"benchmarks.{name}") for name in PERF}
+
+COMMON = [(["--repeats", "0"], "--repeats"), (["--repeats", "-3"], "--repeats"),
+          (["--seed", "-1"], "--seed"), (["--seed", "x"], "--seed")]
+CASES = {
+    "losses": COMMON + [
+        (["--sizes", "0"], "--sizes"), (["--sizes", "512", "-2"], "--sizes"),
+        (["--sizes", "513"], "--sizes"), (["--dim", "0"], "--dim"),
+        (["--temperature", "0"], "--temperature"), (["--temperature", "-1"], "--temperature"),
+        (["--temperature", "inf"], "--temperature")],
+    "training_step": COMMON + [
+        (["--batch-size", "0"], "--batch-size"), (["--batch-size", "1"], "--batch-size"),
+        (["--arch", "resnet7"], "--arch"), (["--width", "0"], "--width")],
+    "monitor_overhead": COMMON + [
+        (["--batch", "0"], "--batch"), (["--every", "0"], "--every"),
+        (["--setups", "cnn"], "--setups"), (["--threads", "0"], "--threads")],
+    "affinity": COMMON + [
+        (["--threads", "0"], "--threads"), (["--sections", "all"], "--sections"),
+        (["--features", "gauss"], "--features")],
+    "gnn": COMMON + [(["--threads", "-1"], "--threads"), (["--data-root", "{missing}"], "--data-root")],
+}
+SUITE = {
+    "run": [(["--domains", "bogus"], "--domains"), (["--domains", "images,bogus"], "--domains"),
+            (["--domains", ","], "--domains"), (["--suite", "medium"], "--suite"),
+            (["--seeds", "0"], "--seeds"), (["--seeds", "-1"], "--seeds"),
+            (["--data-root", "{missing}"], "--data-root"),
+            (["--update-readme", "{missing}"], "--update-readme"),
+            (["--update-readme", "{readme}"], "--update-readme")],
+    "perf": [(["--only", "nothing"], "--only"), (["--seed", "-1"], "--seed"),
+             (["--update-readme", "{missing}"], "--update-readme"),
+             (["--update-readme", "{readme}"], "--update-readme")],
+}
+
+
+def refused(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing measured
+    return captured.err.strip().splitlines()[-1]
+
+
+def fill(argv, tmp_path):
+    readme = tmp_path / "README.md"  # exists, but without the results markers
+    readme.write_text("# no markers here\n")
+    return [a.replace("{missing}", str(tmp_path / "missing")).replace("{readme}", str(readme))
+            for a in argv]
+
+
+@pytest.mark.parametrize(("name", "argv", "flag"),
+                         [(name, argv, flag) for name, cases in CASES.items() for argv, flag in cases],
+                         ids=lambda value: " ".join(value) if isinstance(value, list) else value)
+def test_benchmark_module_refuses_out_of_range_value(name, argv, flag, tmp_path, capsys):
+    last = refused(MODULES[name].main, fill(argv, tmp_path), capsys)
+    assert re.search(rf"error: argument {flag}( |:|/)", last), last
+
+
+@pytest.mark.parametrize(("command", "argv", "flag"),
+                         [(command, argv, flag) for command, cases in SUITE.items()
+                          for argv, flag in cases],
+                         ids=lambda value: " ".join(value) if isinstance(value, list) else value)
+def test_suite_refuses_out_of_range_value_and_writes_nothing(command, argv, flag, tmp_path,
+                                                             monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    last = refused(suite_main, [command, *fill(argv, tmp_path), "--out", str(out)], capsys)
+    assert re.search(rf"error: argument {flag}( |:|/)", last), last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no out, no runs/
+    assert (tmp_path / "README.md").read_text() == "# no markers here\n"
+
+
+def test_suite_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    last = refused(suite_main, ["run", "--out", str(tmp_path / "taken")], capsys)
+    assert "argument --out" in last
+
+
+def test_domains_parse_into_a_list(tmp_path):
+    from benchmarks.__main__ import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run"]).domains == ["images", "graphs", "synthetic"]
+    assert parser.parse_args(["run", "--domains", " graphs , synthetic"]).domains == ["graphs",
+                                                                                     "synthetic"]
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results-full -->\nold\n<!-- /results-full -->\n")
+    args = parser.parse_args(["run", "--suite", "full", "--update-readme", str(readme)])
+    assert args.update_readme == str(readme)
+
+
+@pytest.mark.parametrize("name", list(PERF))
+def test_benchmark_help_shows_every_default(name, capsys):
+    parser = MODULES[name].build_parser()
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0:
+            assert action.default is not None or "default" in (action.help or ""), \
+                f"benchmarks.{name} {action.option_strings[0]} does not say what its default is"
+    with pytest.raises(SystemExit) as exit_info:
+        MODULES[name].main(["--help"])
+    assert exit_info.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: 0)" in shown  # --seed
+    assert " ".join(MODULES[name].__doc__.strip().split("\n\n")[0].split()) in shown
+
+
+def test_suite_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        suite_main(["run", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: images,graphs,synthetic)" in shown
+    assert "(default: 2 in the quick suite, 3 in the full one)" in shown
