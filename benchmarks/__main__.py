@@ -49,15 +49,15 @@ def machine() -> str:
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
 
 
-def readme_perf_section(body: str, machine_line: str) -> str:
-    """The perf tables under the README's "Performance" heading: one level-4 heading per
+def perf_section(body: str, machine_line: str) -> str:
+    """The perf tables under docs/performance.md's "Tables" heading: one level-3 heading per
     benchmark module, its own headings one level below."""
     lines = []
     for line in body.splitlines():
         if line.startswith("## ") and "`python -m benchmarks." in line:
-            lines.append("#### " + line[3:])
+            lines.append("### " + line[3:])
         elif line.startswith("#"):
-            lines.append("##### " + line.lstrip("#").strip())
+            lines.append("#### " + line.lstrip("#").strip())
         else:
             lines.append(line)
     return f"Machine: {machine_line}.\n\n" + "\n".join(lines)
@@ -77,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
     table = markdown_summary(summarize(records))
     print(f"\n# {header}\n")
     print(table)
-    if args.update_readme:
-        replace_marked_section(args.update_readme, f"results-{args.suite}",
+    if args.update_docs:
+        replace_marked_section(args.update_docs, f"results-{args.suite}",
                                f"{header}.\n\n{table}")
-        figure = Path(args.update_readme).parent / "docs" / "results" / f"{args.suite}_summary.png"
-        if paths["plot"].exists():  # the README shows it above the table
+        figure = Path(args.update_docs).parent / "figures" / f"{args.suite}_summary.png"
+        if paths["plot"].exists():  # the docs page shows it above the table
             figure.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(paths["plot"], figure)
     failed = [r for r in records if r["status"] != "ok"]
@@ -120,9 +120,9 @@ def perf(args: argparse.Namespace) -> int:
                         f"{buffer.getvalue()}")
         print(sections[-1], flush=True)
     (out / "perf.md").write_text("\n".join(sections))
-    if args.update_readme:
-        replace_marked_section(args.update_readme, "results-perf",
-                               readme_perf_section("\n".join(sections[1:]), machine()))
+    if args.update_docs:
+        replace_marked_section(args.update_docs, "results-perf",
+                               perf_section("\n".join(sections[1:]), machine()))
     print(f"written: {out / 'perf.md'}")
     return status
 
@@ -138,16 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--out", default="runs/benchmarks")
     run_parser.add_argument("--data-root", default=None)
     run_parser.add_argument("--no-progress", action="store_true")
-    run_parser.add_argument("--update-readme", metavar="PATH",
+    run_parser.add_argument("--update-docs", metavar="PATH",
                             help="also write the table into PATH between <!-- results-SUITE --> "
-                                 "markers (README.md)")
+                                 "markers (docs/results.md), and the plot to figures/ next to it")
     perf_parser = commands.add_parser("perf", help="performance comparisons with ratios")
     perf_parser.add_argument("--out", default="runs/perf")
     perf_parser.add_argument("--only", nargs="*", choices=list(PERF))
     perf_parser.add_argument("--seed", type=int, default=0)
-    perf_parser.add_argument("--update-readme", metavar="PATH",
+    perf_parser.add_argument("--update-docs", metavar="PATH",
                              help="also write the tables into PATH between <!-- results-perf --> "
-                                  "markers (README.md)")
+                                  "markers (docs/performance.md)")
     args = parser.parse_args(argv)
     return run(args) if args.command == "run" else perf(args)
 
