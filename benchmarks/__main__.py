@@ -60,15 +60,15 @@ def machine() -> str:
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
 
 
-def readme_perf_section(body: str, machine_line: str) -> str:
-    """The perf tables under the README's "Performance" heading: one level-4 heading per
+def perf_section(body: str, machine_line: str) -> str:
+    """The perf tables under docs/performance.md's "Tables" heading: one level-3 heading per
     benchmark module, its own headings one level below."""
     lines = []
     for line in body.splitlines():
         if line.startswith("## ") and "`python -m benchmarks." in line:
-            lines.append("#### " + line[3:])
+            lines.append("### " + line[3:])
         elif line.startswith("#"):
-            lines.append("##### " + line.lstrip("#").strip())
+            lines.append("#### " + line.lstrip("#").strip())
         else:
             lines.append(line)
     return f"Machine: {machine_line}.\n\n" + "\n".join(lines)
@@ -88,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     table = markdown_summary(summarize(records))
     print(f"\n# {header}\n")
     print(table)
-    if args.update_readme:
-        replace_marked_section(args.update_readme, f"results-{args.suite}",
+    if args.update_docs:
+        replace_marked_section(args.update_docs, f"results-{args.suite}",
                                f"{header}.\n\n{table}")
-        figure = Path(args.update_readme).parent / "docs" / "results" / f"{args.suite}_summary.png"
-        if paths["plot"].exists():  # the README shows it above the table
+        figure = Path(args.update_docs).parent / "figures" / f"{args.suite}_summary.png"
+        if paths["plot"].exists():  # the docs page shows it above the table
             figure.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(paths["plot"], figure)
     failed = [r for r in records if r["status"] != "ok"]
@@ -127,25 +127,25 @@ def perf(args: argparse.Namespace) -> int:
                         f"{buffer.getvalue()}")
         print(sections[-1], flush=True)
     (out / "perf.md").write_text("\n".join(sections))
-    if args.update_readme:
-        replace_marked_section(args.update_readme, "results-perf",
-                               readme_perf_section("\n".join(sections[1:]), machine()))
+    if args.update_docs:
+        replace_marked_section(args.update_docs, "results-perf",
+                               perf_section("\n".join(sections[1:]), machine()))
     print(f"written: {out / 'perf.md'}")
     return status
 
 
-def _readme_markers(flag: str, name: Callable[[argparse.Namespace], str]
-                    ) -> Callable[[argparse.Namespace], None]:
-    """A check that ``--update-readme``'s file holds the markers the results go between, so a
-    long run does not end on an error."""
+def _docs_markers(flag: str, name: Callable[[argparse.Namespace], str]
+                  ) -> Callable[[argparse.Namespace], None]:
+    """A check that ``--update-docs``'s file holds the markers the results go between, so a long
+    run does not end on an error."""
     def check(args: argparse.Namespace) -> None:
-        if args.update_readme is None:
+        if args.update_docs is None:
             return
         marker = name(args)
-        text = Path(args.update_readme).read_text()
+        text = Path(args.update_docs).read_text()
         start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
         if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-            raise argument_error(flag, f"'{args.update_readme}' must hold exactly one "
+            raise argument_error(flag, f"'{args.update_docs}' must hold exactly one "
                                        f"'{start}' ... '{end}' pair")
     return check
 
@@ -167,10 +167,11 @@ def build_parser() -> ArgumentParser:
     run_parser.add_argument("--data-root", default=None,
                             help="folder holding the data (default: $MP_CONTRASTIVE_DATA)")
     run_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run_parser.add_argument("--update-readme", metavar="PATH", type=existing_file,
+    run_parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
                             help="also write the table into PATH between <!-- results-SUITE --> "
-                                 "markers (README.md; default: no file)")
-    run_parser.add_check(_readme_markers("--update-readme", lambda a: f"results-{a.suite}"))
+                                 "markers (docs/results.md), and the plot to figures/ next to it; "
+                                 "default: no file")
+    run_parser.add_check(_docs_markers("--update-docs", lambda a: f"results-{a.suite}"))
 
     def check_data_root(args: argparse.Namespace) -> None:
         if args.data_root is not None and not Path(args.data_root).is_dir():
@@ -187,10 +188,10 @@ def build_parser() -> ArgumentParser:
     perf_parser.add_argument("--only", nargs="*", choices=list(PERF),
                              help="run only these comparisons (default: all)")
     perf_parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    perf_parser.add_argument("--update-readme", metavar="PATH", type=existing_file,
+    perf_parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
                              help="also write the tables into PATH between <!-- results-perf --> "
-                                  "markers (README.md; default: no file)")
-    perf_parser.add_check(_readme_markers("--update-readme", lambda a: "results-perf"))
+                                  "markers (docs/performance.md; default: no file)")
+    perf_parser.add_check(_docs_markers("--update-docs", lambda a: "results-perf"))
     return parser
 
 

@@ -250,7 +250,7 @@ def _progress(total: int):  # noqa: ANN202 - tqdm is optional
 
 def replace_marked_section(path: str | Path, name: str, text: str) -> None:
     """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in the file at ``path``
-    (the README's results), so the published tables are the suite's own output."""
+    (docs/results.md, docs/performance.md), so the published tables are the suite's own output."""
     path = Path(path)
     content = path.read_text()
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"

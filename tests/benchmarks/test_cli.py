@@ -35,11 +35,11 @@ SUITE = {
             (["--domains", ","], "--domains"), (["--suite", "medium"], "--suite"),
             (["--seeds", "0"], "--seeds"), (["--seeds", "-1"], "--seeds"),
             (["--data-root", "{missing}"], "--data-root"),
-            (["--update-readme", "{missing}"], "--update-readme"),
-            (["--update-readme", "{readme}"], "--update-readme")],
+            (["--update-docs", "{missing}"], "--update-docs"),
+            (["--update-docs", "{readme}"], "--update-docs")],
     "perf": [(["--only", "nothing"], "--only"), (["--seed", "-1"], "--seed"),
-             (["--update-readme", "{missing}"], "--update-readme"),
-             (["--update-readme", "{readme}"], "--update-readme")],
+             (["--update-docs", "{missing}"], "--update-docs"),
+             (["--update-docs", "{readme}"], "--update-docs")],
 }
 
 
@@ -96,8 +96,8 @@ def test_domains_parse_into_a_list(tmp_path):
                                                                                      "synthetic"]
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results-full -->\nold\n<!-- /results-full -->\n")
-    args = parser.parse_args(["run", "--suite", "full", "--update-readme", str(readme)])
-    assert args.update_readme == str(readme)
+    args = parser.parse_args(["run", "--suite", "full", "--update-docs", str(readme)])
+    assert args.update_docs == str(readme)
 
 
 @pytest.mark.parametrize("name", list(PERF))

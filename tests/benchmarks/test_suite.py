@@ -105,13 +105,13 @@ def test_duplicate_cells_rejected(tmp_path):
 def test_replace_marked_section(tmp_path):
     from benchmarks.suite import replace_marked_section
 
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results-quick -->\nold table\n<!-- /results-quick -->\nafter\n")
-    replace_marked_section(readme, "results-quick", "| a |\n|---|\n| 1 |\n")
-    assert readme.read_text() == ("intro\n<!-- results-quick -->\n| a |\n|---|\n| 1 |\n"
-                                  "<!-- /results-quick -->\nafter\n")
+    page = tmp_path / "results.md"
+    page.write_text("intro\n<!-- results-quick -->\nold table\n<!-- /results-quick -->\nafter\n")
+    replace_marked_section(page, "results-quick", "| a |\n|---|\n| 1 |\n")
+    assert page.read_text() == ("intro\n<!-- results-quick -->\n| a |\n|---|\n| 1 |\n"
+                                "<!-- /results-quick -->\nafter\n")
     with pytest.raises(ValueError, match="results-perf"):
-        replace_marked_section(readme, "results-perf", "x")
+        replace_marked_section(page, "results-perf", "x")
 
 
 def test_every_perf_module_takes_the_arguments_perf_passes():
@@ -128,10 +128,56 @@ def test_every_perf_module_takes_the_arguments_perf_passes():
             assert option in shown, f"benchmarks.{name} does not take {option}"
 
 
-def test_readme_perf_section_nests_headings():
-    from benchmarks.__main__ import readme_perf_section
+def test_perf_section_nests_headings():
+    from benchmarks.__main__ import perf_section
 
     body = "## losses: `python -m benchmarks.losses `\n\n# Loss table\n\n| a |\n\n## Sub\ntext"
-    out = readme_perf_section(body, "cpu")
-    assert out.splitlines() == ["Machine: cpu.", "", "#### losses: `python -m benchmarks.losses `",
-                                "", "##### Loss table", "", "| a |", "", "##### Sub", "text"]
+    out = perf_section(body, "cpu")
+    assert out.splitlines() == ["Machine: cpu.", "", "### losses: `python -m benchmarks.losses `",
+                                "", "#### Loss table", "", "| a |", "", "#### Sub", "text"]
+
+
+def test_perf_section_fits_under_the_performance_page_heading():
+    """docs/performance.md puts the tables under "## Tables": module headings one level below."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text()
+    tables = page.split("<!-- results-perf -->", 1)[1].split("<!-- /results-perf -->", 1)[0]
+    assert "## Tables\n" in page.split("<!-- results-perf -->", 1)[0]
+    assert tables.strip().startswith("Machine: ")
+    headings = {line.split(" ", 1)[0] for line in tables.splitlines() if line.startswith("#")}
+    assert headings == {"###", "####"}
+
+
+def test_update_docs_writes_the_suite_table_and_plot_into_a_docs_page(tmp_path, monkeypatch):
+    import benchmarks.__main__ as entry
+
+    calls: list[str] = []
+    monkeypatch.setattr(entry, "build_cells", lambda *args: counting_cells(calls)[:4])
+    page = tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    page.write_text("# Results\n<!-- results-quick -->\nold\n<!-- /results-quick -->\nend\n")
+    assert entry.main(["run", "--suite", "quick", "--domains", "synthetic", "--out",
+                       str(tmp_path / "runs"), "--no-progress", "--update-docs", str(page)]) == 0
+    text = page.read_text()
+    assert "old" not in text and text.startswith("# Results\n") and text.endswith("end\n")
+    assert "quick suite: 4 cells" in text and "76.5 ± 2.1 (2)" in text
+    assert (tmp_path / "docs" / "figures" / "quick_summary.png").stat().st_size > 1000
+
+
+def test_update_docs_writes_the_perf_tables_into_a_docs_page(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import benchmarks.__main__ as entry
+
+    fake = types.ModuleType("benchmarks.fake")
+    fake.main = lambda: print("# Fake table\n\n| a |\n|---|\n| 1 |")
+    monkeypatch.setitem(sys.modules, "benchmarks.fake", fake)
+    monkeypatch.setattr(entry, "PERF", {"fake": []})
+    page = tmp_path / "performance.md"
+    page.write_text("## Tables\n\n<!-- results-perf -->\nold\n<!-- /results-perf -->\n")
+    assert entry.main(["perf", "--out", str(tmp_path / "perf"), "--update-docs", str(page)]) == 0
+    tables = page.read_text().split("<!-- results-perf -->\n", 1)[1]
+    assert tables.startswith("Machine: ") and "old" not in tables
+    assert "### fake: `python -m benchmarks.fake `" in tables and "#### Fake table" in tables
