@@ -11,15 +11,25 @@ so back-propagating :math:`L_{mp}` into an encoder gives exactly the gradient of
 We evaluate that gradient as ``-conv.step(H) / alpha`` (the step is computed directly, not as the
 difference ``H - conv(H)``, which would lose precision in float32 once the step is small), under
 ``torch.no_grad``: no ``N x N`` matrix is kept for the backward pass.
+
+Second derivatives (``torch.autograd.grad(loss, z, create_graph=True)``, Hessian-vector products)
+are those of the original loss: when a graph of the gradient is requested, the backward pass
+recomputes the step differentiably from the saved :math:`H` (:func:`descent_loss`'s ``step_fn``),
+and the plain first-order backward pass is unchanged. A loss whose gradient is a stop-gradient
+semi-gradient (an operator with ``detach_targets=True`` in :class:`MessagePassingLoss`) raises a
+``RuntimeError`` there instead of returning a wrong second derivative.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.utils import scatter
 
 from mp_contrastive._validation import (
     check_choice,
@@ -40,14 +50,47 @@ __all__ = [
     "plain_nt_xent",
 ]
 
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "none")
+
+#: ``step_fn(h)``: the step recomputed from ``h`` with autograd (for second derivatives).
+StepFn = Callable[[Tensor], Tensor]
 
 
-def descent_loss(h: Tensor, step: Tensor, alpha: float, value: Tensor) -> Tensor:
+class _DescentLoss(torch.autograd.Function):
+    """``value`` forward; ``-step / alpha`` backward (precomputed), or, when a graph of the
+    gradient is requested, ``-step_fn(h) / alpha`` recomputed differentiably."""
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, value: Tensor, step: Tensor, alpha: float,
+                step_fn: StepFn | None, unsupported: str | None) -> Tensor:
+        ctx.save_for_backward(h, step)
+        ctx.alpha, ctx.step_fn, ctx.unsupported = alpha, step_fn, unsupported
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_value: Tensor) -> tuple[Tensor | None, ...]:
+        h, step = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            if ctx.unsupported is not None or ctx.step_fn is None:
+                raise RuntimeError(
+                    ctx.unsupported or "this descent_loss was built without a 'step_fn', so its "
+                    "gradient cannot be differentiated (create_graph=True); pass step_fn, or "
+                    "compute the loss with plain autograd for second derivatives")
+            with trusted_inputs():
+                step = ctx.step_fn(h)
+        return step * (-(grad_value / ctx.alpha)), None, None, None, None, None
+
+
+def descent_loss(h: Tensor, step: Tensor, alpha: float, value: Tensor,
+                 step_fn: StepFn | None = None, *, unsupported: str | None = None) -> Tensor:
     r"""A scalar whose value is ``value`` and whose gradient w.r.t. ``h`` is ``-step / alpha``
-    (:math:`= \nabla E(h)` for ``step = conv.step(h)``)."""
-    surrogate = -(h * step.detach()).sum() / alpha
-    return value.detach() + (surrogate - surrogate.detach())
+    (:math:`= \nabla E(h)` for ``step = conv.step(h)``).
+
+    ``step_fn(h)`` recomputes the step from ``h`` with autograd: it is called only when a graph of
+    the gradient is requested (``create_graph=True``), so that second derivatives are the
+    derivatives of the gradient. Without it (or with an ``unsupported`` message, which is raised)
+    such a request raises a ``RuntimeError`` rather than silently returning zero curvature."""
+    return _DescentLoss.apply(h, value.detach(), step.detach(), alpha, step_fn, unsupported)
 
 
 class MessagePassingLoss(nn.Module):
@@ -72,11 +115,23 @@ class MessagePassingLoss(nn.Module):
 
     def forward(self, x: Tensor | tuple[Tensor, Tensor], *args: object,
                 **kwargs: object) -> Tensor:
-        h = x[1] if isinstance(x, (tuple, list)) else x
+        pair = isinstance(x, (tuple, list))
+        h = x[1] if pair else x
         with torch.no_grad():
             step = self.conv.step(x, *args, **kwargs)
         value = step.pow(2).sum() / (2 * self.conv.alpha)
-        return descent_loss(h, step, self.conv.alpha, value)
+
+        def step_fn(h: Tensor) -> Tensor:
+            return self.conv.step((x[0], h) if pair else h, *args, **kwargs)
+
+        unsupported = None
+        if self.conv.detach_targets:
+            unsupported = (
+                f"second derivatives of MessagePassingLoss({self.conv}) are not available: with "
+                f"detach_targets=True its gradient is a stop-gradient semi-gradient, whose "
+                f"Jacobian is not the Hessian of the stop-gradient loss; use "
+                f"detach_targets=False, or write the stop-gradient loss with plain autograd")
+        return descent_loss(h, step, self.conv.alpha, value, step_fn, unsupported=unsupported)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.conv})"
@@ -116,12 +171,42 @@ class _ViewContrastiveLoss(nn.Module):
     def _loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
               attention_x: Tensor | None = None) -> Tensor:
         h = F.normalize(z, dim=1) / math.sqrt(self.temperature)
+        if self.reduction == "none":
+            return self._per_view(h, edge_index, edge_weight, attention_x)
         # z and the graph were checked (or built) by _nodes: skip the operator's value checks.
         with torch.no_grad(), trusted_inputs():
             step, energy = self.conv.step_and_energy(h, edge_index, edge_weight,
                                                      attention_x=attention_x)
-        loss = descent_loss(h, step, self.conv.alpha, energy)
+
+        def step_fn(h: Tensor) -> Tensor:
+            return self.conv.step(h, edge_index, edge_weight, attention_x=attention_x)
+
+        loss = descent_loss(h, step, self.conv.alpha, energy, step_fn)
         return loss / z.size(0) if self.reduction == "mean" else loss
+
+    def _per_view(self, h: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                  attention_x: Tensor | None) -> Tensor:
+        r"""``reduction="none"``: each view's term of the energy,
+        :math:`c_i \log \sum_{k \ne i} e^{H_i \cdot H_k} - \sum_j W_{ij} H_i \cdot H_j`, by plain
+        autograd (it keeps the ``N x N`` similarity matrix for the backward pass, as a per-sample
+        cross-entropy does). Their sum is the ``"sum"`` loss, with the same gradient."""
+        num_nodes = h.size(0)
+        weight, anchor = edge_weight, None
+        attention = self.conv.attention
+        if attention is not None:  # the detached attention weights, as in the operator
+            with torch.no_grad(), trusted_inputs():
+                edge_index, weight = attention.attention(h.detach(), edge_index, edge_weight,
+                                                         None, attention_x)
+            weight = weight.detach()
+            if attention.normalize == "positives":
+                anchor = scatter(weight, edge_index[1], 0, num_nodes, reduce="sum")
+        eye = torch.eye(num_nodes, dtype=torch.bool, device=h.device)
+        uniformity = torch.logsumexp((h @ h.T).masked_fill(eye, -math.inf), dim=1)
+        if anchor is not None:
+            uniformity = anchor * uniformity
+        src, dst = edge_index
+        pull = weight * (h.index_select(0, dst) * h.index_select(0, src)).sum(-1)
+        return uniformity - scatter(pull, dst, 0, num_nodes, reduce="sum")
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.extra_repr()})"
@@ -138,10 +223,13 @@ class SimCLRLoss(_ViewContrastiveLoss):
 
     Call as ``loss(z0, z1)`` with two ``[B, D]`` views, or ``loss(z, sample)`` with all views
     ``[N, D]`` and each row's sample id (any number of views per sample, at least two).
+    Second derivatives (``create_graph=True``) are those of the plain NT-Xent.
 
     Args:
         temperature (float): :math:`\tau > 0` (default ``0.5``).
-        reduction (str): ``"mean"`` (over views) or ``"sum"``.
+        reduction (str): ``"mean"`` (over views), ``"sum"``, or ``"none"``: one loss per view,
+            shape ``[N]`` (``[2B]`` for two views, ``z0``'s rows first), by plain autograd (it
+            keeps the ``N x N`` similarities, as a per-sample cross-entropy does).
     """
 
     def __init__(self, temperature: float = 0.5, reduction: str = "mean") -> None:
@@ -171,7 +259,8 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
         normalize (str): ``"negatives"`` (paper), ``"positives"`` (official) or ``"neighbors"``.
         kernel (str, optional): ``"dot"`` or ``"cosine"``; default ``"dot"`` for ``"negatives"``
             and ``"cosine"`` otherwise.
-        reduction (str): ``"mean"`` or ``"sum"``.
+        reduction (str): ``"mean"``, ``"sum"`` or ``"none"`` (one loss per view, ``[N]``; see
+            :class:`SimCLRLoss`).
     """
 
     def __init__(self, temperature: float = 0.5, beta: float = 1.0, normalize: str = "negatives",
@@ -203,7 +292,8 @@ def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
                   reduction: str = "mean") -> Tensor:
     """A plain reference NT-Xent by autograd: normalise, one matmul, masked cross-entropy. For
     ``V`` views, each anchor averages the log-probabilities of its ``V - 1`` positives. Used by the
-    tests and benchmarks as an independent implementation."""
+    tests and benchmarks as an independent implementation. ``reduction``: ``"mean"``, ``"sum"``
+    or ``"none"`` (one value per row)."""
     h = F.normalize(z, dim=1)
     logits = h @ h.T / temperature
     logits.fill_diagonal_(-math.inf)
@@ -211,8 +301,11 @@ def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
     positive.fill_diagonal_(False)
     counts = positive.sum(1)
     if bool((counts == 1).all()):
-        loss = F.cross_entropy(logits, positive.float().argmax(1), reduction="sum")
+        per_row = F.cross_entropy(logits, positive.float().argmax(1), reduction="none")
     else:
         log_prob = torch.log_softmax(logits, 1)
-        loss = -(log_prob.masked_fill(~positive, 0).sum(1) / counts).sum()
+        per_row = -(log_prob.masked_fill(~positive, 0).sum(1) / counts)
+    if reduction == "none":
+        return per_row
+    loss = per_row.sum()
     return loss / z.size(0) if reduction == "mean" else loss

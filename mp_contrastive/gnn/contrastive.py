@@ -312,7 +312,12 @@ class GraphContrastiveLoss(nn.Module):
                                                      affinity_index, affinity_weight,
                                                      attention_x=attention_x)
         self.last_path, self.last_affinity_edges = "knn", affinity_index.size(1)
-        return descent_loss(h, step, self.conv.alpha, energy) / (2 * n)
+
+        def step_fn(h: Tensor) -> Tensor:  # second derivatives only (create_graph=True)
+            return self.conv.step(h, graph.edge_index, graph.edge_weight, affinity_index,
+                                  affinity_weight, attention_x=attention_x)
+
+        return descent_loss(h, step, self.conv.alpha, energy, step_fn) / (2 * n)
 
     def extra_repr(self) -> str:
         return (f"tau={self.tau}, attention={self.attention!r}, negatives='{self.negatives}', "
@@ -366,7 +371,12 @@ class MultiStageAlignment(nn.Module):
             step = self.conv.step(x, edge_index, edge_weight)[: 2 * n]
         value = -(self.weight * (h[nodes] * target[nodes]).sum()
                   + self.weight * (h[nodes + n] * target[nodes]).sum())
-        return descent_loss(h, step, self.conv.alpha, value) / (2 * n)
+
+        def step_fn(h: Tensor) -> Tensor:  # the targets are memory rows: constants, as in L_ms
+            return self.conv.step(torch.cat([h, target.to(h.dtype)]), edge_index,
+                                  edge_weight)[: 2 * n]
+
+        return descent_loss(h, step, self.conv.alpha, value, step_fn) / (2 * n)
 
 
 def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor
-from torch_geometric.utils import is_sparse
+from torch_geometric.utils import is_sparse, is_torch_sparse_tensor
 
-from mp_contrastive._validation import check_features
+from mp_contrastive._validation import _skip_value_checks, all_finite, check_features
 from mp_contrastive.nn._base import StepConv, as_edge_index
 
 __all__ = ["AlignmentConv"]
@@ -24,75 +25,198 @@ class AlignmentConv(StepConv):
         \Big\| \tfrac{H_i}{\sqrt{d_i}} - \tfrac{H_j}{\sqrt{d_j}} \Big\|^2,
         \qquad L = I - \bar{A},\ \bar{A} = D^{-1/2} A D^{-1/2}.
 
-    The step is
+    It has two forms:
 
-    .. math::
-        H' = H - \alpha \nabla E(H) = (1 - 2\alpha) H + \alpha (\bar{A} + \bar{A}^\top) H,
+    * **the gradient-step form** (``detach_targets=False``, the default): both ends of every edge
+      move, and the output is
 
-    which for an undirected graph is :math:`(1-2\alpha) H + 2\alpha \bar{A} H`; :math:`\alpha = 1/2`
-    gives GCN's propagation :math:`\bar{A} H`. With ``detach_targets=True`` the neighbours are
-    constants and the step is :math:`(1 - \alpha) H + \alpha \bar{A} H` (one propagation;
-    :math:`\alpha = 1` gives :math:`\bar{A} H` for any graph).
+      .. math::
+          H' = H - \alpha \nabla E(H) = (1 - 2\alpha) H + \alpha (\bar{A} + \bar{A}^\top) H.
+
+      On an undirected graph with symmetric weights its *output* at :math:`\alpha = 1/2` equals
+      GCN's propagation :math:`\bar{A} H`, but its gradient w.r.t. ``edge_weight`` does not (each
+      weight enters through :math:`\bar{A}` and :math:`\bar{A}^\top`), and on a directed or
+      asymmetrically weighted graph its output differs too.
+    * **the GCN form** (``detach_targets=True``): the neighbours are constants and the output is
+
+      .. math::
+          H' = (1 - \alpha) H + \alpha \bar{A} H,
+
+      computed as written (not as :math:`H - \alpha (H - \bar{A} H)`). At :math:`\alpha = 1` it is
+      exactly :math:`\bar{A} H`, so ``AlignmentConv(alpha=1.0, detach_targets=True,
+      add_self_loops=True)`` is ``GCNConv``'s propagation (``GCNConv`` with an identity weight and
+      no bias) on any graph: same output and same gradients w.r.t. ``x`` and ``edge_weight``,
+      with the ``flow``, ``cached``, ``decomposed_layers`` and static-graph (3-D ``x``) conventions
+      of ``GCNConv``.
+
+    Input conventions (as ``GCNConv``'s): ``edge_index`` is a ``[2, num_edges]`` tensor, or a
+    sparse ``adj_t`` (rows = targets): torch's COO and CSR layouts are normalised as ``GCNConv``
+    normalises them, and a CSC ``adj_t`` (which ``gcn_norm`` rejects) is converted to an
+    ``edge_index`` first. These layouts are tested against ``GCNConv``. A ``torch_sparse.SparseTensor``
+    ``adj_t`` takes the same code path (``gcn_norm``'s ``SparseTensor`` branch) but is only tested
+    where the optional ``torch_sparse`` extra is installed. As in ``GCNConv``, an ``edge_index``
+    with a self loop keeps its weight (``add_remaining_self_loops``) while a sparse ``adj_t`` gets
+    one added to it. Gradients w.r.t. the weights need the ``edge_index`` form (torch cannot
+    differentiate through the coalescing of a sparse ``adj_t``'s values, in ``GCNConv`` either).
+    ``x`` may be ``[batch, num_nodes, features]`` on a static graph: the step is
+    linear in ``x``, so the batch is folded into the features. Negative edge weights need
+    ``normalize=False`` (:math:`D^{-1/2}` of a signed degree is undefined).
 
     Args:
         alpha (float): step size :math:`\alpha` (default ``0.5``).
-        detach_targets (bool): stop-gradient on the neighbours (default ``False``).
+        detach_targets (bool): stop-gradient on the neighbours: the GCN form (default ``False``).
         normalize (bool): apply :math:`D^{-1/2} A D^{-1/2}` to the edge weights (PyG's ``gcn_norm``).
             Set ``False`` when ``edge_weight`` is already normalised. (default ``True``)
         add_self_loops (bool): add self loops before normalising, as ``GCNConv`` does.
             Needs ``normalize=True``. (default ``False``: the augmentation graph has none)
+        cached (bool): cache :math:`\bar{A}` on the first call and reuse it, as ``GCNConv(cached=
+            True)`` does (transductive use, one fixed graph; :meth:`reset_parameters` clears it).
+            Only with ``normalize=True``. (default ``False``)
+        **kwargs: ``MessagePassing`` arguments (``flow``, ``decomposed_layers``, ...).
 
     Shapes:
-        - **input:** node features :math:`(|V|, F)`, edge indices :math:`(2, |E|)` or a sparse
-          ``adj_t``, edge weights :math:`(|E|)` *(optional)*
-        - **output:** node features :math:`(|V|, F)`
+        - **input:** node features :math:`(|V|, F)` or :math:`(B, |V|, F)`, edge indices
+          :math:`(2, |E|)` or a sparse ``adj_t`` :math:`(|V|, |V|)`, edge weights :math:`(|E|)`
+          *(optional)*
+        - **output:** node features of the input's shape
     """
 
+    _cached_adj: tuple[Adj, OptTensor] | None
+
     def __init__(self, alpha: float = 0.5, detach_targets: bool = False, normalize: bool = True,
-                 add_self_loops: bool = False, **kwargs: Any) -> None:
+                 add_self_loops: bool = False, cached: bool = False, **kwargs: Any) -> None:
         super().__init__(alpha, detach_targets, **kwargs)
         if add_self_loops and not normalize:
             raise ValueError("'add_self_loops=True' needs 'normalize=True' (as in GCNConv, self "
                              "loops are added by the normalisation)")
         self.normalize = bool(normalize)
         self.add_self_loops = bool(add_self_loops)
+        self.cached = bool(cached)
+        self._cached_adj = None
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self._cached_adj = None
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
-        return x + self.step(x, edge_index, edge_weight)
+        x2, shape = self._fold(x)
+        adj, weight = self.normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
+        smoothed = self._propagate(adj, weight, x2)
+        # The output is formed directly, not as x + step: at alpha = 1 (detached) it is exactly
+        # A x, and at alpha = 1/2 exactly (A + A^T) x / 2, without an x - x rounding.
+        if self.detach_targets:
+            out = smoothed if self.alpha == 1.0 else \
+                torch.add(self.alpha * smoothed, x2, alpha=1.0 - self.alpha)
+        else:
+            both = smoothed + self._propagate(self._transpose(adj), weight, x2)
+            out = self.alpha * both if self.alpha == 0.5 else \
+                torch.add(self.alpha * both, x2, alpha=1.0 - 2.0 * self.alpha)
+        return self._unfold(out, shape)
 
     def _compute(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
-        x = check_features(x)
-        num_nodes = x.size(0)
-        adj, weight = self.normalized_adjacency(edge_index, edge_weight, num_nodes, x)
-        smoothed = self.weighted_sum(adj, weight, x, num_nodes)
+        x2, shape = self._fold(x)
+        adj, weight = self.normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
+        smoothed = self._propagate(adj, weight, x2)
         energy = grad = None
         if need_energy:
-            energy = (x * x).sum() - (x * smoothed).sum()
+            energy = (x2 * x2).sum() - (x2 * smoothed).sum()
         if need_step:
             if self.detach_targets:
-                grad = x - smoothed
+                grad = x2 - smoothed
             else:
-                transposed = adj.t() if is_sparse(adj) else adj.flip(0)
-                grad = 2 * x - smoothed - self.weighted_sum(transposed, weight, x, num_nodes)
+                grad = 2 * x2 - smoothed - self._propagate(self._transpose(adj), weight, x2)
+            grad = self._unfold(grad, shape)
         return grad, energy
 
     def normalized_adjacency(self, edge_index: Adj, edge_weight: OptTensor, num_nodes: int,
                              x: Tensor) -> tuple[Adj, OptTensor]:
         r"""The propagation matrix :math:`\bar{A}`: an ``edge_index`` with weights, or a sparse
-        ``adj_t`` (kept sparse for the fused sparse-dense matmul)."""
-        if is_sparse(edge_index):
-            as_edge_index(edge_index, edge_weight, num_nodes, num_nodes, "edge_index",
-                          "edge_weight", x.dtype)  # validates size and weights
+        ``adj_t`` (kept sparse for the fused sparse-dense matmul). With ``cached=True`` (and
+        ``normalize=True``) the first call's result is stored and returned from then on."""
+        if self.normalize and self.cached and self._cached_adj is not None:
+            return self._cached_adj
+        if is_sparse(edge_index) and self.flow == "target_to_source":
+            raise ValueError("flow='target_to_source' cannot be used with a sparse 'edge_index' "
+                             "(adj_t): pass the transposed matrix, adj_t.t(), with the default flow "
+                             "(as for GCNConv)")
+        index, weight = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
+                                      "edge_index", "edge_weight", x.dtype)
+        if weight is not None and not _skip_value_checks():
+            self._check_weights(weight)
+        # gcn_norm has no CSC branch: a CSC adj_t goes the edge_index way.
+        keep_sparse = is_sparse(edge_index) and not (
+            is_torch_sparse_tensor(edge_index) and edge_index.layout == torch.sparse_csc)
+        if keep_sparse:
+            adj: Adj = edge_index
+            if is_torch_sparse_tensor(adj) and adj.dtype != x.dtype:
+                adj = adj.to(x.dtype)
+            weight = None
         else:
-            edge_index, edge_weight = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
-                                                    "edge_index", "edge_weight", x.dtype)
+            adj = index
         if self.normalize:
-            edge_index, edge_weight = gcn_norm(edge_index, edge_weight, num_nodes,
-                                               add_self_loops=self.add_self_loops, dtype=x.dtype)
-        return edge_index, edge_weight
+            if keep_sparse:
+                adj = gcn_norm(adj, None, num_nodes, add_self_loops=self.add_self_loops,
+                               dtype=x.dtype)
+                adj = adj[0] if isinstance(adj, tuple) else adj  # torch sparse: (adj_t, None)
+            else:
+                adj, weight = gcn_norm(adj, weight, num_nodes, add_self_loops=self.add_self_loops,
+                                       flow=self.flow, dtype=x.dtype)
+            if self.cached:
+                self._cached_adj = (adj, weight)
+        return adj, weight
+
+    def _check_weights(self, weight: Tensor) -> None:
+        if not all_finite(weight):
+            raise ValueError("'edge_weight' contains non-finite values (NaN or Inf)")
+        lowest = weight.detach().min() if weight.numel() > 0 else None
+        if self.normalize and lowest is not None and bool(lowest < 0):
+            raise ValueError(f"'edge_weight' must be non-negative with normalize=True (the "
+                             f"normalisation D^-1/2 A D^-1/2 takes square roots of the weighted "
+                             f"degrees), got minimum {float(lowest)}; pass normalize=False "
+                             f"with an already normalised signed adjacency")
+
+    # -- message passing -----------------------------------------------------------------------------
+    def _propagate(self, adj: Adj, weight: OptTensor, x: Tensor) -> Tensor:
+        r""":math:`\bar{A} x` by ``propagate`` on the plain ``x`` tensor, so that ``flow`` and
+        ``decomposed_layers`` apply as in any PyG layer."""
+        if is_sparse(adj):
+            return self.propagate(adj, x=x, weight=None)
+        return self.propagate(adj, x=x, weight=weight)
+
+    @staticmethod
+    def _transpose(adj: Adj) -> Adj:
+        return adj.t() if is_sparse(adj) else adj.flip(0)
+
+    @staticmethod
+    def _fold(x: Tensor) -> tuple[Tensor, tuple[int, ...] | None]:
+        """A static-graph batch ``[B, N, F]`` as ``[N, B * F]`` (the step is linear in ``x``)."""
+        if isinstance(x, Tensor) and x.dim() == 3:
+            shape = tuple(x.shape)
+            return check_features(x.transpose(0, 1).reshape(shape[1], -1)), shape
+        if isinstance(x, Tensor) and x.dim() != 2:
+            raise ValueError(f"'x' must have shape [num_nodes, num_features] or (a static graph) "
+                             f"[batch, num_nodes, num_features], got shape {tuple(x.shape)}")
+        return check_features(x), None
+
+    @staticmethod
+    def _unfold(out: Tensor, shape: tuple[int, ...] | None) -> Tensor:
+        if shape is None:
+            return out
+        return out.reshape(shape[1], shape[0], shape[2]).transpose(0, 1)
 
     def __repr__(self) -> str:
-        extra = "" if not self.detach_targets else ", detach_targets=True"
-        return f"{self.__class__.__name__}(alpha={self.alpha}{extra})"
-
+        args = [f"alpha={self.alpha}"]
+        if self.detach_targets:
+            args.append("detach_targets=True")
+        if not self.normalize:
+            args.append("normalize=False")
+        if self.add_self_loops:
+            args.append("add_self_loops=True")
+        if self.cached:
+            args.append("cached=True")
+        if self.flow != "source_to_target":
+            args.append(f"flow='{self.flow}'")
+        if self.decomposed_layers != 1:
+            args.append(f"decomposed_layers={self.decomposed_layers}")
+        return f"{self.__class__.__name__}({', '.join(args)})"
