@@ -172,7 +172,7 @@ def test_update_docs_writes_the_perf_tables_into_a_docs_page(tmp_path, monkeypat
     import benchmarks.__main__ as entry
 
     fake = types.ModuleType("benchmarks.fake")
-    fake.main = lambda: print("# Fake table\n\n| a |\n|---|\n| 1 |")
+    fake.main = lambda argv=None: print("# Fake table\n\n| a |\n|---|\n| 1 |")
     monkeypatch.setitem(sys.modules, "benchmarks.fake", fake)
     monkeypatch.setattr(entry, "PERF", {"fake": []})
     page = tmp_path / "performance.md"
