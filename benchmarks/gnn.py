@@ -33,12 +33,13 @@ from mp_contrastive.cli import (
     positive_int,
 )
 from mp_contrastive.gnn import (
+    GRACE_PRESETS,
     AlignmentGCNConv,
     AttentionAlignmentGATConv,
     load_planetoid,
     planted_partition_graph,
+    train_grace,
 )
-from mp_contrastive.gnn.contrastive import GRACE_PRESETS, train_grace
 from mp_contrastive.knn import affinity_graph
 from mp_contrastive.nn import AttentionAlignmentConv, UniformityConv
 

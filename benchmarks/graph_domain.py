@@ -42,7 +42,7 @@ def _supervised_cell(preset: str, dataset: str, seed: int, data_root: str | None
 
 def _grace_cell(variant: str, dataset: str, seed: int, epochs: int | None,
                 data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.gnn.contrastive import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
+    from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
 
     if epochs is None:
         config = GRACE_PRESETS[dataset].replace(variant=variant)

@@ -1,7 +1,7 @@
 """GRACE-style graph contrastive learning with the operators' loss, on the Planetoid public split:
 vanilla (NT-Xent with inter- and intra-view negatives = ContrastiveConv's energy), attention
 alignment and multi-stage alignment; linear probe on the frozen encoder. Published
-hyper-parameters per dataset (mp_contrastive.gnn.contrastive.GRACE_PRESETS): on Cora DGL's
+hyper-parameters per dataset (mp_contrastive.gnn.GRACE_PRESETS): on Cora DGL's
 public-split settings, the encoder selected by the probe's validation accuracy every 25 of 400
 epochs; elsewhere GRACE's config.yaml. --config-yaml runs GRACE's own settings and protocol
 (config.yaml, the last epoch's encoder) on every dataset.
@@ -25,12 +25,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.gnn.contrastive import (
-    GRACE_CONFIG_YAML,
-    GRACE_PRESETS,
-    VARIANTS,
-    train_grace,
-)
+from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
 from mp_contrastive.gnn.experiment import (
     ResultStore,
     add_graph_arguments,
@@ -41,6 +36,7 @@ from mp_contrastive.gnn.experiment import (
     progress_bar,
     setup_threads,
 )
+from mp_contrastive.gnn.grace_config import VARIANTS
 
 
 def build_parser() -> ArgumentParser:

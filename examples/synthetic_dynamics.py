@@ -36,14 +36,12 @@ from torch import Tensor
 from mp_contrastive.dynamics import (
     algebraic_connectivity,
     alignment_contraction_bound,
-    alignment_metric,
     class_algebraic_connectivity,
-    class_distances,
     class_subspace_distance,
-    effective_rank,
-    equilibrium_gap,
     uniformity_metric,
 )
+from mp_contrastive.graph import sphere_projection
+from mp_contrastive.monitor import measure_dynamics
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv, UniformityConv
 
 __all__ = ["Config", "make_graph", "simulate", "plot", "main"]
@@ -121,25 +119,17 @@ def make_graph(cfg: Config, gen: torch.Generator) -> tuple[Tensor, Tensor, Tenso
     return edge_index, labels, labels[src] != labels[dst]
 
 
-def _sphere(h: Tensor, temperature: float) -> Tensor:
-    return F.normalize(h, dim=1) / math.sqrt(temperature)
+# The monitor's measurements (mp_contrastive.monitor.measure_dynamics), plus the mean pairwise
+# distance the figure draws; h is already in the loss's feature space (no temperature).
+_MONITOR_METRICS = ("class_distances", "alignment", "uniformity", "effective_rank",
+                    "equilibrium_gap")
 
 
 def _metrics(h: Tensor, edge_index: Tensor, labels: Tensor) -> dict[str, float]:
-    f = F.normalize(h, dim=1)
-    dist = class_distances(f, labels)
-    gap = equilibrium_gap(h, edge_index)
-    return {
-        "intra_class_distance": float(dist.intra),
-        "inter_class_distance": float(dist.inter),
-        "class_distance_ratio": float(dist.ratio),
-        "mean_pairwise_distance": float(torch.pdist(f).mean()),
-        "alignment": float(alignment_metric(h, edge_index)),
-        "uniformity": float(uniformity_metric(h)),
-        "effective_rank": float(effective_rank(f)),
-        "equilibrium_tv": float(gap.total_variation),
-        "equilibrium_kl": float(gap.kl),
-    }
+    row = measure_dynamics(h, edge_index=edge_index, labels=labels, metrics=_MONITOR_METRICS)
+    distances = ("intra_class_distance", "inter_class_distance", "class_distance_ratio")
+    return {**{key: row.pop(key) for key in distances},
+            "mean_pairwise_distance": float(torch.pdist(F.normalize(h, dim=1)).mean()), **row}
 
 
 def simulate(cfg: Config) -> dict:
@@ -158,7 +148,7 @@ def _simulate(cfg: Config) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     edge_index, labels, noise = make_graph(cfg, gen)
     num_nodes = labels.numel()
-    h0 = _sphere(torch.randn(num_nodes, cfg.dim, generator=gen, dtype=torch.float64),
+    h0 = sphere_projection(torch.randn(num_nodes, cfg.dim, generator=gen, dtype=torch.float64),
                  cfg.temperature)
     class_lambda2 = class_algebraic_connectivity(edge_index, labels)
     results: dict = {
@@ -192,7 +182,7 @@ def _simulate(cfg: Config) -> dict:
                 snaps[str(t)] = F.normalize(h, dim=1).tolist()
             if t < cfg.steps:
                 step = conv.step(h) if name == "uniformity" else conv.step(h, edge_index)
-                h = _sphere(h + step, cfg.temperature)
+                h = sphere_projection(h + step, cfg.temperature)
         curves[name] = rows
         snapshots[name] = snaps
     results["curves"] = curves
@@ -211,8 +201,8 @@ def _simulate(cfg: Config) -> dict:
     layers = {"self_attention": [float(uniformity_metric(h_att))],
               "uniformity_update": [float(uniformity_metric(h_uni))]}
     for _ in range(cfg.attention_layers):
-        h_att = _sphere(h_att - attention.step(h_att), cfg.temperature)
-        h_uni = _sphere(h_uni + attention.step(h_uni), cfg.temperature)
+        h_att = sphere_projection(h_att - attention.step(h_att), cfg.temperature)
+        h_uni = sphere_projection(h_uni + attention.step(h_uni), cfg.temperature)
         layers["self_attention"].append(float(uniformity_metric(h_att)))
         layers["uniformity_update"].append(float(uniformity_metric(h_uni)))
     results["self_attention"] = {"alpha": cfg.attention_alpha, "uniformity": layers}

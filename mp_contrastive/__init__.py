@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # Imported on first access (`mp_contrastive.knn.affinity_graph(...)` after `import mp_contrastive`),
 # so that importing the package does not load faiss, torchvision or matplotlib.
-_LAZY_SUBMODULES = ("knn", "memory", "multistage", "dynamics", "monitor", "distributed", "gnn",
+_LAZY_SUBMODULES = ("knn", "memory", "dynamics", "monitor", "loggers", "distributed", "gnn",
                     "vision")
 
 

@@ -13,13 +13,22 @@ which for a sample with :math:`c` views is :math:`1/(c-1)` on each of its edges,
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
-from mp_contrastive._validation import check_index_vector
+from mp_contrastive._validation import (
+    check_features,
+    check_index_vector,
+    check_positive,
+    check_positive_int,
+)
 
-__all__ = ["AugmentationGraph", "augmentation_graph", "view_sample_index", "augmentation_edges"]
+__all__ = ["AugmentationGraph", "augmentation_graph", "view_sample_index", "augmentation_edges",
+           "sphere_projection"]
 
 
 class AugmentationGraph(Data):
@@ -37,7 +46,10 @@ class AugmentationGraph(Data):
 def view_sample_index(num_samples: int, num_views: int,
                       device: torch.device | str | None = None) -> Tensor:
     """The ``sample`` vector of ``num_views`` concatenated views of ``num_samples`` samples."""
-    _check_counts(num_samples, num_views)
+    check_positive_int(num_samples, "num_samples")
+    if check_positive_int(num_views, "num_views") < 2:
+        raise ValueError(f"'num_views' must be >= 2 (a positive pair needs at least 2 views), "
+                         f"got {num_views}")
     return torch.arange(num_samples, device=device).repeat(num_views)
 
 
@@ -111,11 +123,23 @@ def augmentation_graph(num_samples: int | None = None, num_views: int | None = N
                              view=view, num_nodes=sample.numel())
 
 
-def _check_counts(num_samples: int, num_views: int) -> None:
-    for name, value, low in (("num_samples", num_samples, 1), ("num_views", num_views, 2)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"'{name}' must be an int, got {type(value).__name__}")
-        if value < low:
-            what = ("a positive pair needs at least 2 views" if name == "num_views"
-                    else "an empty batch has no augmentation graph")
-            raise ValueError(f"'{name}' must be >= {low} ({what}), got {value}")
+def sphere_projection(z: Tensor, temperature: float) -> Tensor:
+    r"""The feature space of the contrastive losses and operators: every row of ``z`` projected
+    onto the sphere of radius :math:`1 / \sqrt{\tau}`,
+
+    .. math::
+        H = \mathrm{normalize}(Z) / \sqrt{\tau}, \qquad H_i \cdot H_j = \cos(z_i, z_j) / \tau,
+
+    so that the inner products the affinity graph exponentiates are the temperature-scaled cosine
+    similarities of SimCLR's NT-Xent (NodeNorm with temperature, in the paper's words). Rows of
+    zeros stay zero. Differentiable; no value is read (no synchronisation), so it can sit inside a
+    training step.
+
+    Args:
+        z (Tensor): features :math:`(N, d)`, floating point.
+        temperature (float): :math:`\tau > 0`.
+    """
+    z = check_features(z, "z", finite=False)
+    temperature = check_positive(temperature, "temperature")
+    return F.normalize(z, dim=1) / math.sqrt(temperature)
+

@@ -33,12 +33,14 @@ from torch_geometric.utils import scatter
 
 from mp_contrastive._validation import (
     check_choice,
+    check_edge_index,
+    check_edge_values,
     check_features,
     check_index_vector,
     check_positive,
     trusted_inputs,
 )
-from mp_contrastive.graph import augmentation_edges, view_sample_index
+from mp_contrastive.graph import augmentation_edges, sphere_projection, view_sample_index
 from mp_contrastive.nn import AttentionAlignmentConv, ContrastiveConv, StepConv
 from mp_contrastive.nn.attention import NORMALIZATIONS
 
@@ -169,17 +171,32 @@ class _ViewContrastiveLoss(nn.Module):
         return z0, edge_index, edge_weight
 
     def _loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
-              attention_x: Tensor | None = None) -> Tensor:
-        h = F.normalize(z, dim=1) / math.sqrt(self.temperature)
+              attention_x: Tensor | None = None, affinity_index: Tensor | None = None,
+              affinity_weight: Tensor | None = None) -> Tensor:
+        h = sphere_projection(z, self.temperature)
+        if affinity_index is not None:
+            if self.reduction == "none":
+                raise ValueError("reduction='none' needs the dense affinity graph: pass "
+                                 "affinity_index=None, or use reduction='sum'/'mean'")
+            affinity_index = check_edge_index(affinity_index, z.size(0), z.size(0),
+                                              "affinity_index").to(z.device)
+            if affinity_weight is not None:
+                affinity_weight = check_edge_values(affinity_weight, affinity_index.size(1),
+                                                    "affinity_weight").to(z.device, z.dtype)
+        elif affinity_weight is not None:
+            raise TypeError("'affinity_weight' needs 'affinity_index'")
         if self.reduction == "none":
             return self._per_view(h, edge_index, edge_weight, attention_x)
-        # z and the graph were checked (or built) by _nodes: skip the operator's value checks.
+        # z and the graphs were checked (or built) above: skip the operator's value checks.
         with torch.no_grad(), trusted_inputs():
             step, energy = self.conv.step_and_energy(h, edge_index, edge_weight,
+                                                     affinity_index=affinity_index,
+                                                     affinity_weight=affinity_weight,
                                                      attention_x=attention_x)
 
         def step_fn(h: Tensor) -> Tensor:
-            return self.conv.step(h, edge_index, edge_weight, attention_x=attention_x)
+            return self.conv.step(h, edge_index, edge_weight, affinity_index=affinity_index,
+                                  affinity_weight=affinity_weight, attention_x=attention_x)
 
         loss = descent_loss(h, step, self.conv.alpha, energy, step_fn)
         return loss / z.size(0) if self.reduction == "mean" else loss
@@ -225,6 +242,13 @@ class SimCLRLoss(_ViewContrastiveLoss):
     ``[N, D]`` and each row's sample id (any number of views per sample, at least two).
     Second derivatives (``create_graph=True``) are those of the plain NT-Xent.
 
+    ``affinity_index`` ``[2, E]`` (optional) replaces the dense affinity graph by a sparse one
+    among the :math:`N` views (source = negative, target = anchor, node order of
+    ``torch.cat([z0, z1])``), with optional importance weights ``affinity_weight`` ``[E]``, e.g.
+    from :func:`~mp_contrastive.knn.sampled_affinity_graph`: each anchor's log-sum-exp then runs
+    over its edges only, so add the positive pairs to keep them in the denominator, as NT-Xent
+    does. No :math:`N \times N` matrix is formed.
+
     Args:
         temperature (float): :math:`\tau > 0` (default ``0.5``).
         reduction (str): ``"mean"`` (over views), ``"sum"``, or ``"none"``: one loss per view,
@@ -235,8 +259,10 @@ class SimCLRLoss(_ViewContrastiveLoss):
     def __init__(self, temperature: float = 0.5, reduction: str = "mean") -> None:
         super().__init__(ContrastiveConv(alpha=1.0, normalize=False), temperature, reduction)
 
-    def forward(self, z0: Tensor, z1_or_sample: Tensor) -> Tensor:
-        return self._loss(*self._nodes(z0, z1_or_sample))
+    def forward(self, z0: Tensor, z1_or_sample: Tensor, *, affinity_index: Tensor | None = None,
+                affinity_weight: Tensor | None = None) -> Tensor:
+        return self._loss(*self._nodes(z0, z1_or_sample), affinity_index=affinity_index,
+                          affinity_weight=affinity_weight)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, reduction='{self.reduction}'"
@@ -273,13 +299,18 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
                          temperature, reduction)
 
     def forward(self, z0: Tensor, z1_or_sample: Tensor,
-                attention_features: Tensor | tuple[Tensor, Tensor] | None = None) -> Tensor:
+                attention_features: Tensor | tuple[Tensor, Tensor] | None = None, *,
+                affinity_index: Tensor | None = None,
+                affinity_weight: Tensor | None = None) -> Tensor:
         """``attention_features``: features to compute the attention on, one row per view (or a
-        pair of per-view tensors matching ``(z0, z1)``); default the normalised ``z``."""
+        pair of per-view tensors matching ``(z0, z1)``); default the normalised ``z``.
+        ``affinity_index``, ``affinity_weight``: a sparse affinity graph, as in
+        :class:`SimCLRLoss`."""
         z, edge_index, edge_weight = self._nodes(z0, z1_or_sample)
         if isinstance(attention_features, (tuple, list)):
             attention_features = torch.cat(list(attention_features))
-        return self._loss(z, edge_index, edge_weight, attention_features)
+        return self._loss(z, edge_index, edge_weight, attention_features,
+                          affinity_index=affinity_index, affinity_weight=affinity_weight)
 
     def extra_repr(self) -> str:
         att = self.conv.attention

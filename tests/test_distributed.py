@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mp_contrastive.distributed import gather_no_grad, gather_with_grad, rank_and_world
-from mp_contrastive.multistage import MultiStageMemory
+from mp_contrastive.memory import MultiStageMemory
 from mp_contrastive.vision.methods import SimCLRMethod
 
 BATCH, VIEWS, WORLD = 8, 2, 2

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from mp_contrastive.graph import augmentation_edges, augmentation_graph, view_sample_index
+from mp_contrastive.graph import augmentation_edges, augmentation_graph, sphere_projection, view_sample_index
 
 
 def brute_force_edges(sample: torch.Tensor) -> set[tuple[int, int]]:
@@ -78,3 +78,30 @@ def test_subpackages_load_on_first_access():
             "assert m.knn.affinity_graph and m.memory.NegativeBank and m.gnn.load_planetoid; "
             "assert 'mp_contrastive.knn' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 2.0])
+def test_sphere_projection(gen, temperature):
+    z = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    h = sphere_projection(z, temperature)
+    torch.testing.assert_close(h.norm(dim=1), torch.full((9,), temperature ** -0.5,
+                                                         dtype=torch.float64))
+    # inner products are the temperature-scaled cosines
+    cos = torch.nn.functional.cosine_similarity(z.unsqueeze(1), z.unsqueeze(0), dim=2)
+    torch.testing.assert_close(h @ h.T, cos / temperature)
+    # differentiable: the gradient of a radial function vanishes on the sphere
+    (grad,) = torch.autograd.grad(h.pow(2).sum(), z)
+    torch.testing.assert_close(grad, torch.zeros_like(grad), atol=1e-12, rtol=0)
+    assert sphere_projection(torch.zeros(2, 3), temperature).abs().sum() == 0  # zero rows stay
+
+
+@pytest.mark.parametrize(("z", "temperature", "error", "match"), [
+    (torch.randn(4, 3), 0.0, ValueError, "'temperature'"),
+    (torch.randn(4, 3), "0.5", TypeError, "'temperature'"),
+    (torch.randn(4), 0.5, ValueError, "'z' must have shape"),
+    (torch.ones(4, 3, dtype=torch.long), 0.5, TypeError, "'z' must be a floating-point"),
+    ([[1.0, 2.0]], 0.5, TypeError, "'z' must be a torch.Tensor"),
+])
+def test_sphere_projection_bad_input(z, temperature, error, match):
+    with pytest.raises(error, match=match):
+        sphere_projection(z, temperature)

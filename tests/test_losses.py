@@ -213,3 +213,53 @@ def test_repr():
     assert "normalize='positives'" in repr(AttentionSimCLRLoss(normalize="positives"))
     assert repr(MessagePassingLoss(AlignmentConv())) == \
         "MessagePassingLoss(AlignmentConv(alpha=0.5))"
+
+
+@pytest.mark.parametrize("attention", [None, "negatives"])
+def test_sparse_affinity_graph_with_every_pair_is_the_dense_loss(gen, attention):
+    model = encoder()
+    x0 = torch.randn(7, 6, generator=gen, dtype=torch.float64)
+    x1 = x0 + 0.3 * torch.randn(7, 6, generator=gen, dtype=torch.float64)
+    loss = SimCLRLoss(0.3) if attention is None else AttentionSimCLRLoss(0.3, normalize=attention)
+    dense = value_and_grads(model, loss, x0, x1)
+    every_pair = complete_graph(14)
+    sparse = value_and_grads(model, lambda a, b: loss(a, b, affinity_index=every_pair), x0, x1)
+    assert_same(sparse, dense)
+    weighted = value_and_grads(model, lambda a, b: loss(
+        a, b, affinity_index=every_pair,
+        affinity_weight=torch.ones(every_pair.size(1), dtype=torch.float64)), x0, x1)
+    assert_same(weighted, dense)
+
+
+def test_sparse_affinity_graph_is_a_weighted_log_sum_exp_over_its_edges(gen):
+    """Each anchor's partition function runs over its affinity edges only, each term scaled by
+    the edge's importance weight: an independent autograd formula of that NT-Xent."""
+    z0 = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    z1 = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    positives = torch.stack([torch.arange(10), (torch.arange(10) + 5) % 10])
+    negatives = torch.tensor([[3, 7, 9, 0, 2, 8], [0, 0, 1, 4, 6, 6]])
+    index = torch.cat([negatives, positives], 1)
+    weight = torch.cat([torch.rand(6, generator=gen, dtype=torch.float64) + 0.5,
+                        torch.ones(10, dtype=torch.float64)])
+    ours = SimCLRLoss(0.5)(z0, z1, affinity_index=index, affinity_weight=weight)
+
+    h = F.normalize(torch.cat([z0, z1]), dim=1) / math.sqrt(0.5)
+    logit = (h[index[0]] * h[index[1]]).sum(1) + weight.log()
+    lse = torch.stack([torch.logsumexp(logit[index[1] == i], 0) for i in range(10)])
+    alignment = (h[positives[0]] * h[positives[1]]).sum(1)
+    reference = (lse - alignment).mean()
+    torch.testing.assert_close(ours, reference, atol=1e-12, rtol=0)
+    for a, b in zip(torch.autograd.grad(ours, (z0, z1)), torch.autograd.grad(reference, (z0, z1)),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_sparse_affinity_graph_bad_input(gen):
+    z0, z1 = torch.randn(2, 4, 3, generator=gen)
+    with pytest.raises(ValueError, match="'affinity_index' is out of range"):
+        SimCLRLoss()(z0, z1, affinity_index=torch.tensor([[0], [8]]))
+    with pytest.raises(ValueError, match=r"'affinity_weight' must have shape \[num_edges\] = \[1\]"):
+        SimCLRLoss()(z0, z1, affinity_index=torch.tensor([[0], [1]]),
+                     affinity_weight=torch.ones(2))
+    with pytest.raises(TypeError, match="'affinity_weight' needs 'affinity_index'"):
+        AttentionSimCLRLoss()(z0, z1, affinity_weight=torch.ones(2))

@@ -16,6 +16,8 @@ from mp_contrastive.monitor import (
     MemoryLogger,
     MetricLogger,
     TensorBoardLogger,
+    measure_dynamics,
+    metric_columns,
 )
 
 
@@ -123,15 +125,6 @@ def test_csv_logger_writes_rows_and_extends_its_header(tmp_path, gen):
     assert list(rows[0])[0] == "step"
 
 
-def test_csv_logger_append_keeps_previous_rows(tmp_path):
-    path = tmp_path / "log.csv"
-    CSVLogger(path).log(0, {"a": 1.0})
-    logger = CSVLogger(path, append=True)
-    logger.log(5, {"a": 2.0})
-    with path.open(newline="") as f:
-        assert [r["a"] for r in csv.DictReader(f)] == ["1.0", "2.0"]
-
-
 def test_tensorboard_logger_with_a_writer_and_without_tensorboard(tmp_path, monkeypatch, gen):
     z, sample, _ = batch(gen)
     writer = FakeWriter()
@@ -184,7 +177,7 @@ def test_bad_arguments_name_themselves(gen, tmp_path):
     z, sample, labels = batch(gen)
     for kwargs, error, match in [
         ({"every": 0}, ValueError, "every"),
-        ({"every": 2.5}, ValueError, "every"),
+        ({"every": 2.5}, TypeError, "every"),
         ({"metrics": "all"}, ValueError, "metrics"),
         ({"metrics": ["alignment", "loss"]}, ValueError, "metrics"),
         ({"temperature": -1.0}, ValueError, "temperature"),
@@ -236,3 +229,40 @@ def test_two_line_attach_in_a_training_loop(tmp_path, gen):
     assert last["uniformity"] < first["uniformity"] - 0.5  # uniformity spreads the features
     assert last["effective_rank"] > first["effective_rank"]
     assert (tmp_path / "dynamics.csv").read_text().count("\n") == 6
+
+
+def test_measure_dynamics_is_the_monitor_row(gen):
+    z, sample, labels = batch(gen, num_samples=40)
+    kwargs = {"sample": sample, "labels": labels}
+    row = DynamicsMonitor(every=1, temperature=0.5, max_nodes=30, seed=2)(0, z, **kwargs)
+    again = measure_dynamics(z, **kwargs, temperature=0.5, max_nodes=30,
+                             generator=torch.Generator().manual_seed(2))
+    assert again == row
+    assert list(row) == metric_columns(["alignment", "uniformity", "effective_rank",
+                                        "equilibrium_gap", "class_distances",
+                                        "class_subspace_distance"])
+    full = measure_dynamics(z, **kwargs, temperature=0.5)  # no subsample: every row
+    assert full["uniformity"] == pytest.approx(float(dynamics.uniformity_metric(z)), rel=1e-6)
+    assert full["uniformity"] != row["uniformity"]
+    chosen = measure_dynamics(z, edge_index=augmentation_graph(40, 2).edge_index,
+                              metrics=["alignment", "effective_rank"])
+    assert list(chosen) == ["alignment", "effective_rank"]
+    assert chosen["alignment"] == pytest.approx(row["alignment"], rel=1e-6)
+
+
+def test_measure_dynamics_nan_row_and_bad_input(gen):
+    z, sample, labels = batch(gen)
+    z[0, 0] = math.inf
+    row = measure_dynamics(z, sample=sample, metrics=["equilibrium_gap"])
+    assert list(row) == ["equilibrium_tv", "equilibrium_kl"]
+    assert all(math.isnan(v) for v in row.values())
+    for kwargs, error, match in [
+        ({"metrics": "all"}, ValueError, "metrics"),
+        ({"metrics": ["class_distances"]}, ValueError, "labels"),
+        ({"temperature": 0.0}, ValueError, "temperature"),
+        ({"max_nodes": 1}, ValueError, "max_nodes"),
+        ({"max_nodes": 2.0}, TypeError, "max_nodes"),
+        ({"labels": labels[:3]}, ValueError, "labels"),
+    ]:
+        with pytest.raises(error, match=match):
+            measure_dynamics(z, **kwargs)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mp_contrastive._validation import check_positive_int
+from mp_contrastive._validation import check_labels, check_positive_int, check_rate
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.losses import AttentionSimCLRLoss, MessagePassingLoss, SimCLRLoss
 from mp_contrastive.nn import (
@@ -132,11 +132,37 @@ def test_all_finite_matches_isfinite(dtype):
     assert all_finite(x.to_sparse_csr()) and all_finite(torch.empty(0, 3, dtype=dtype))
 
 
-@pytest.mark.parametrize("value", [0, -3, 2.0, True, "4", None])
+@pytest.mark.parametrize("value", [0, -3])
 def test_check_positive_int_names_the_argument(value):
     with pytest.raises(ValueError, match=r"'depth' must be a positive int, got"):
         check_positive_int(value, "depth")
 
 
+@pytest.mark.parametrize("value", [2.0, True, "4", None])
+def test_check_positive_int_rejects_other_types(value):
+    with pytest.raises(TypeError, match=r"'depth' must be an int, got"):
+        check_positive_int(value, "depth")
+
+
+@pytest.mark.parametrize(("value", "error"), [(-0.1, ValueError), (1.0, ValueError),
+                                              (math.nan, ValueError), ("0.1", TypeError),
+                                              (False, TypeError)])
+def test_check_rate_names_the_argument(value, error):
+    with pytest.raises(error, match="'dropout' must"):
+        check_rate(value, "dropout")
+    assert check_rate(0, "dropout") == 0.0 and check_rate(0.5, "dropout") == 0.5
+
+
 def test_check_positive_int_returns_the_value():
     assert check_positive_int(7, "depth") == 7
+
+
+def test_check_labels():
+    labels, num_classes = check_labels(torch.tensor([2, 0, 2]), 3)
+    assert labels.dtype == torch.long and num_classes == 3
+    with pytest.raises(ValueError, match="'labels' must have one entry per node"):
+        check_labels(torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match="'y' is empty"):
+        check_labels(torch.tensor([], dtype=torch.long), name="y")
+    with pytest.raises(TypeError, match="'labels' must be an integer tensor"):
+        check_labels(torch.zeros(3), 3)

@@ -2,17 +2,11 @@
 augmentations, supervised and contrastive (GRACE-style) training, and the oversmoothing study."""
 
 from mp_contrastive.gnn.augment import GraphAugment, augment_graph
-from mp_contrastive.gnn.contrastive import (
-    GRACE_CONFIG_YAML,
-    GRACE_PRESETS,
-    GRACEConfig,
-    GRACEEncoder,
-    GRACEModel,
-    GraphContrastiveLoss,
-    MultiStageAlignment,
-    train_grace,
-)
 from mp_contrastive.gnn.data import load_planetoid, planted_partition_graph
+from mp_contrastive.gnn.grace_config import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig
+from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
+from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
+from mp_contrastive.gnn.grace_training import train_grace
 from mp_contrastive.gnn.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
 from mp_contrastive.gnn.oversmoothing import (
     DeepPropagationClassifier,

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import dropout_edge, mask_feature
 
-from mp_contrastive._validation import check_edge_index, check_features
+from mp_contrastive._validation import check_edge_index, check_features, check_rate
 
 __all__ = ["GraphAugment", "augment_graph", "check_node_features"]
 
@@ -39,22 +39,14 @@ def check_node_features(x: object, name: str = "x") -> Tensor:
     return check_features(x, name)
 
 
-def _check_rate(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"'{name}' must be a number in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"'{name}' must lie in [0, 1), got {value}")
-    return float(value)
-
-
 def augment_graph(x: Tensor, edge_index: Tensor, drop_edge: float,
                   drop_feature: float) -> tuple[Tensor, Tensor]:
     """One augmented view ``(x', edge_index')``: edges dropped with probability ``drop_edge``,
     feature columns zeroed with probability ``drop_feature`` (``x`` dense or sparse CSR)."""
     x = check_node_features(x, "x")
     edge_index = check_edge_index(edge_index, x.size(0), x.size(0), "edge_index")
-    drop_edge = _check_rate(drop_edge, "drop_edge")
-    drop_feature = _check_rate(drop_feature, "drop_feature")
+    drop_edge = check_rate(drop_edge, "drop_edge")
+    drop_feature = check_rate(drop_feature, "drop_feature")
     edge_index, _ = dropout_edge(edge_index, p=drop_edge)
     if x.layout != torch.sparse_csr:
         x, _ = mask_feature(x, p=drop_feature, mode="col")
@@ -77,8 +69,8 @@ class GraphAugment(nn.Module):
 
     def __init__(self, drop_edge: float = 0.2, drop_feature: float = 0.3) -> None:
         super().__init__()
-        self.drop_edge = _check_rate(drop_edge, "drop_edge")
-        self.drop_feature = _check_rate(drop_feature, "drop_feature")
+        self.drop_edge = check_rate(drop_edge, "drop_edge")
+        self.drop_feature = check_rate(drop_feature, "drop_feature")
 
     def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         return augment_graph(x, edge_index, self.drop_edge, self.drop_feature)

@@ -15,7 +15,7 @@ layers under one protocol.
   coefficients, no gradient through them). It equals ``GATConv`` exactly when both attentions are
   uniform (:math:`\beta = 0` here, zero attention vectors there).
 * :class:`NodeClassifier`: a stack of such layers (or PyG's ``GCNConv`` / ``GATConv``), optionally
-  with JumpingKnowledge over layers through :class:`~mp_contrastive.multistage.StageAggregation`
+  with JumpingKnowledge over layers through :class:`~mp_contrastive.memory.StageAggregation`
   (PyG's :class:`~torch_geometric.nn.models.JumpingKnowledge` for the PyG baselines).
 """
 
@@ -28,9 +28,14 @@ from torch_geometric.nn import GATConv, GCNConv, JumpingKnowledge
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, OptTensor
 
-from mp_contrastive._validation import check_choice, check_features, check_nonnegative
+from mp_contrastive._validation import (
+    check_choice,
+    check_features,
+    check_positive_int,
+    check_rate,
+)
 from mp_contrastive.gnn.augment import check_node_features
-from mp_contrastive.multistage import StageAggregation
+from mp_contrastive.memory import StageAggregation
 from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv
 from mp_contrastive.nn.attention import ATTENTION_KERNELS
 
@@ -48,21 +53,6 @@ LAYERS = ("gcn", "pyg_gcn", "attention", "pyg_gat")
 #: JumpingKnowledge modes: all of :class:`StageAggregation`'s for our layers; PyG's
 #: ``JumpingKnowledge`` has ``"max"`` and ``"cat"`` of these.
 JK_MODES = ("sum", "mean", "max", "decay", "cat")
-
-
-def _check_channels(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"'{name}' must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"'{name}' must be a positive number of channels, got {value}")
-    return value
-
-
-def _check_rate(value: object, name: str) -> float:
-    value = check_nonnegative(value, name)  # type: ignore[arg-type]
-    if value >= 1.0:
-        raise ValueError(f"'{name}' must lie in [0, 1), got {value}")
-    return value
 
 
 class AlignmentGCNConv(nn.Module):
@@ -87,8 +77,8 @@ class AlignmentGCNConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__()
-        self.in_channels = _check_channels(in_channels, "in_channels")
-        self.out_channels = _check_channels(out_channels, "out_channels")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
         self.lin = Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
         self.propagation = AlignmentConv(alpha=1.0, detach_targets=True, add_self_loops=True)
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
@@ -141,11 +131,11 @@ class AttentionAlignmentGATConv(nn.Module):
                  beta: float = 1.0, kernel: str = "cosine", dropout: float = 0.0,
                  bias: bool = True) -> None:
         super().__init__()
-        self.in_channels = _check_channels(in_channels, "in_channels")
-        self.out_channels = _check_channels(out_channels, "out_channels")
-        self.heads = _check_channels(heads, "heads")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.heads = check_positive_int(heads, "heads")
         self.concat = bool(concat)
-        self.dropout = _check_rate(dropout, "dropout")
+        self.dropout = check_rate(dropout, "dropout")
         check_choice(kernel, "kernel", ATTENTION_KERNELS)
         self.lin = Linear(in_channels, heads * out_channels, bias=False, weight_initializer="glorot")
         self.propagation = AttentionAlignmentConv(alpha=1.0, beta=beta, normalize="neighbors",
@@ -216,7 +206,7 @@ class NodeClassifier(nn.Module):
       with ``heads`` concatenated heads in the hidden layers and ``out_heads`` averaged heads at the
       output, attention dropout ``attention_dropout``.
     * ``jk`` (JumpingKnowledge): all ``num_layers`` layers map to ``hidden_channels``; their
-      activated outputs are aggregated by :class:`~mp_contrastive.multistage.StageAggregation`
+      activated outputs are aggregated by :class:`~mp_contrastive.memory.StageAggregation`
       (our layers; PyG's ``JumpingKnowledge`` for the PyG layers, ``"max"`` or ``"cat"``) and a
       linear layer classifies. Multi-stage aggregation over layers, the GNN reading of the
       paper's eq. 13.
@@ -238,9 +228,9 @@ class NodeClassifier(nn.Module):
                  kernel: str = "cosine", jk: str | None = None) -> None:
         super().__init__()
         self.layer = check_choice(layer, "layer", LAYERS)
-        self.num_layers = _check_channels(num_layers, "num_layers")
-        self.dropout = _check_rate(dropout, "dropout")
-        _check_channels(hidden_channels, "hidden_channels")
+        self.num_layers = check_positive_int(num_layers, "num_layers")
+        self.dropout = check_rate(dropout, "dropout")
+        check_positive_int(hidden_channels, "hidden_channels")
         attention = layer in ("attention", "pyg_gat")
         self.activation = F.elu if attention else F.relu
         if jk is not None:

@@ -31,7 +31,6 @@ same :class:`PropagationStep`, trained end to end.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,10 +47,11 @@ from mp_contrastive._validation import (
     check_features,
     check_positive,
     check_positive_int,
+    check_rate,
     trusted_inputs,
 )
-from mp_contrastive.gnn.models import _check_channels, _check_rate
 from mp_contrastive.gnn.training import fit_node_classifier, linear_probe, seed_everything
+from mp_contrastive.graph import sphere_projection
 from mp_contrastive.knn import affinity_graph, sampled_affinity_graph
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv
 
@@ -152,7 +152,7 @@ class PropagationStep(nn.Module):
         """The scheme's normalisation: :math:`N(H)` or ``PairNorm``."""
         if self.scheme == "pairnorm":
             return self.pairnorm(h)
-        return F.normalize(h, dim=1) / math.sqrt(self.tau)
+        return sphere_projection(h, self.tau)
 
     def forward(self, h: Tensor, edge_index: Tensor, loops: Tensor,
                 affinity_index: Tensor | None = None, affinity_weight: Tensor | None = None
@@ -227,10 +227,10 @@ class DeepPropagationClassifier(nn.Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                             ("out_channels", out_channels)):
-            _check_channels(value, name)
+            check_positive_int(value, name)
         check_positive_int(depth, "depth")
         check_positive_int(refresh_every, "refresh_every")
-        _check_rate(dropout, "dropout")
+        check_rate(dropout, "dropout")
         check_choice(affinity, "affinity", AFFINITIES)
         self.step = PropagationStep(scheme, alpha=alpha, tau=tau)
         self.lins = nn.ModuleList(nn.Linear(in_channels if i == 0 else hidden_channels,

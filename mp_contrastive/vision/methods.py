@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mp_contrastive.distributed import gather_no_grad, gather_with_grad
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
-from mp_contrastive.multistage import MultiStageMemory
+from mp_contrastive.memory import MultiStageMemory
 
 __all__ = ["SimCLRMethod", "SimSiamMethod", "ATTENTION_MODES", "MULTISTAGE_MODES",
            "gathered_sample_ids"]

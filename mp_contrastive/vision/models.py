@@ -7,6 +7,8 @@ from collections import OrderedDict
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from mp_contrastive._validation import check_positive_int
+
 __all__ = ["CifarResNet", "resnet_cifar", "ProjectionHead", "SimCLRModel", "ARCHITECTURES"]
 
 ARCHITECTURES = {
@@ -25,8 +27,7 @@ class CifarResNet(ResNet):
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int],
                  width: int = 64) -> None:
         nn.Module.__init__(self)
-        if width < 1:
-            raise ValueError(f"'width' must be >= 1, got {width}")
+        check_positive_int(width, "width")
         # The attributes torchvision's ResNet._make_layer reads.
         self._norm_layer = nn.BatchNorm2d
         self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64

@@ -9,7 +9,6 @@ the CPU, reproduces the uninterrupted run's losses bit for bit.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.data import ImageArrays
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
+from mp_contrastive.vision.logs import TrainingLogs, progress_bar
 from mp_contrastive.vision.optim import build_optimizer, warmup_cosine
 
 __all__ = ["TrainConfig", "Trainer", "load_checkpoint"]
@@ -120,7 +120,7 @@ class Trainer:
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if config.compile:
             self.train_step = torch.compile(self.train_step)
-        self._writer = None
+        self.logs = TrainingLogs(self.out_dir, self.rank, config.tensorboard)
 
     # -- checkpoints -----------------------------------------------------------------------------
     @property
@@ -170,7 +170,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.history = state["history"]
         self.epoch = state["epoch"]
-        self._truncate_logs()
+        self.logs.truncate(self.epoch, self.steps_per_epoch)
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, until_epoch: int | None = None) -> dict[str, list]:
@@ -190,7 +190,7 @@ class Trainer:
                     self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs):
                 record["knn_top1"] = self.evaluate_knn()
             self.history["epochs"].append(record)
-            self._log_epoch(record)
+            self.logs.epoch(record, self.config.epochs)
             self.save_checkpoint()
         return self.history
 
@@ -202,7 +202,8 @@ class Trainer:
         if hasattr(self.method, "set_epoch"):
             self.method.set_epoch(self.epoch)
         losses = []
-        progress = self._progress_bar()
+        progress = progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{config.epochs}",
+                                config.progress and self.rank == 0)
         for it in range(self.steps_per_epoch):
             step = self.epoch * self.steps_per_epoch + it
             lr = warmup_cosine(step, self.total_steps, self.warmup_steps, config.lr)
@@ -234,7 +235,7 @@ class Trainer:
             if progress is not None:
                 progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}")
                 progress.update()
-            self._log_step(step, value, lr, speed)
+            self.logs.step(step, self.epoch, value, lr, speed)
         if progress is not None:
             progress.close()
         return losses
@@ -248,71 +249,6 @@ class Trainer:
         return knn_accuracy(bank_features, bank.labels, query_features, queries.labels,
                             bank.num_classes, k=min(self.config.knn_k, len(bank)),
                             temperature=self.config.knn_temperature)
-
-    # -- logging ---------------------------------------------------------------------------------
-    def _progress_bar(self):  # noqa: ANN202 - tqdm is optional
-        if not self.config.progress or self.rank != 0:
-            return None
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return None
-        return tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                    leave=False, dynamic_ncols=True)
-
-    def _tensorboard(self):  # noqa: ANN202 - tensorboard is optional
-        if self._writer is None and self.config.tensorboard and self.rank == 0:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self.config.tensorboard = False
-                return None
-            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
-        return self._writer
-
-    def _log_step(self, step: int, loss: float, lr: float, speed: float) -> None:
-        if self.rank != 0:
-            return
-        _append_csv(self.out_dir / "steps.csv", ["step", "epoch", "loss", "lr", "images_per_s"],
-                    [step, self.epoch, loss, lr, speed])
-        writer = self._tensorboard()
-        if writer is not None:
-            writer.add_scalar("train/loss", loss, step)
-            writer.add_scalar("train/lr", lr, step)
-            writer.add_scalar("train/images_per_s", speed, step)
-
-    def _log_epoch(self, record: dict[str, float]) -> None:
-        if self.rank != 0:
-            return
-        _append_csv(self.out_dir / "epochs.csv", ["epoch", "loss", "knn_top1", "seconds"],
-                    [record["epoch"], record["loss"], record.get("knn_top1", ""),
-                     record["seconds"]])
-        knn = f", kNN top-1 {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
-        print(f"epoch {record['epoch']}/{self.config.epochs}: loss {record['loss']:.4f}{knn} "
-              f"({record['seconds']:.1f} s)", flush=True)
-        writer = self._tensorboard()
-        if writer is not None:
-            writer.add_scalar("epoch/loss", record["loss"], record["epoch"])
-            if "knn_top1" in record:
-                writer.add_scalar("epoch/knn_top1", record["knn_top1"], record["epoch"])
-            writer.flush()
-
-    def _truncate_logs(self) -> None:
-        """Drop log rows of epochs after the checkpoint (an interrupted epoch is redone)."""
-        if self.rank != 0:
-            return
-        for name, column in (("steps.csv", "epoch"), ("epochs.csv", "epoch")):
-            path = self.out_dir / name
-            if not path.is_file():
-                continue
-            with path.open() as f:
-                rows = list(csv.DictReader(f))
-            limit = self.epoch if name == "steps.csv" else self.epoch + 1
-            kept = [r for r in rows if int(r[column]) < limit]
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [column])
-                writer.writeheader()
-                writer.writerows(kept)
 
     def write_results(self, results: dict[str, Any]) -> Path:
         """Write ``results.json`` next to the checkpoint (rank 0) and return its path."""
@@ -333,14 +269,4 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != 1:
         raise ValueError(f"'{path}' is not a checkpoint written by this trainer")
     return state
-
-
-def _append_csv(path: Path, header: list[str], row: list[object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(header)
-        writer.writerow(row)
 

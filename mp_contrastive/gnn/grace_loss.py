@@ -1,0 +1,203 @@
+r"""GRACE's loss (Zhu et al., 2020) from the operators, and the paper's multi-stage term.
+
+Two views of one graph go through one encoder :math:`f` and a projector :math:`g`; with
+:math:`u = g(f(\tilde{X}_1, \tilde{A}_1))`, :math:`v = g(f(\tilde{X}_2, \tilde{A}_2))` and
+:math:`\theta(a, b) = \cos(a, b) / \tau`, GRACE's loss for node :math:`i` of view 1 is
+
+.. math::
+    \ell(u_i, v_i) = -\log \frac{e^{\theta(u_i, v_i)}}{e^{\theta(u_i, v_i)}
+    + \sum_{k \ne i} e^{\theta(u_i, v_k)} + \sum_{k \ne i} e^{\theta(u_i, u_k)}},
+
+inter-view *and* intra-view negatives, averaged over both views' :math:`2N` anchors. That is
+SimCLR's NT-Xent on the batch of :math:`2N` views whose augmentation graph pairs node :math:`i` of
+one view with node :math:`i` of the other, so it is the energy of
+:class:`~mp_contrastive.nn.ContrastiveConv` on that graph with the dense affinity graph
+(:class:`~mp_contrastive.losses.SimCLRLoss`), and its gradient is the operator's step.
+
+On graphs of PubMed's size the dense affinity graph has :math:`(2N)^2 \approx 1.6 \cdot 10^9`
+entries. There the negatives come from :func:`~mp_contrastive.knn.sampled_affinity_graph`: each
+anchor's top-:math:`k` by inner product plus importance-weighted uniform draws from the rest
+(an unbiased estimate of the partition function), with the positive pair added with weight one, as
+it is in GRACE's denominator. The loss is then the same ``SimCLRLoss`` on that sparse affinity
+graph, and no :math:`N \times N` matrix is built.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mp_contrastive._validation import (
+    check_choice,
+    check_features,
+    check_positive,
+    check_positive_int,
+    trusted_inputs,
+)
+from mp_contrastive.graph import augmentation_graph, sphere_projection
+from mp_contrastive.knn import sampled_affinity_graph
+from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss, descent_loss
+from mp_contrastive.memory import MultiStageMemory
+from mp_contrastive.nn import AlignmentConv
+from mp_contrastive.nn.attention import NORMALIZATIONS
+
+__all__ = ["NEGATIVES", "AUTO_DENSE_MAX_VIEWS", "GraphContrastiveLoss", "MultiStageAlignment"]
+
+NEGATIVES = ("auto", "dense", "knn")
+#: ``negatives="auto"`` uses the dense affinity graph up to this many views (2 x nodes): Cora and
+#: CiteSeer (5,416 and 6,654) are dense, PubMed (39,434) takes the kNN path. The dense cost grows
+#: as the square of it, the kNN path's search too but with a smaller constant (faiss, IVF).
+AUTO_DENSE_MAX_VIEWS = 16384
+
+
+class GraphContrastiveLoss(nn.Module):
+    r"""GRACE's loss (inter- and intra-view negatives), from the operators; see the module docs.
+
+    ``loss(u, v)`` with the two views' projections ``[N, d]`` returns the mean over the :math:`2N`
+    anchors. ``attention_features`` (attention only) are per-view features the attention is
+    computed on (a pair, e.g. the encoder outputs), default the projections.
+
+    Args:
+        tau (float): temperature :math:`\tau`.
+        attention (str, optional): attention alignment's normalisation, ``"positives"`` (official
+            code), ``"negatives"`` (paper) or ``"neighbors"``; ``None`` for plain GRACE.
+        beta (float): attention sharpness.
+        negatives (str): ``"dense"``, ``"knn"`` or ``"auto"`` (kNN for more than
+            :data:`AUTO_DENSE_MAX_VIEWS` views, i.e. :math:`2N`; below it the dense graph, processed
+            in tiles once it is large, costs less than the kNN search).
+        knn_k (int): top-:math:`k` head per anchor. knn_samples (int): uniform tail draws per anchor.
+        knn_refresh (int): recompute the affinity *edges* every this many calls (their weights and
+            softmax always use the current features; a stale head keeps the estimate unbiased).
+        knn_index (str): ``"ivf"`` (default: faiss IVF, an approximate head, several times faster
+            on the CPU; the tail keeps the estimate unbiased) or ``"flat"`` (exact head).
+        seed (int): seed of the tail draws.
+    """
+
+    def __init__(self, tau: float, attention: str | None = None, beta: float = 1.0,
+                 negatives: str = "auto", knn_k: int = 64, knn_samples: int = 256,
+                 knn_refresh: int = 1, knn_index: str = "ivf", seed: int = 0) -> None:
+        super().__init__()
+        self.tau = check_positive(tau, "tau")
+        self.negatives = check_choice(negatives, "negatives", NEGATIVES)
+        if attention is not None:
+            check_choice(attention, "attention", NORMALIZATIONS)
+        self.attention = attention
+        for name, value in (("knn_k", knn_k), ("knn_samples", knn_samples),
+                            ("knn_refresh", knn_refresh)):
+            check_positive_int(value, name)
+        self.knn_k, self.knn_samples, self.knn_refresh = knn_k, knn_samples, knn_refresh
+        self.knn_index = check_choice(knn_index, "knn_index", ("ivf", "flat"))
+        kernel = "dot" if attention == "negatives" else "cosine"
+        #: the NT-Xent of both paths: dense, or on the sparse affinity graph of the kNN path.
+        self.loss = (SimCLRLoss(tau) if attention is None else
+                     AttentionSimCLRLoss(tau, beta=beta, normalize=attention, kernel=kernel))
+        self.generator = torch.Generator().manual_seed(seed)
+        #: ``"dense"`` or ``"knn"``: the path the last call took.
+        self.last_path: str | None = None
+        #: number of affinity edges of the last kNN call (``None`` after a dense call).
+        self.last_affinity_edges: int | None = None
+        self._calls = 0
+        self._affinity: tuple[Tensor, Tensor] | None = None
+        self._affinity_views = 0  # the number of views the cached edges were built for
+
+    def uses_knn(self, num_nodes: int) -> bool:
+        """Whether ``num_nodes`` nodes per view take the kNN path."""
+        if self.negatives == "auto":
+            return 2 * num_nodes > AUTO_DENSE_MAX_VIEWS
+        return self.negatives == "knn"
+
+    def forward(self, u: Tensor, v: Tensor,
+                attention_features: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        u, v = check_features(u, "u"), check_features(v, "v")
+        if u.shape != v.shape:
+            raise ValueError(f"'v' must have the shape of 'u' {tuple(u.shape)}, got {tuple(v.shape)}")
+        if attention_features is not None and self.attention is None:
+            raise ValueError("'attention_features' needs an attention variant")
+        extra = () if self.attention is None else (attention_features,)
+        if not self.uses_knn(u.size(0)):
+            self.last_path, self.last_affinity_edges = "dense", None
+            return self.loss(u, v, *extra)
+        affinity_index, affinity_weight = self._affinity_graph(u, v)
+        self.last_path, self.last_affinity_edges = "knn", affinity_index.size(1)
+        with trusted_inputs():  # the affinity graph is ours, u and v were checked above
+            return self.loss(u, v, *extra, affinity_index=affinity_index,
+                             affinity_weight=affinity_weight)
+
+    def _affinity_graph(self, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The kNN path's affinity edges and weights, searched every ``knn_refresh`` calls."""
+        n = u.size(0)
+        stale = self._affinity_views != 2 * n  # another graph: never reuse its edges
+        if stale or self._calls % self.knn_refresh == 0:
+            with torch.no_grad():
+                h = sphere_projection(torch.cat([u, v]), self.tau)
+                graph = augmentation_graph(n, 2, device=h.device, dtype=h.dtype)
+                edges, weights = sampled_affinity_graph(
+                    h, min(self.knn_k, 2 * n - 2), self.knn_samples, proposal="uniform",
+                    exclude=graph.edge_index, index=self.knn_index, generator=self.generator)
+            # The positive is part of every anchor's partition function (GRACE's denominator).
+            self._affinity = (torch.cat([edges, graph.edge_index], 1),
+                              torch.cat([weights, torch.ones_like(graph.edge_weight)]))
+            self._affinity_views = 2 * n
+        self._calls += 1
+        assert self._affinity is not None
+        return self._affinity
+
+    def extra_repr(self) -> str:
+        return (f"tau={self.tau}, attention={self.attention!r}, negatives='{self.negatives}', "
+                f"knn_k={self.knn_k}, knn_samples={self.knn_samples}")
+
+
+class MultiStageAlignment(nn.Module):
+    r"""Multi-stage alignment (paper eq. 13) for full-graph training, where one epoch is one step:
+
+    .. math::
+        L_{ms} = -\frac{\lambda}{2N} \sum_{v=1}^{2} \sum_i h^{(v)}_i \cdot
+        \mathrm{sg}\Big(\tfrac{1}{|S_i|} \sum_{s \in S_i} m^{(t-s)}_i\Big),
+
+    :math:`h = \mathrm{normalize}(g(f(\cdot))) / \sqrt{\tau}`, :math:`m^{(t)}_i` the mean of node
+    :math:`i`'s two views at epoch :math:`t`, :math:`S_i` the stored epochs among the last
+    ``num_stages`` (none at the first epoch: no term), kept in a
+    :class:`~mp_contrastive.memory.MultiStageMemory`. The gradient is the step of an
+    :class:`~mp_contrastive.nn.AlignmentConv` (:math:`\alpha = 1`, stop-gradient targets, weights
+    :math:`\lambda`) on the bipartite graph from each memory row to its node's two views; on the
+    sphere it equals the gradient of :math:`L_{ms}` (the two differ by a radial term that the
+    normalisation's Jacobian removes).
+
+    Args:
+        num_nodes (int): graph nodes. dim (int): projection size.
+        tau (float): temperature. num_stages (int): epochs kept (:math:`k`).
+        weight (float): :math:`\lambda`.
+    """
+
+    def __init__(self, num_nodes: int, dim: int, tau: float, num_stages: int = 1,
+                 weight: float = 0.5) -> None:
+        super().__init__()
+        self.tau = check_positive(tau, "tau")
+        self.weight = check_positive(weight, "weight")
+        self.memory = MultiStageMemory(num_nodes, dim, num_stages=num_stages, aggr="mean")
+        self.conv = AlignmentConv(alpha=1.0, detach_targets=True, normalize=False)
+
+    def forward(self, u: Tensor, v: Tensor, epoch: int) -> Tensor:
+        """The term at ``epoch`` for projections ``u``, ``v``; then stores this epoch's stage."""
+        n = u.size(0)
+        h = sphere_projection(torch.cat([u, v]), self.tau)
+        index = torch.arange(n, device=h.device)
+        target, count = self.memory.read(index, epoch)
+        self.memory.write(index, 0.5 * (h[:n] + h[n:]).detach(), epoch)
+        nodes = index[count > 0]
+        if nodes.numel() == 0:
+            return h.sum() * 0.0
+        src = (2 * n + nodes).repeat(2)
+        edge_index = torch.stack([src, torch.cat([nodes, nodes + n])])
+        edge_weight = torch.full((edge_index.size(1),), self.weight, dtype=h.dtype, device=h.device)
+        x = torch.cat([h, target.to(h.dtype)])
+        with torch.no_grad(), trusted_inputs():
+            step = self.conv.step(x, edge_index, edge_weight)[: 2 * n]
+        value = -(self.weight * (h[nodes] * target[nodes]).sum()
+                  + self.weight * (h[nodes + n] * target[nodes]).sum())
+
+        def step_fn(h: Tensor) -> Tensor:  # the targets are memory rows: constants, as in L_ms
+            return self.conv.step(torch.cat([h, target.to(h.dtype)]), edge_index,
+                                  edge_weight)[: 2 * n]
+
+        return descent_loss(h, step, self.conv.alpha, value, step_fn) / (2 * n)
