@@ -9,7 +9,7 @@ blockwise dense path, all measured in one run:
    ``SimCLRLoss`` evaluate, under ``no_grad`` with ``trusted_inputs``) of a batch of 512 anchors
    against 4k / 16k / 65k / 262k bank negatives, d = 128, temperatures 0.1 and 0.5, features
    uniform on the sphere or a mixture of von Mises-Fisher clusters. Contenders: dense (the
-   library's path: blockwise above ``BLOCKWISE_THRESHOLD``), the top-64 alone (exact search and
+   library's path: blockwise above ``Tiling.threshold``), the top-64 alone (exact search and
    IVF search, softmax renormalised over the head), and top-64 + importance-sampled tail
    (``sampled_affinity_graph``; cluster and uniform proposals). Index search and sampling are
    included in the sparse times; building the IVF index (k-means) is reported separately (a bank
@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn.pool import MIPSKNNIndex
 
-import mp_contrastive.nn._base as base
 from benchmarks._measure import interleaved_times, markdown_table, peak_memory
 from mp_contrastive._validation import trusted_inputs
 from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
 from mp_contrastive.knn import AffinityIndex
 from mp_contrastive.nn import UniformityConv
+from mp_contrastive.nn.functional import DEFAULT_TILING, Tiling
 
 BATCH, DIM, K = 512, 128, 64
 CLUSTERS, KAPPA = 100, 175.0  # mean cosine to the cluster mean ~0.7, within a cluster ~0.5
@@ -181,7 +181,7 @@ def uniformity_rows(kind: str, tau: float, m: int, repeats: int, gen: torch.Gene
     for name, make in edges.items():
         fns[name] = lambda make=make: conv.step_and_energy((bank, q), *make())
     times, peaks = timed(fns, repeats)
-    path = "blockwise" if base.use_blockwise(BATCH, m) else "plain"
+    path = "blockwise" if DEFAULT_TILING.blockwise(BATCH, m) else "plain"
     rows: list[list[object]] = []
     for name in fns:
         if name == "dense":
@@ -296,23 +296,17 @@ def search_rows(m: int, queries: int, repeats: int, gen: torch.Generator,
 
 def blockwise_table(n: int, repeats: int, gen: torch.Generator) -> list[str]:
     h = F.normalize(torch.randn(n, DIM, generator=gen), dim=1) / math.sqrt(0.1)
-    conv = UniformityConv()
+    convs = {"plain": UniformityConv(tiling=Tiling(threshold=1 << 62)),
+             "blockwise": UniformityConv(tiling=Tiling(threshold=0))}
 
-    def forced(blockwise: bool, fn: Callable[[], object]) -> Callable[[], object]:
-        def run() -> object:
-            saved = base.BLOCKWISE_THRESHOLD
-            base.BLOCKWISE_THRESHOLD = 0 if blockwise else 1 << 62
-            try:
-                return fn()
-            finally:
-                base.BLOCKWISE_THRESHOLD = saved
-        return run
+    def forced(path: str, fn: Callable[[UniformityConv], object]) -> Callable[[], object]:
+        return lambda: fn(convs[path])
 
-    def no_grad() -> object:
+    def no_grad(conv: UniformityConv) -> object:
         with torch.no_grad(), trusted_inputs():
             return conv.step_and_energy(h)
 
-    def autograd() -> object:
+    def autograd(conv: UniformityConv) -> object:
         x = h.detach().requires_grad_()
         conv.energy(x).backward()
         return x.grad
@@ -320,7 +314,7 @@ def blockwise_table(n: int, repeats: int, gen: torch.Generator) -> list[str]:
     rows, verdicts = [], []
     for mode, fn, reps in [("step + energy, no autograd (losses)", no_grad, repeats),
                            ("energy, autograd backward", autograd, max(1, repeats // 2))]:
-        runs = {"plain": forced(False, fn), "blockwise": forced(True, fn)}
+        runs = {"plain": forced("plain", fn), "blockwise": forced("blockwise", fn)}
         times = interleaved_times(runs, reps, warmup=1)
         peaks = {name: peak_memory(run) for name, run in runs.items()}
         a, b = runs["plain"](), runs["blockwise"]()
@@ -336,7 +330,7 @@ def blockwise_table(n: int, repeats: int, gen: torch.Generator) -> list[str]:
                         f"{'PASS' if t <= 1.3 else 'FAIL'}; memory {p:.3f}x (target < 0.1) "
                         f"{'PASS' if p < 0.1 else 'FAIL'}")
     print(f"\n## Blockwise vs plain dense uniformity, N={n}, d={DIM} (tile "
-          f"{base.BLOCK_ELEMENTS} entries)\n")
+          f"{DEFAULT_TILING.elements} entries)\n")
     print(markdown_table(["mode", "path", "ms", "time vs plain", "peak MiB", "mem vs plain",
                           "max rel. diff"], rows))
     return verdicts

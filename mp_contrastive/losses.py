@@ -41,8 +41,8 @@ from mp_contrastive._validation import (
     trusted_inputs,
 )
 from mp_contrastive.graph import augmentation_edges, sphere_projection, view_sample_index
-from mp_contrastive.nn import AttentionAlignmentConv, ContrastiveConv, StepConv
-from mp_contrastive.nn.attention import NORMALIZATIONS
+from mp_contrastive.nn import ContrastiveConv, StepConv
+from mp_contrastive.nn.functional import DEFAULT_TILING, AttentionSpec, Tiling
 
 __all__ = [
     "MessagePassingLoss",
@@ -212,8 +212,8 @@ class _ViewContrastiveLoss(nn.Module):
         attention = self.conv.attention
         if attention is not None:  # the detached attention weights, as in the operator
             with torch.no_grad(), trusted_inputs():
-                edge_index, weight = attention.attention(h.detach(), edge_index, edge_weight,
-                                                         None, attention_x)
+                edge_index, weight = attention.weights(h.detach(), edge_index, edge_weight,
+                                                       attention_x=attention_x)
             weight = weight.detach()
             if attention.normalize == "positives":
                 anchor = scatter(weight, edge_index[1], 0, num_nodes, reduce="sum")
@@ -254,10 +254,14 @@ class SimCLRLoss(_ViewContrastiveLoss):
         reduction (str): ``"mean"`` (over views), ``"sum"``, or ``"none"``: one loss per view,
             shape ``[N]`` (``[2B]`` for two views, ``z0``'s rows first), by plain autograd (it
             keeps the ``N x N`` similarities, as a per-sample cross-entropy does).
+        tiling (Tiling): when and how large batches are processed tile by tile (default
+            :data:`~mp_contrastive.nn.functional.DEFAULT_TILING`).
     """
 
-    def __init__(self, temperature: float = 0.5, reduction: str = "mean") -> None:
-        super().__init__(ContrastiveConv(alpha=1.0, normalize=False), temperature, reduction)
+    def __init__(self, temperature: float = 0.5, reduction: str = "mean",
+                 tiling: Tiling = DEFAULT_TILING) -> None:
+        super().__init__(ContrastiveConv(alpha=1.0, normalize=False, tiling=tiling), temperature,
+                         reduction)
 
     def forward(self, z0: Tensor, z1_or_sample: Tensor, *, affinity_index: Tensor | None = None,
                 affinity_weight: Tensor | None = None) -> Tensor:
@@ -283,20 +287,21 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
         temperature (float): :math:`\tau > 0` (default ``0.5``).
         beta (float): attention sharpness :math:`\ge 0` (default ``1.0``).
         normalize (str): ``"negatives"`` (paper), ``"positives"`` (official) or ``"neighbors"``.
-        kernel (str, optional): ``"dot"`` or ``"cosine"``; default ``"dot"`` for ``"negatives"``
+        score (str, optional): ``"dot"`` or ``"cosine"``; default ``"dot"`` for ``"negatives"``
             and ``"cosine"`` otherwise.
         reduction (str): ``"mean"``, ``"sum"`` or ``"none"`` (one loss per view, ``[N]``; see
             :class:`SimCLRLoss`).
+        tiling (Tiling): as in :class:`SimCLRLoss`.
     """
 
     def __init__(self, temperature: float = 0.5, beta: float = 1.0, normalize: str = "negatives",
-                 kernel: str | None = None, reduction: str = "mean") -> None:
-        check_choice(normalize, "normalize", NORMALIZATIONS)
-        if kernel is None:
-            kernel = "dot" if normalize == "negatives" else "cosine"
-        attention = AttentionAlignmentConv(beta=beta, normalize=normalize, kernel=kernel)
-        super().__init__(ContrastiveConv(alpha=1.0, normalize=False, attention=attention),
-                         temperature, reduction)
+                 score: str | None = None, reduction: str = "mean",
+                 tiling: Tiling = DEFAULT_TILING) -> None:
+        if score is None:
+            score = "dot" if normalize == "negatives" else "cosine"
+        attention = AttentionSpec(beta=beta, normalize=normalize, score=score)
+        super().__init__(ContrastiveConv(alpha=1.0, normalize=False, attention=attention,
+                                         tiling=tiling), temperature, reduction)
 
     def forward(self, z0: Tensor, z1_or_sample: Tensor,
                 attention_features: Tensor | tuple[Tensor, Tensor] | None = None, *,
@@ -316,7 +321,7 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
         att = self.conv.attention
         assert att is not None
         return (f"temperature={self.temperature}, beta={att.beta}, normalize='{att.normalize}', "
-                f"kernel='{att.kernel}', reduction='{self.reduction}'")
+                f"score='{att.score}', reduction='{self.reduction}'")
 
 
 def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,

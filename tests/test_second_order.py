@@ -8,7 +8,6 @@ raise. Hessian-vector products are compared with plain autograd in float64.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -17,7 +16,6 @@ import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 from torch import Tensor
 
-import mp_contrastive.nn._base as base
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
 from mp_contrastive.graph import augmentation_graph, view_sample_index
 from mp_contrastive.losses import (
@@ -28,6 +26,7 @@ from mp_contrastive.losses import (
     plain_nt_xent,
 )
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv, UniformityConv
+from mp_contrastive.nn.functional import Tiling
 from tests.reference import random_graph
 
 TOL = {"atol": 1e-6, "rtol": 1e-6}
@@ -76,16 +75,14 @@ def test_simclr_hvp_multi_view(gen):
                      lambda x: plain_nt_xent(x, sample, 0.5), [z], gen)
 
 
-def test_simclr_hvp_on_the_blockwise_path(gen, monkeypatch):
+def test_simclr_hvp_on_the_blockwise_path(gen):
     """The tiled path (large N) is differentiated through its own backward: same HVP."""
-    tiles = sys.modules[base.use_blockwise.__module__]
-    monkeypatch.setattr(tiles, "BLOCKWISE_THRESHOLD", 64)
-    monkeypatch.setattr(tiles, "BLOCK_ELEMENTS", 40)
-    assert base.use_blockwise(24, 24)
+    tiling = Tiling(elements=40, threshold=64)
+    assert tiling.blockwise(24, 24)
     z0, z1 = views(gen)
     sample = view_sample_index(z0.size(0), 2)
-    assert_hvp_equal(SimCLRLoss(0.5), lambda a, b: plain_nt_xent(torch.cat([a, b]), sample, 0.5),
-                     [z0, z1], gen)
+    assert_hvp_equal(SimCLRLoss(0.5, tiling=tiling),
+                     lambda a, b: plain_nt_xent(torch.cat([a, b]), sample, 0.5), [z0, z1], gen)
 
 
 def test_attention_at_beta_zero_has_simclr_hvp(gen):
@@ -106,8 +103,8 @@ def test_attention_hvp_treats_the_attention_as_constant(gen):
 
     def reference(a: Tensor, b: Tensor) -> Tensor:
         h = F.normalize(torch.cat([a, b]), dim=1) / math.sqrt(0.5)
-        index, weight = loss.conv.attention.attention(h.detach(), graph.edge_index,
-                                                      graph.edge_weight)
+        index, weight = loss.conv.attention.weights(h.detach(), graph.edge_index,
+                                                    graph.edge_weight)
         logits = (h @ h.T).masked_fill(torch.eye(h.size(0), dtype=torch.bool), -math.inf)
         src, dst = index
         pull = (weight * (h[dst] * h[src]).sum(-1)).sum()

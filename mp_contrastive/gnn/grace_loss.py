@@ -39,7 +39,7 @@ from mp_contrastive.knn import sampled_affinity_graph
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss, descent_loss
 from mp_contrastive.memory import MultiStageMemory
 from mp_contrastive.nn import AlignmentConv
-from mp_contrastive.nn.attention import NORMALIZATIONS
+from mp_contrastive.nn.functional import NORMALIZATIONS
 
 __all__ = ["NEGATIVES", "AUTO_DENSE_MAX_VIEWS", "GraphContrastiveLoss", "MultiStageAlignment"]
 
@@ -87,10 +87,10 @@ class GraphContrastiveLoss(nn.Module):
             check_positive_int(value, name)
         self.knn_k, self.knn_samples, self.knn_refresh = knn_k, knn_samples, knn_refresh
         self.knn_index = check_choice(knn_index, "knn_index", ("ivf", "flat"))
-        kernel = "dot" if attention == "negatives" else "cosine"
+        score = "dot" if attention == "negatives" else "cosine"
         #: the NT-Xent of both paths: dense, or on the sparse affinity graph of the kNN path.
         self.loss = (SimCLRLoss(tau) if attention is None else
-                     AttentionSimCLRLoss(tau, beta=beta, normalize=attention, kernel=kernel))
+                     AttentionSimCLRLoss(tau, beta=beta, normalize=attention, score=score))
         self.generator = torch.Generator().manual_seed(seed)
         #: ``"dense"`` or ``"knn"``: the path the last call took.
         self.last_path: str | None = None

@@ -8,7 +8,7 @@ layers under one protocol.
   two directions of an edge independently), so the layer equals ``GCNConv`` given the same weights.
 * :class:`AttentionAlignmentGATConv`: a linear map to ``heads`` channels groups, then one
   :class:`~mp_contrastive.nn.AttentionAlignmentConv` step per head (neighbour softmax, cosine
-  kernel, self loops, :math:`\alpha = 1`): each head is PyG's ``AGNNConv`` propagation with a fixed
+  score, self loops, :math:`\alpha = 1`): each head is PyG's ``AGNNConv`` propagation with a fixed
   :math:`\beta`. It has GAT's architecture (heads, concatenation or averaging, attention dropout)
   but the operator's attention: the score is :math:`\beta \cos(W x_i, W x_j)`, not GAT's learned
   :math:`\mathrm{LeakyReLU}(a^\top [W x_i \| W x_j])`, and the weights are detached (loss
@@ -37,7 +37,7 @@ from mp_contrastive._validation import (
 from mp_contrastive.gnn.augment import check_node_features
 from mp_contrastive.memory import StageAggregation
 from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv
-from mp_contrastive.nn.attention import ATTENTION_KERNELS
+from mp_contrastive.nn.functional import SCORES
 
 __all__ = [
     "feature_dropout",
@@ -106,7 +106,7 @@ class AttentionAlignmentGATConv(nn.Module):
         \big(\beta \cos(\Theta^{(k)} x_i, \Theta^{(k)} x_j)\big),
 
     one :class:`~mp_contrastive.nn.AttentionAlignmentConv` step (``normalize="neighbors"``,
-    :math:`\alpha = 1`, ``detach_targets=True``, ``add_self_loops=True``; ``kernel="dot"`` uses
+    :math:`\alpha = 1`, ``detach_targets=True``, ``add_self_loops=True``; ``score="dot"`` uses
     :math:`\beta\, \Theta x_i \cdot \Theta x_j` instead). Heads are concatenated or averaged, then a
     bias is added, as in ``GATConv``. The attention weights are detached, as they are in the
     operator (loss coefficients).
@@ -122,13 +122,13 @@ class AttentionAlignmentGATConv(nn.Module):
         concat (bool): concatenate the heads (``True``) or average them.
         beta (float): attention sharpness :math:`\beta \ge 0` (default ``1.0``; ``0`` = mean over
             the neighbourhood).
-        kernel (str): ``"cosine"`` (AGNN, default) or ``"dot"``.
+        score (str): ``"cosine"`` (AGNN, default) or ``"dot"``.
         dropout (float): attention dropout (default ``0``).
         bias (bool): add a learnable bias (default ``True``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, concat: bool = True,
-                 beta: float = 1.0, kernel: str = "cosine", dropout: float = 0.0,
+                 beta: float = 1.0, score: str = "cosine", dropout: float = 0.0,
                  bias: bool = True) -> None:
         super().__init__()
         self.in_channels = check_positive_int(in_channels, "in_channels")
@@ -136,10 +136,10 @@ class AttentionAlignmentGATConv(nn.Module):
         self.heads = check_positive_int(heads, "heads")
         self.concat = bool(concat)
         self.dropout = check_rate(dropout, "dropout")
-        check_choice(kernel, "kernel", ATTENTION_KERNELS)
+        check_choice(score, "score", SCORES)
         self.lin = Linear(in_channels, heads * out_channels, bias=False, weight_initializer="glorot")
         self.propagation = AttentionAlignmentConv(alpha=1.0, beta=beta, normalize="neighbors",
-                                                  kernel=kernel, detach_targets=True,
+                                                  score=score, detach_targets=True,
                                                   add_self_loops=True)
         # W H for a given (dropped-out) attention graph W: one alignment step with alpha = 1.
         self.weighted = AlignmentConv(alpha=1.0, detach_targets=True, normalize=False)
@@ -218,14 +218,14 @@ class NodeClassifier(nn.Module):
         num_layers (int): graph layers (default ``2``).
         dropout (float): dropout on the input of every layer (default ``0.5``).
         heads (int), out_heads (int), attention_dropout (float): attention layers only.
-        beta (float), kernel (str): :class:`AttentionAlignmentGATConv` only.
+        beta (float), score (str): :class:`AttentionAlignmentGATConv` only.
         jk (str, optional): JumpingKnowledge mode, one of :data:`JK_MODES`.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  layer: str = "gcn", num_layers: int = 2, dropout: float = 0.5, heads: int = 8,
                  out_heads: int = 1, attention_dropout: float = 0.6, beta: float = 1.0,
-                 kernel: str = "cosine", jk: str | None = None) -> None:
+                 score: str = "cosine", jk: str | None = None) -> None:
         super().__init__()
         self.layer = check_choice(layer, "layer", LAYERS)
         self.num_layers = check_positive_int(num_layers, "num_layers")
@@ -248,7 +248,7 @@ class NodeClassifier(nn.Module):
             h, concat = (out_heads, False) if last else (heads, True)
             if layer == "attention":
                 return AttentionAlignmentGATConv(i, o, heads=h, concat=concat, beta=beta,
-                                                 kernel=kernel, dropout=attention_dropout)
+                                                 score=score, dropout=attention_dropout)
             return GATConv(i, o, heads=h, concat=concat, dropout=attention_dropout)
 
         width = hidden_channels * (heads if attention else 1)

@@ -59,7 +59,7 @@ class SupervisedConfig:
     out_heads: int = 1
     attention_dropout: float = 0.6
     beta: float = 1.0
-    kernel: str = "cosine"
+    score: str = "cosine"
     jk: str | None = None
     lr: float = 0.01
     weight_decay: float = 5e-4
@@ -92,7 +92,7 @@ def build_classifier(config: SupervisedConfig, in_channels: int, num_classes: in
     return NodeClassifier(in_channels, config.hidden_channels, num_classes, layer=config.layer,
                           num_layers=config.num_layers, dropout=config.dropout, heads=config.heads,
                           out_heads=config.out_heads, attention_dropout=config.attention_dropout,
-                          beta=config.beta, kernel=config.kernel, jk=config.jk)
+                          beta=config.beta, score=config.score, jk=config.jk)
 
 
 def masked_accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:

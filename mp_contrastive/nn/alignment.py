@@ -11,7 +11,8 @@ from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_sparse, is_torch_sparse_tensor
 
 from mp_contrastive._validation import _skip_value_checks, all_finite, check_features
-from mp_contrastive.nn._base import StepConv, as_edge_index
+from mp_contrastive.nn.inputs import as_edge_index
+from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AlignmentConv"]
 
@@ -81,6 +82,7 @@ class AlignmentConv(StepConv):
         - **output:** node features of the input's shape
     """
 
+    supports_flow = True
     _cached_adj: tuple[Adj, OptTensor] | None
 
     def __init__(self, alpha: float = 0.5, detach_targets: bool = False, normalize: bool = True,
@@ -204,19 +206,3 @@ class AlignmentConv(StepConv):
         if shape is None:
             return out
         return out.reshape(shape[1], shape[0], shape[2]).transpose(0, 1)
-
-    def __repr__(self) -> str:
-        args = [f"alpha={self.alpha}"]
-        if self.detach_targets:
-            args.append("detach_targets=True")
-        if not self.normalize:
-            args.append("normalize=False")
-        if self.add_self_loops:
-            args.append("add_self_loops=True")
-        if self.cached:
-            args.append("cached=True")
-        if self.flow != "source_to_target":
-            args.append(f"flow='{self.flow}'")
-        if self.decomposed_layers != 1:
-            args.append(f"decomposed_layers={self.decomposed_layers}")
-        return f"{self.__class__.__name__}({', '.join(args)})"

@@ -10,14 +10,12 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import scatter
 
-from mp_contrastive.nn._base import (
-    StepConv,
-    as_edge_index,
-    check_anchor_weight,
-    check_kernel,
-    use_blockwise,
-)
-from mp_contrastive.nn.attention import AttentionAlignmentConv
+from mp_contrastive.nn.functional.attention import AttentionSpec
+from mp_contrastive.nn.functional.repulsion import FixedAttraction
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional.uniformity import uniformity
+from mp_contrastive.nn.inputs import as_edge_index, check_anchor_weight, check_kernel, split_pair
+from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["ContrastiveConv"]
 
@@ -39,8 +37,9 @@ class ContrastiveConv(StepConv):
     and :math:`H + \alpha (\bar{A} - C\hat{A}) H` with ``detach_targets=True``. It vanishes when
     :math:`\bar{A} = \hat{A}` (Proposition 3: the equilibrium).
 
-    With ``attention`` (an :class:`AttentionAlignmentConv`), :math:`\bar{A}` is replaced by its
-    detached attention graph :math:`W` (GAT on the augmentation graph). With
+    With ``attention`` (an :class:`~mp_contrastive.nn.functional.AttentionSpec`, e.g.
+    ``AttentionAlignmentConv(...).spec``), :math:`\bar{A}` is replaced by the detached attention
+    graph :math:`W` (GAT on the augmentation graph). With
     ``normalize="positives"`` each anchor's uniformity term is also weighted by :math:`c_i =
     \sum_j W_{ij}`, as the official code weights the whole per-pair log-softmax.
 
@@ -51,19 +50,23 @@ class ContrastiveConv(StepConv):
         normalize (bool): apply :math:`D^{-1/2} A D^{-1/2}` to the augmentation edge weights
             (default ``True``; a batch graph from :func:`~mp_contrastive.graph.augmentation_graph`
             is already normalised and unchanged by it).
-        attention (AttentionAlignmentConv, optional): reweight positive pairs by attention.
+        attention (AttentionSpec, optional): reweight positive pairs by attention.
+        tiling (Tiling): when and how the dense affinity graph is processed tile by tile (default
+            :data:`~mp_contrastive.nn.functional.DEFAULT_TILING`).
     """
 
     def __init__(self, alpha: float = 1.0, kernel: str = "infonce", detach_targets: bool = False,
-                 normalize: bool = True, attention: AttentionAlignmentConv | None = None,
-                 **kwargs: Any) -> None:
+                 normalize: bool = True, attention: AttentionSpec | None = None,
+                 tiling: Tiling = DEFAULT_TILING, **kwargs: Any) -> None:
         super().__init__(alpha, detach_targets, **kwargs)
         self.kernel = check_kernel(kernel)
         self.normalize = bool(normalize)
-        if attention is not None and not isinstance(attention, AttentionAlignmentConv):
-            raise TypeError(f"'attention' must be an AttentionAlignmentConv or None, "
-                            f"got {type(attention).__name__}")
+        if attention is not None and not isinstance(attention, AttentionSpec):
+            hint = (" (pass its .spec)" if hasattr(attention, "spec") else "")
+            raise TypeError(f"'attention' must be an AttentionSpec or None, "
+                            f"got {type(attention).__name__}{hint}")
         self.attention = attention
+        self.tiling = tiling
 
     def forward(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
                 affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
@@ -72,7 +75,7 @@ class ContrastiveConv(StepConv):
         ``(x_negatives, x_batch)``); ``affinity_index``: affinity edges from neighbours (``x`` or
         ``x[0]``) to anchors, dense when ``None``; ``anchor_weight``: the :math:`c_i`;
         ``attention_x``: features the attention is computed on (default ``x``)."""
-        _, x_dst, _ = self.split_pair(x)
+        _, x_dst, _ = split_pair(x)
         return x_dst + self.step(x, edge_index, edge_weight, affinity_index, affinity_weight,
                                  anchor_weight, attention_x)
 
@@ -80,7 +83,7 @@ class ContrastiveConv(StepConv):
                  affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
                  anchor_weight: OptTensor = None, attention_x: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
-        x_src, x_dst, same_nodes = self.split_pair(x)
+        x_src, x_dst, same_nodes = split_pair(x)
         num_dst, dtype = x_dst.size(0), x_dst.dtype
         edge_index, edge_weight = as_edge_index(edge_index, edge_weight, num_dst, num_dst,
                                                 "edge_index", "edge_weight", dtype)
@@ -96,70 +99,90 @@ class ContrastiveConv(StepConv):
                              "graph is unweighted)")
         anchor_weight = check_anchor_weight(anchor_weight, num_dst, dtype)
 
-        # A dense, same-node "negatives" attention with a dot kernel shares the similarity matrix
-        # with the uniformity; at beta = 1 it only needs the uniformity's row log-sum-exp.
-        shared = (self.attention is not None and self.attention.normalize == "negatives"
-                  and self.attention.kernel == "dot" and attention_x is None and same_nodes
-                  and affinity_index is None and self.kernel == "infonce"
-                  and not use_blockwise(num_dst, x_src.size(0)))  # blockwise: no N x N matrix
+        attention = self.attention
+        dense = affinity_index is None and same_nodes
+        # A dense "negatives" attention with a dot score shares the similarity matrix with the
+        # uniformity; at beta = 1 it only needs the uniformity's row log-sum-exp.
+        shared = (attention is not None and attention.shares_similarity() and attention_x is None
+                  and dense and self.kernel == "infonce"
+                  and not self.tiling.blockwise(num_dst, x_src.size(0)))
         similarity = x_dst @ x_src.T if shared else None
-        attend_after = shared and self.attention is not None and self.attention.beta == 1.0
-        if self.attention is not None and not attend_after:
-            edge_index, edge_weight, anchor_weight = self._attend(
-                x_dst, edge_index, edge_weight, affinity_index if same_nodes else None,
-                anchor_weight, attention_x,
-                similarity=None if similarity is None else similarity.detach())
-
         kappa = 1.0 if self.kernel == "infonce" else 2.0
-        attraction: list[tuple[Tensor, Tensor]] = []
+        if attention is not None and shared and attention.beta == 1.0:
+            assert similarity is not None
+            pull = _SharedAttention(attention, x_dst, edge_index, edge_weight, kappa,
+                                    similarity.detach())
+        else:
+            if attention is not None:
+                edge_index, edge_weight, anchor_weight = self._attend(
+                    attention, x_dst, edge_index, edge_weight,
+                    affinity_index if same_nodes else None, anchor_weight, attention_x,
+                    None if similarity is None else similarity.detach())
+            pull = FixedAttraction(edge_index, _scaled(edge_index, edge_weight, kappa, dtype))
 
-        def attract(row_logsumexp: Tensor | None) -> tuple[Tensor, Tensor]:
-            index, weight = edge_index, edge_weight
-            if attend_after:  # the attention's normaliser is the uniformity's row log-sum-exp
-                assert row_logsumexp is not None and similarity is not None
-                # Called before the uniformity overwrites the similarity matrix: it can be read.
-                index, weight, _ = self._attend(x_dst, index, weight, None, None, None,
-                                                similarity=similarity.detach(),
-                                                row_logsumexp=row_logsumexp.detach())
-            pull = (torch.full_like(index[0], kappa, dtype=dtype) if weight is None
-                    else kappa * weight)
-            attraction.append((index, pull))
-            return index, pull
-
-        attract.needs_logsumexp = attend_after  # spares the blockwise path an extra pass
-
-        fold = affinity_index is None and same_nodes
-        repel_grad, repel_energy, _ = self.uniformity_gradient(
-            x_src, x_dst, same_nodes, affinity_index, affinity_weight, anchor_weight, self.kernel,
-            need_step, need_energy, similarity=similarity, attraction=attract if fold else None)
-        edge_index, pull = attraction[0] if fold else attract(None)
+        repulsion = uniformity(
+            x_src, x_dst, same_nodes=same_nodes, both_sides=same_nodes and not self.detach_targets,
+            affinity_index=affinity_index, affinity_weight=affinity_weight,
+            anchor_weight=anchor_weight, kernel=self.kernel, need_step=need_step,
+            need_energy=need_energy, similarity=similarity, attraction=pull if dense else None,
+            tiling=self.tiling)
+        if repulsion.attraction is not None:
+            edge_index, value = repulsion.attraction
+        else:
+            edge_index, value = pull(None)
         energy = grad = None
         if need_energy:
             src, dst = edge_index
-            attract_energy = (pull * (x_dst.index_select(0, dst) * x_dst.index_select(0, src))
+            attract_energy = (value * (x_dst.index_select(0, dst) * x_dst.index_select(0, src))
                               .sum(-1)).sum()
-            energy = repel_energy - attract_energy
+            energy = repulsion.energy - attract_energy
         if need_step:
-            grad = repel_grad
-            if not fold:
-                grad = grad - self.weighted_sum(edge_index, pull, x_dst, num_dst)
+            grad = repulsion.grad
+            if not dense:  # else folded into the uniformity's coefficients
+                grad = grad - self.weighted_sum(edge_index, value, x_dst, num_dst)
                 if not self.detach_targets:
-                    grad = grad - self.weighted_sum(edge_index.flip(0), pull, x_dst, num_dst)
+                    grad = grad - self.weighted_sum(edge_index.flip(0), value, x_dst, num_dst)
         return grad, energy
 
-    def _attend(self, x: Tensor, edge_index: Tensor, edge_weight: OptTensor,
+    @staticmethod
+    def _attend(attention: AttentionSpec, x: Tensor, edge_index: Tensor, edge_weight: OptTensor,
                 negative_index: Tensor | None, anchor_weight: OptTensor, attention_x: OptTensor,
-                **shared: Tensor | None) -> tuple[Tensor, Tensor, OptTensor]:
-        """Replace the augmentation weights by attention weights (and, for the official
-        ``"positives"`` normalisation, weight each anchor's uniformity term by its row sum)."""
-        assert self.attention is not None
-        edge_index, weight = self.attention.attention(x, edge_index, edge_weight, negative_index,
-                                                      attention_x, **shared)
-        if self.attention.normalize == "positives":
+                similarity: OptTensor, row_logsumexp: OptTensor = None
+                ) -> tuple[Tensor, Tensor, OptTensor]:
+        """Replace the augmentation weights by (detached) attention weights and, for the official
+        ``"positives"`` normalisation, weight each anchor's uniformity term by its row sum."""
+        with torch.no_grad():
+            edge_index, weight = attention.weights(
+                x, edge_index, edge_weight, affinity_index=negative_index,
+                attention_x=attention_x, similarity=similarity, row_logsumexp=row_logsumexp)
+        if attention.normalize == "positives":
             row_sum = scatter(weight, edge_index[1], 0, x.size(0), reduce="sum")
             anchor_weight = row_sum if anchor_weight is None else anchor_weight * row_sum
         return edge_index, weight, anchor_weight
 
-    def __repr__(self) -> str:
-        extra = "" if self.attention is None else f", attention={self.attention}"
-        return f"{self.__class__.__name__}(alpha={self.alpha}, kernel='{self.kernel}'{extra})"
+
+def _scaled(edge_index: Tensor, edge_weight: OptTensor, kappa: float,
+            dtype: torch.dtype) -> Tensor:
+    return (torch.full_like(edge_index[0], kappa, dtype=dtype) if edge_weight is None
+            else kappa * edge_weight)
+
+
+class _SharedAttention:
+    """The attraction of a dense, beta = 1 "negatives" attention, whose normaliser is the
+    uniformity's own row log-sum-exp: computed when the uniformity calls it, from the similarity
+    matrix it shares (before the uniformity overwrites it)."""
+
+    needs_logsumexp = True
+
+    def __init__(self, attention: AttentionSpec, x: Tensor, edge_index: Tensor,
+                 edge_weight: OptTensor, kappa: float, similarity: Tensor) -> None:
+        self.attention, self.x, self.kappa, self.similarity = attention, x, kappa, similarity
+        self.edge_index, self.edge_weight = edge_index, edge_weight
+
+    def __call__(self, row_logsumexp: Tensor | None) -> tuple[Tensor, Tensor]:
+        if row_logsumexp is None:
+            raise ValueError("a shared attention needs the uniformity's row log-sum-exp")
+        edge_index, weight, _ = ContrastiveConv._attend(
+            self.attention, self.x, self.edge_index, self.edge_weight, None, None, None,
+            self.similarity, row_logsumexp.detach())
+        return edge_index, _scaled(edge_index, weight, self.kappa, self.x.dtype)

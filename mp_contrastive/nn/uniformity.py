@@ -7,7 +7,10 @@ from typing import Any
 from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 
-from mp_contrastive.nn._base import StepConv, as_edge_index, check_anchor_weight, check_kernel
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional.uniformity import uniformity
+from mp_contrastive.nn.inputs import as_edge_index, check_anchor_weight, check_kernel, split_pair
+from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["UniformityConv"]
 
@@ -44,23 +47,26 @@ class UniformityConv(StepConv):
         alpha (float): step size (default ``1.0``).
         kernel (str): ``"infonce"`` or ``"spectral"``.
         detach_targets (bool): stop-gradient on the neighbours (default ``False``).
+        tiling (Tiling): when and how a dense affinity graph is processed tile by tile (default
+            :data:`~mp_contrastive.nn.functional.DEFAULT_TILING`).
     """
 
     def __init__(self, alpha: float = 1.0, kernel: str = "infonce", detach_targets: bool = False,
-                 **kwargs: Any) -> None:
+                 tiling: Tiling = DEFAULT_TILING, **kwargs: Any) -> None:
         super().__init__(alpha, detach_targets, **kwargs)
         self.kernel = check_kernel(kernel)
+        self.tiling = tiling
 
     def forward(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
                 edge_weight: OptTensor = None, anchor_weight: OptTensor = None) -> Tensor:
         """``anchor_weight`` are the :math:`c_i` (default one)."""
-        _, x_dst, _ = self.split_pair(x)
+        _, x_dst, _ = split_pair(x)
         return x_dst + self.step(x, edge_index, edge_weight, anchor_weight)
 
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
                  edge_weight: OptTensor = None, anchor_weight: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
-        x_src, x_dst, same_nodes = self.split_pair(x)
+        x_src, x_dst, same_nodes = split_pair(x)
         if edge_index is None:
             if edge_weight is not None:
                 raise ValueError("'edge_weight' needs an 'edge_index' (the dense affinity graph is "
@@ -70,10 +76,9 @@ class UniformityConv(StepConv):
                                                     x_dst.size(0), "edge_index", "edge_weight",
                                                     x_dst.dtype)
         anchor_weight = check_anchor_weight(anchor_weight, x_dst.size(0), x_dst.dtype)
-        grad, energy, _ = self.uniformity_gradient(x_src, x_dst, same_nodes, edge_index,
-                                                   edge_weight, anchor_weight, self.kernel,
-                                                   need_step, need_energy)
-        return grad, energy
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(alpha={self.alpha}, kernel='{self.kernel}')"
+        repulsion = uniformity(x_src, x_dst, same_nodes=same_nodes,
+                               both_sides=same_nodes and not self.detach_targets,
+                               affinity_index=edge_index, affinity_weight=edge_weight,
+                               anchor_weight=anchor_weight, kernel=self.kernel,
+                               need_step=need_step, need_energy=need_energy, tiling=self.tiling)
+        return repulsion.grad, repulsion.energy

@@ -46,7 +46,7 @@ class SimCLRMethod(nn.Module):
             self.loss = AttentionSimCLRLoss(temperature, beta, normalize="negatives")
         else:
             self.loss = AttentionSimCLRLoss(temperature, beta, normalize="positives",
-                                            kernel="cosine")
+                                            score="cosine")
 
     def forward(self, views: list[Tensor], index: Tensor) -> Tensor:
         z, h = self.model(torch.cat(views))

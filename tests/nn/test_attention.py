@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch_geometric.nn import AGNNConv
 from torch_geometric.testing import assert_module
 
+import mp_contrastive.nn.functional.attention as attention_module
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.nn import AttentionAlignmentConv
+from mp_contrastive.nn.functional import attention_weights
 from tests.reference import (
     complete_graph,
     dense,
@@ -49,7 +51,7 @@ def batch(gen, sample):
 @pytest.mark.parametrize("kernel", ["dot", "cosine"])
 def test_weights_match_reference(gen, mode, kernel):
     graph, h, pos, base = batch(gen, [0, 1, 2, 0, 1, 2, 0, 3, 3, 1])
-    conv = AttentionAlignmentConv(beta=0.8, normalize=mode, kernel=kernel)
+    conv = AttentionAlignmentConv(beta=0.8, normalize=mode, score=kernel)
     edge_index, weight = conv.attention(h, graph.edge_index, graph.edge_weight)
     q = F.normalize(h, dim=1) if kernel == "cosine" else h
     expected = reference_weights(q, pos, base, 0.8, mode)
@@ -90,23 +92,22 @@ def test_negatives_when_positives_dominate(gen, monkeypatch):
     h[4:6] = h[:2] + 1e-3 * torch.randn(2, 4, generator=gen, dtype=torch.float64)
     h = 3 * h
     exact_rows = []
-    original = AttentionAlignmentConv._exact_negative_logsumexp
+    original = attention_module._exact_negative_logsumexp
 
-    def spy(self, query, rows, *args):
+    def spy(query, beta, rows, *args):
         exact_rows.extend(rows.tolist())
-        return original(self, query, rows, *args)
+        return original(query, beta, rows, *args)
 
-    monkeypatch.setattr(AttentionAlignmentConv, "_exact_negative_logsumexp", spy)
+    monkeypatch.setattr(attention_module, "_exact_negative_logsumexp", spy)
     conv = AttentionAlignmentConv(beta=2.0)
     edge_index, weight = conv.attention(h, graph.edge_index, graph.edge_weight)
     expected = reference_weights(h, pos, base, 2.0, "negatives")
     torch.testing.assert_close(dense(edge_index, weight, 8), expected, atol=1e-9, rtol=1e-9)
     assert sorted(exact_rows) == [0, 1, 4, 5]  # the near-duplicate pairs, and only those
     row_logsumexp = torch.logsumexp((h @ h.T).fill_diagonal_(-math.inf), 1)
-    conv1 = AttentionAlignmentConv(beta=1.0)
-    _, shared = conv1.attention(h, graph.edge_index, graph.edge_weight,
-                                row_logsumexp=row_logsumexp)
-    _, plain = conv1.attention(h, graph.edge_index, graph.edge_weight)
+    _, shared = attention_weights(h, graph.edge_index, graph.edge_weight,
+                                  row_logsumexp=row_logsumexp)
+    _, plain = attention_weights(h, graph.edge_index, graph.edge_weight)
     torch.testing.assert_close(shared, plain, atol=1e-9, rtol=1e-9)
 
 
@@ -148,7 +149,7 @@ def test_equals_agnn_propagation(gen, beta):
     edge_index, _ = random_graph(25, 0.2, gen, symmetric=False, weighted=False)
     agnn = AGNNConv(requires_grad=False)
     agnn.beta.fill_(beta)
-    conv = AttentionAlignmentConv(alpha=1.0, beta=beta, normalize="neighbors", kernel="cosine",
+    conv = AttentionAlignmentConv(alpha=1.0, beta=beta, normalize="neighbors", score="cosine",
                                   detach_targets=True, add_self_loops=True)
     torch.testing.assert_close(conv(x, edge_index), agnn(x, edge_index), atol=1e-6, rtol=1e-5)
 
@@ -158,12 +159,12 @@ def test_full_half_step_equals_agnn_only_for_symmetric_weights(gen):
     x = torch.randn(6, 3, generator=gen)
     graph = augmentation_graph(3, 2)  # one positive per node: W = W^T = the pair graph
     agnn = AGNNConv(requires_grad=False)
-    conv = AttentionAlignmentConv(alpha=0.5, normalize="neighbors", kernel="cosine")
+    conv = AttentionAlignmentConv(alpha=0.5, normalize="neighbors", score="cosine")
     # Each node and its one positive, without self loops: W is the symmetric pairing.
     torch.testing.assert_close(conv(x, graph.edge_index),
                                x[torch.tensor([3, 4, 5, 0, 1, 2])], atol=1e-6, rtol=0)
     directed = torch.tensor([[1, 2, 0, 2], [0, 0, 1, 1]])
-    conv = AttentionAlignmentConv(alpha=0.5, beta=1.0, normalize="neighbors", kernel="cosine",
+    conv = AttentionAlignmentConv(alpha=0.5, beta=1.0, normalize="neighbors", score="cosine",
                                   add_self_loops=True)
     assert not torch.allclose(conv(x[:3], directed), agnn(x[:3], directed), atol=1e-4)
 
@@ -171,7 +172,7 @@ def test_full_half_step_equals_agnn_only_for_symmetric_weights(gen):
 def test_attention_x_and_layouts(gen):
     graph, h, pos, base = batch(gen, [0, 1, 2, 0, 1, 2])
     backbone = torch.randn(6, 9, generator=gen, dtype=torch.float64)
-    conv = AttentionAlignmentConv(normalize="positives", kernel="cosine")
+    conv = AttentionAlignmentConv(normalize="positives", score="cosine")
     edge_index, weight = conv.attention(h, graph.edge_index, graph.edge_weight,
                                         attention_x=backbone)
     expected = reference_weights(F.normalize(backbone, dim=1), pos, base, 1.0, "positives")
@@ -181,6 +182,17 @@ def test_attention_x_and_layouts(gen):
                   atol=1e-6)
 
 
-def test_repr():
-    assert repr(AttentionAlignmentConv()) == \
-        "AttentionAlignmentConv(alpha=0.5, beta=1.0, normalize='negatives')"
+def test_repr_shows_the_non_default_settings():
+    assert repr(AttentionAlignmentConv()) == "AttentionAlignmentConv(alpha=0.5)"
+    assert repr(AttentionAlignmentConv(1.0, 0.5, "neighbors", "cosine", detach_targets=True,
+                                       add_self_loops=True)) == (
+        "AttentionAlignmentConv(alpha=1.0, beta=0.5, normalize='neighbors', score='cosine', "
+        "detach_targets=True, add_self_loops=True)")
+    assert repr(AttentionAlignmentConv(beta=2.0, detach_attention=False, learn_beta=True)) == (
+        "AttentionAlignmentConv(alpha=0.5, beta=2.0, detach_attention=False, learn_beta=True, "
+        "initial_beta=2.0)")
+
+
+def test_old_kernel_argument_names_its_new_name():
+    with pytest.raises(TypeError, match="'kernel' is now called 'score'"):
+        AttentionAlignmentConv(kernel="cosine")

@@ -5,11 +5,17 @@ path equals the gather path."""
 import pytest
 import torch
 
-import mp_contrastive.nn._base as base
 from benchmarks._measure import peak_memory
 from mp_contrastive.graph import augmentation_graph, view_sample_index
 from mp_contrastive.losses import SimCLRLoss, plain_nt_xent
-from mp_contrastive.nn import AttentionAlignmentConv, ContrastiveConv, UniformityConv
+from mp_contrastive.nn import ContrastiveConv, UniformityConv
+from mp_contrastive.nn.functional import (
+    DEFAULT_TILING,
+    AttentionSpec,
+    FixedAttraction,
+    Tiling,
+)
+from mp_contrastive.nn.functional.dense import dense_uniformity
 from tests.reference import random_graph
 
 PLAIN = 1 << 62
@@ -18,15 +24,14 @@ PLAIN = 1 << 62
 BLOCKS = [1, 7, 60, 10**6]
 
 
-def run(monkeypatch, blockwise, block, fn):
-    monkeypatch.setattr(base, "BLOCKWISE_THRESHOLD", 0 if blockwise else PLAIN)
-    monkeypatch.setattr(base, "BLOCK_ELEMENTS", block)
-    return fn()
+def tiling(blockwise, block):
+    return Tiling(elements=block, threshold=0 if blockwise else PLAIN)
 
 
-def assert_same(monkeypatch, block, fn, atol=1e-6):
-    plain = run(monkeypatch, False, block, fn)
-    blockwise = run(monkeypatch, True, block, fn)
+def assert_same(block, fn, atol=1e-6):
+    """``fn(tiling)`` on the plain and on the blockwise path with tiles of ``block`` entries."""
+    plain = fn(tiling(False, block))
+    blockwise = fn(tiling(True, block))
     for p, b in zip(plain, blockwise, strict=True):
         torch.testing.assert_close(b, p, atol=atol, rtol=1e-6)
 
@@ -47,36 +52,34 @@ def values_and_gradients(conv, x, *args, **kwargs):
 @pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("kernel", ["infonce", "spectral"])
 @pytest.mark.parametrize("detach", [False, True])
-def test_uniformity_same_nodes(gen, monkeypatch, block, kernel, detach):
+def test_uniformity_same_nodes(gen, block, kernel, detach):
     h = torch.randn(23, 5, generator=gen, dtype=torch.float64)
     anchor = torch.rand(23, generator=gen, dtype=torch.float64) + 0.5
-    conv = UniformityConv(0.3, kernel, detach)
     for weight in [None, anchor]:
-        assert_same(monkeypatch, block,
-                    lambda w=weight: values_and_gradients(conv, h, anchor_weight=w))
+        assert_same(block, lambda t, w=weight: values_and_gradients(
+            UniformityConv(0.3, kernel, detach, tiling=t), h, anchor_weight=w))
 
 
 @pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("kernel", ["infonce", "spectral"])
-def test_uniformity_bipartite_bank(gen, monkeypatch, block, kernel):
+def test_uniformity_bipartite_bank(gen, block, kernel):
     bank = torch.randn(31, 5, generator=gen, dtype=torch.float64)
     h = torch.randn(23, 5, generator=gen, dtype=torch.float64)
-    assert_same(monkeypatch, block,
-                lambda: values_and_gradients(UniformityConv(0.3, kernel), (bank, h)))
+    assert_same(block, lambda t: values_and_gradients(UniformityConv(0.3, kernel, tiling=t),
+                                                      (bank, h)))
 
 
 @pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("kernel", ["infonce", "spectral"])
 @pytest.mark.parametrize("detach", [False, True])
-def test_contrastive_attraction_folded_per_tile(gen, monkeypatch, block, kernel, detach):
+def test_contrastive_attraction_folded_per_tile(gen, block, kernel, detach):
     """The positive-edge coefficients are folded into each tile; gradients reach the (gcn_norm
     differentiable) edge weights as well."""
     sample = torch.tensor([i % 7 for i in range(23)])[torch.randperm(23, generator=gen)]
     graph = augmentation_graph(sample=sample)
     h = torch.randn(23, 5, generator=gen, dtype=torch.float64)
-    conv = ContrastiveConv(0.3, kernel, detach)
-
-    def fn():
+    def fn(t):
+        conv = ContrastiveConv(0.3, kernel, detach, tiling=t)
         weight = graph.edge_weight.double().clone().requires_grad_()
         out = values_and_gradients(conv, h, graph.edge_index, weight)
         (w_grad,) = torch.autograd.grad(conv.energy(h.clone().requires_grad_(), graph.edge_index,
@@ -84,72 +87,76 @@ def test_contrastive_attraction_folded_per_tile(gen, monkeypatch, block, kernel,
                                                                         weight).sum(), weight)
         return (*out, w_grad)
 
-    assert_same(monkeypatch, block, fn)
+    assert_same(block, fn)
 
 
 @pytest.mark.parametrize("normalize,beta", [("positives", 0.7), ("neighbors", 0.7),
                                            ("negatives", 0.7), ("negatives", 1.0)])
-def test_contrastive_with_attention(gen, monkeypatch, normalize, beta):
+def test_contrastive_with_attention(gen, normalize, beta):
     """Attention weights (and, for the official normalisation, anchor weights) on the folded
     attraction. The plain path shares its similarity matrix with "negatives" attention (and at
     beta = 1 its row log-sum-exp); the blockwise path builds neither and must agree."""
     graph = augmentation_graph(sample=torch.arange(8).repeat(3))
     h = torch.randn(24, 5, generator=gen, dtype=torch.float64)
-    conv = ContrastiveConv(0.5, attention=AttentionAlignmentConv(beta=beta, normalize=normalize))
-    assert_same(monkeypatch, 50, lambda: values_and_gradients(conv, h, graph.edge_index))
+    attention = AttentionSpec(beta=beta, normalize=normalize)
+    assert_same(50, lambda t: values_and_gradients(
+        ContrastiveConv(0.5, attention=attention, tiling=t), h, graph.edge_index))
 
 
-def test_attraction_log_sum_exp_hint(gen, monkeypatch):
+def test_attraction_log_sum_exp_hint(gen):
     """An attraction that reads the row log-sum-exp gets the plain path's (first pass), one that
     declares needs_logsumexp = False is called with None; both fold identically."""
     h = torch.randn(20, 4, generator=gen, dtype=torch.float64)
     edge_index, weight = random_graph(20, 0.2, gen)
     seen = {}
 
-    def reading(lse):
-        seen["lse"] = lse
-        return edge_index, weight * (1 + 0 * lse.mean())
+    class Reading:
+        needs_logsumexp = True
 
-    def ignoring(lse):
-        assert lse is None
-        return edge_index, weight
+        def __call__(self, lse):
+            seen["lse"] = lse
+            return edge_index, weight * (1 + 0 * lse.mean())
 
-    ignoring.needs_logsumexp = False
+    class Ignoring(FixedAttraction):
+        def __call__(self, lse):
+            assert lse is None
+            return super().__call__(lse)
 
-    def compute(attraction):
-        return base._dense_uniformity(h, h, True, True, None, "infonce", True, True,
-                                      attraction=attraction)[:2]
+    def compute(attraction, blockwise):
+        return dense_uniformity(h, h, True, True, None, "infonce", True, True,
+                                attraction=attraction, tiling=tiling(blockwise, 30))[:2]
 
-    plain = run(monkeypatch, False, 30, lambda: compute(reading))
+    plain = compute(Reading(), False)
     plain_lse = seen["lse"]
-    for attraction in [reading, ignoring]:
-        out = run(monkeypatch, True, 30, lambda a=attraction: compute(a))
+    for attraction in [Reading(), Ignoring(edge_index, weight)]:
+        out = compute(attraction, True)
         for p, b in zip(plain, out, strict=True):
             torch.testing.assert_close(b, p, atol=1e-10, rtol=0)
     torch.testing.assert_close(seen["lse"], plain_lse, atol=1e-12, rtol=0)
 
 
-def test_gradients_of_anchor_and_attraction_weights(gen, monkeypatch):
+def test_gradients_of_anchor_and_attraction_weights(gen):
     """Autograd through anchor weights and attraction values that require grad (the operators
     detach anchor weights, but the private function must not silently drop them)."""
     h = torch.randn(17, 4, generator=gen, dtype=torch.float64)
     edge_index, weight = random_graph(17, 0.3, gen)
     for kernel in ["infonce", "spectral"]:
-        def fn(kernel=kernel):
+        def fn(t, kernel=kernel):
             anchor = (torch.rand(17, generator=torch.Generator().manual_seed(1),
                                  dtype=torch.float64) + 0.5).requires_grad_()
             value = weight.clone().requires_grad_()
             x = h.clone().requires_grad_()
-            grad, energy, _ = base._dense_uniformity(x, x, True, True, anchor, kernel, True, True,
-                                                     attraction=lambda _: (edge_index, value))
+            grad, energy, *_ = dense_uniformity(x, x, True, True, anchor, kernel, True, True,
+                                                attraction=FixedAttraction(edge_index, value),
+                                                tiling=t)
             probe = torch.linspace(-1, 1, grad.numel(), dtype=grad.dtype).view_as(grad)
             return torch.autograd.grad((grad * probe).sum() + energy, [x, anchor, value])
 
-        assert_same(monkeypatch, 40, fn, atol=1e-9)
+        assert_same(40, fn, atol=1e-9)
 
 
 @pytest.mark.parametrize("block", [100, 5000])
-def test_float32_folding_near_equilibrium(gen, monkeypatch, block):
+def test_float32_folding_near_equilibrium(gen, block):
     """Near convergence (views almost equal, temperature 0.05) the update is a small difference of
     large terms: with the attraction folded into each tile, SimCLR's float32 gradient stays within
     5e-5 of the float64 reference, the bound the plain path meets (tests/test_losses.py)."""
@@ -158,7 +165,7 @@ def test_float32_folding_near_equilibrium(gen, monkeypatch, block):
     ref = [z.clone().requires_grad_() for z in (z0, z1)]
     plain_nt_xent(torch.cat(ref), view_sample_index(64, 2), 0.05).backward()
     ours = [z.float().requires_grad_() for z in (z0, z1)]
-    run(monkeypatch, True, block, lambda: SimCLRLoss(0.05)(*ours).backward())
+    SimCLRLoss(0.05, tiling=tiling(True, block))(*ours).backward()
     for a, b in zip(ours, ref, strict=True):
         rel = (a.grad.double() - b.grad).norm() / b.grad.norm()
         assert rel < 5e-5, rel
@@ -168,7 +175,7 @@ def test_taken_automatically_with_bounded_memory(gen):
     """Above the threshold (default settings) the dense path holds tiles, not the matrix: at
     N = 8192 the peak of a step is a small fraction of one N x N float matrix."""
     n = 8192
-    assert base.use_blockwise(n, n) and not base.use_blockwise(1024, 1024)
+    assert DEFAULT_TILING.blockwise(n, n) and not DEFAULT_TILING.blockwise(1024, 1024)
     h = torch.nn.functional.normalize(torch.randn(n, 32, generator=gen), dim=1) * 3
     conv = UniformityConv()
     with torch.no_grad():

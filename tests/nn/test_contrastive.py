@@ -4,6 +4,7 @@ from torch_geometric.testing import assert_module
 
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.nn import AttentionAlignmentConv, ContrastiveConv
+from mp_contrastive.nn.functional import AttentionSpec, Tiling
 from tests.reference import (
     complete_graph,
     contrastive_energy,
@@ -87,9 +88,9 @@ def test_attention_step_is_gradient_step(gen, mode, beta, detach):
     (beta = 1 and beta != 1) must agree with it."""
     graph, h, _ = setup(gen)
     n = h.size(0)
-    attention = AttentionAlignmentConv(beta=beta, normalize=mode)
+    attention = AttentionSpec(beta=beta, normalize=mode)
     conv = ContrastiveConv(alpha=0.5, detach_targets=detach, attention=attention)
-    edge_index, weight = attention.attention(h, graph.edge_index, graph.edge_weight)
+    edge_index, weight = attention.weights(h, graph.edge_index, graph.edge_weight)
     w = dense(edge_index, weight, n)
     anchor = w.sum(1) if mode == "positives" else None
     mask = ~torch.eye(n, dtype=torch.bool)
@@ -120,7 +121,7 @@ def test_node_permutation_equivariance(gen):
     perm = torch.randperm(10, generator=gen)
     inverse = torch.empty_like(perm)
     inverse[perm] = torch.arange(10)
-    for conv in [ContrastiveConv(), ContrastiveConv(attention=AttentionAlignmentConv())]:
+    for conv in [ContrastiveConv(), ContrastiveConv(attention=AttentionSpec())]:
         torch.testing.assert_close(conv(h[perm], inverse[graph.edge_index]),
                                    conv(h, graph.edge_index)[perm])
 
@@ -132,10 +133,22 @@ def test_gradient_flows_through_dense_path(gen):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_repr():
-    assert repr(ContrastiveConv()) == "ContrastiveConv(alpha=1.0, kernel='infonce')"
-    assert "attention=AttentionAlignmentConv" in repr(
-        ContrastiveConv(attention=AttentionAlignmentConv()))
+def test_repr_shows_the_non_default_settings():
+    assert repr(ContrastiveConv()) == "ContrastiveConv(alpha=1.0)"
+    assert repr(ContrastiveConv(0.5, "spectral", detach_targets=True, normalize=False)) == (
+        "ContrastiveConv(alpha=0.5, kernel='spectral', detach_targets=True, normalize=False)")
+    assert repr(ContrastiveConv(attention=AttentionSpec(beta=0.5))) == (
+        "ContrastiveConv(alpha=1.0, attention=AttentionSpec(beta=0.5, normalize='negatives', "
+        "score='dot', add_self_loops=False))")
+    assert "tiling=Tiling(elements=64" in repr(ContrastiveConv(tiling=Tiling(elements=64)))
+
+
+def test_attention_must_be_a_spec():
+    """An operator is not a specification: the error says how to get one."""
+    with pytest.raises(TypeError, match=r"'attention' must be an AttentionSpec .*\.spec"):
+        ContrastiveConv(attention=AttentionAlignmentConv())
+    spec = AttentionAlignmentConv(beta=0.3, normalize="positives", score="cosine").spec
+    assert spec == AttentionSpec(0.3, "positives", "cosine")
 
 
 def test_torch_compile_dense_path(gen):

@@ -59,11 +59,11 @@ def test_sparse_complete_graph_equals_dense(gen, kernel, detach):
 def test_sparse_step_backward_matches_second_order_autograd(gen, monkeypatch, detach, bipartite):
     # A trained layer differentiates the step itself: its backward (hand-written on the sparse
     # path) must equal autograd through the autograd-computed step of the reference energy.
-    from mp_contrastive.nn import _base
+    from mp_contrastive.nn.functional.sparse import SparseSoftmaxStep
 
     calls = []
-    fast = _base._SparseSoftmaxStep.apply
-    monkeypatch.setattr(_base._SparseSoftmaxStep, "apply",
+    fast = SparseSoftmaxStep.apply
+    monkeypatch.setattr(SparseSoftmaxStep, "apply",
                         lambda *args: calls.append(1) or fast(*args))
     n_src, n_dst = 12, (7 if bipartite else 12)
     h_src = torch.randn(n_src, 5, generator=gen, dtype=torch.float64)
@@ -155,9 +155,10 @@ def test_self_attention_is_gradient_ascent_on_uniformity(gen):
     assert conv.energy(conv(h)) < conv.energy(h)
 
 
-def test_repr():
-    assert repr(UniformityConv()) == "UniformityConv(alpha=1.0, kernel='infonce')"
-    assert repr(UniformityConv(0.5, "spectral")) == "UniformityConv(alpha=0.5, kernel='spectral')"
+def test_repr_shows_the_non_default_settings():
+    assert repr(UniformityConv()) == "UniformityConv(alpha=1.0)"
+    assert repr(UniformityConv(0.5, "spectral", detach_targets=True)) == \
+        "UniformityConv(alpha=0.5, kernel='spectral', detach_targets=True)"
 
 
 def test_torch_compile_dense_path(gen):

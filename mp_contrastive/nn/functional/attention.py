@@ -1,0 +1,202 @@
+r"""Attention weights over the positive pairs (paper eq. 14-16), as a function.
+
+The score of an edge is :math:`s_{ij} = \beta\, q_i \cdot q_j` with :math:`q` the attention features
+(unit-normalised first for ``score="cosine"``). With base weights :math:`b_{ij}` (default
+:math:`1/\deg(i)`), ``normalize`` picks the normaliser: ``"negatives"`` (the paper: the mean of
+:math:`e^{s}` over each anchor's negatives), ``"positives"`` (the official code: the mean over all
+positive pairs of the batch) or ``"neighbors"`` (GAT / AGNN: a softmax over each anchor's
+positives). All three give :math:`w = b` at :math:`\beta = 0`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.utils import add_remaining_self_loops, scatter, softmax
+
+from mp_contrastive._validation import check_choice, check_features, check_nonnegative
+from mp_contrastive.nn.functional.sparse import scatter_logsumexp
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.inputs import as_edge_index
+
+__all__ = ["NORMALIZATIONS", "SCORES", "AttentionSpec", "attention_weights"]
+
+#: What the attention's scores are normalised by.
+NORMALIZATIONS = ("negatives", "positives", "neighbors")
+#: How two attention features are scored: inner product or cosine.
+SCORES = ("dot", "cosine")
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """How positive pairs are reweighted by attention (see the module docstring).
+
+    Args:
+        beta (float): sharpness :math:`\\beta \\ge 0`.
+        normalize (str): ``"negatives"``, ``"positives"`` or ``"neighbors"``.
+        score (str): ``"dot"`` or ``"cosine"``.
+        add_self_loops (bool): add self loops (base weight 1) first, as ``AGNNConv``.
+    """
+
+    beta: float = 1.0
+    normalize: str = "negatives"
+    score: str = "dot"
+    add_self_loops: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "beta", check_nonnegative(self.beta, "beta"))
+        check_choice(self.normalize, "normalize", NORMALIZATIONS)
+        check_choice(self.score, "score", SCORES)
+        object.__setattr__(self, "add_self_loops", bool(self.add_self_loops))
+
+    def shares_similarity(self) -> bool:
+        """Whether a dense uniformity's ``x @ x.T`` (and, at beta 1, its row log-sum-exp) can
+        serve this attention when it is computed on the same features."""
+        return self.normalize == "negatives" and self.score == "dot"
+
+    def weights(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
+                **kwargs: object) -> tuple[Tensor, Tensor]:
+        """:func:`attention_weights` with this specification."""
+        return attention_weights(x, edge_index, edge_weight, beta=self.beta,
+                                 normalize=self.normalize, score=self.score,
+                                 add_self_loops=self.add_self_loops, **kwargs)  # type: ignore[arg-type]
+
+
+def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None, *,
+                      beta: float | Tensor = 1.0, normalize: str = "negatives",
+                      score: str = "dot", add_self_loops: bool = False,
+                      affinity_index: Tensor | None = None, attention_x: Tensor | None = None,
+                      similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
+                      tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
+    """The attention graph ``(edge_index, weights)`` over the positive pairs ``edge_index``
+    (including added self loops). Differentiable w.r.t. ``x``, ``attention_x`` and a tensor
+    ``beta``; callers that use the weights as loss coefficients detach them.
+
+    ``affinity_index``: the negatives of ``"negatives"`` (default: every node that is neither the
+    anchor nor one of its positives). For the dense ``"negatives"`` normalisation with ``score="dot"``
+    and no ``attention_x``, a caller that already has ``similarity = x @ x.T`` (read, not modified)
+    or, for ``beta = 1``, each node's ``row_logsumexp`` over all other nodes may pass it: the
+    attention then costs no extra matmul or pass over an ``N x N`` matrix.
+    """
+    x = check_features(x)
+    num_nodes = x.size(0)
+    edge_index, base = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
+                                     "edge_index", "edge_weight", x.dtype)
+    if add_self_loops:
+        edge_index, base = add_remaining_self_loops(edge_index, base, 1.0, num_nodes)
+    dst = edge_index[1]
+    if base is None:
+        degree = scatter(torch.ones_like(dst, dtype=x.dtype), dst, 0, num_nodes, reduce="sum")
+        base = 1.0 / degree.index_select(0, dst)
+    query = _attention_features(x, attention_x, score)
+    reusable = attention_x is None and score == "dot"
+    similarity = similarity if reusable else None
+    scores = beta * _edge_dots(query, edge_index, similarity)
+    if normalize == "neighbors":
+        weight = softmax(scores + base.log(), dst, num_nodes=num_nodes)
+    elif normalize == "positives":
+        log_mean = torch.logsumexp(scores, 0) - math.log(scores.numel())
+        weight = base * (scores - log_mean).exp()
+    else:
+        unit_beta = isinstance(beta, (int, float)) and beta == 1.0
+        log_mean = _log_mean_negatives(query, edge_index, scores, beta, affinity_index,
+                                       similarity, row_logsumexp if reusable and unit_beta
+                                       else None, tiling)
+        weight = base * (scores - log_mean.index_select(0, dst)).exp()
+    return edge_index, weight
+
+
+def _attention_features(x: Tensor, attention_x: Tensor | None, score: str) -> Tensor:
+    if attention_x is None:
+        query = x
+    else:
+        query = check_features(attention_x, "attention_x")
+        if query.size(0) != x.size(0):
+            raise ValueError(f"'attention_x' must have one row per node of 'x' "
+                             f"({x.size(0)}), got {query.size(0)} rows")
+        query = query.to(x.dtype)
+    return F.normalize(query, dim=-1) if score == "cosine" else query
+
+
+def _edge_dots(query: Tensor, edge_index: Tensor, similarity: Tensor | None) -> Tensor:
+    """``q_i . q_j`` per edge, read off a dense ``similarity`` when one is given (its diagonal may
+    already be masked, so self loops are recomputed)."""
+    src, dst = edge_index
+    if similarity is None:
+        return (query.index_select(0, dst) * query.index_select(0, src)).sum(-1)
+    dots = similarity[dst, src]
+    self_loop = src == dst
+    if bool(self_loop.any()):
+        dots = torch.where(self_loop, query.pow(2).sum(-1).index_select(0, dst), dots)
+    return dots
+
+
+def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta: float | Tensor,
+                        affinity_index: Tensor | None, similarity: Tensor | None,
+                        row_logsumexp: Tensor | None, tiling: Tiling) -> Tensor:
+    r"""Per node :math:`\log \mathrm{mean}_{k \in \mathrm{neg}(i)} e^{\beta q_i \cdot q_k}`."""
+    num_nodes = query.size(0)
+    # Distinct positive pairs, self loops excluded: neg(i) = all nodes - {i} - pos(i).
+    src, dst = edge_index
+    not_self = src != dst
+    key, slot = torch.unique(dst[not_self] * num_nodes + src[not_self], return_inverse=True)
+    pos_dst, pos_src = key // num_nodes, key % num_nodes
+    if affinity_index is None:
+        total = (row_logsumexp if row_logsumexp is not None
+                 else _dense_row_logsumexp(query, beta, similarity, tiling))
+        # Duplicate edges carry the same score: any one of them stands for the pair.
+        pos_score = scores.new_zeros(key.numel()).index_put((slot,), scores[not_self])
+        # The positives' share of each row's softmax mass; the negatives hold the rest, so
+        # log sum_neg = total + log(1 - share) needs no masked N x N matrix. Rows whose positives
+        # hold most of the mass would lose precision to cancellation: those are recomputed exactly.
+        share = scatter((pos_score - total.index_select(0, pos_dst)).exp(), pos_dst, 0,
+                        num_nodes, reduce="sum")
+        negative = total + torch.log1p(-share.clamp(max=0.5))
+        unstable = (share > 0.5).nonzero().view(-1)
+        if unstable.numel() > 0:
+            negative = negative.index_put(
+                (unstable,), _exact_negative_logsumexp(query, beta, unstable, pos_dst, pos_src))
+        count = num_nodes - 1 - scatter(torch.ones_like(pos_dst), pos_dst, 0, num_nodes,
+                                        reduce="sum")
+    else:
+        negative_index, _ = as_edge_index(affinity_index, None, num_nodes, num_nodes,
+                                          "affinity_index", "affinity_weight", query.dtype)
+        src, dst = negative_index
+        keep = (src != dst) & ~torch.isin(dst * num_nodes + src, key)
+        src, dst = src[keep], dst[keep]
+        negative_scores = beta * (query.index_select(0, dst) * query.index_select(0, src)).sum(-1)
+        negative, _ = scatter_logsumexp(negative_scores, dst, num_nodes)
+        count = scatter(torch.ones_like(dst), dst, 0, num_nodes, reduce="sum")
+    if bool((count.index_select(0, edge_index[1]) == 0).any()):
+        raise ValueError("normalize='negatives' needs at least one negative for every node "
+                         "with a positive pair (a batch of one sample has none)")
+    return negative - count.clamp_min(1).to(query.dtype).log()
+
+
+def _dense_row_logsumexp(query: Tensor, beta: float | Tensor, similarity: Tensor | None,
+                         tiling: Tiling) -> Tensor:
+    """``logsumexp_{k != i} beta q_i . q_k``, one tile of rows at a time (no N x N buffer)."""
+    num_nodes = query.size(0)
+    rows, _ = tiling.shape(num_nodes, num_nodes)
+    parts = []
+    for start, stop in tiling.spans(num_nodes, rows):
+        dots = query[start:stop] @ query.T if similarity is None else similarity[start:stop]
+        scores = beta * dots  # a new tensor: the diagonal can be masked in place
+        scores.diagonal(offset=start).fill_(-math.inf)
+        parts.append(torch.logsumexp(scores, 1))
+    return torch.cat(parts)
+
+
+def _exact_negative_logsumexp(query: Tensor, beta: float | Tensor, rows: Tensor, pos_dst: Tensor,
+                              pos_src: Tensor) -> Tensor:
+    scores = beta * (query[rows] @ query.T)
+    local = torch.full((query.size(0),), -1, dtype=torch.long, device=query.device)
+    local[rows] = torch.arange(rows.numel(), device=query.device)
+    scores[torch.arange(rows.numel(), device=query.device), rows] = -math.inf
+    on_rows = local[pos_dst] >= 0
+    scores[local[pos_dst[on_rows]], pos_src[on_rows]] = -math.inf
+    return torch.logsumexp(scores, 1)

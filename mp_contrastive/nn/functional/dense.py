@@ -1,0 +1,68 @@
+"""The dense affinity graph (every other node): matmuls and a softmax, no per-edge gathers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mp_contrastive.nn.functional.blockwise import blockwise_uniformity
+from mp_contrastive.nn.functional.repulsion import Attraction, Repulsion
+from mp_contrastive.nn.functional.sparse import grad_tracked
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+
+__all__ = ["dense_uniformity"]
+
+
+def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides: bool,
+                     anchor_weight: Tensor | None, kernel: str, need_step: bool,
+                     need_energy: bool, similarity: Tensor | None = None,
+                     attraction: Attraction | None = None,
+                     tiling: Tiling = DEFAULT_TILING) -> Repulsion:
+    """The uniformity on the dense affinity graph. Works in place on the ``N x M`` similarity
+    matrix when no autograd graph has to be kept, so the peak is one matrix; above
+    ``tiling.threshold`` entries it goes tile by tile (:func:`blockwise_uniformity`), unless the
+    caller passes the ``similarity`` it computed (which is then overwritten)."""
+    if same_nodes and h_dst.size(0) < 2:
+        raise ValueError("the dense affinity graph needs at least 2 nodes, got 1")
+    if similarity is None and tiling.blockwise(h_dst.size(0), h_src.size(0)):
+        return blockwise_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
+                                    need_step, need_energy, attraction, tiling)
+    inplace = not grad_tracked(h_src, h_dst)
+    sim = h_dst @ h_src.T if similarity is None else similarity
+    weight = None if anchor_weight is None else anchor_weight.unsqueeze(1)
+    energy = None
+    if kernel == "infonce":
+        if same_nodes:
+            sim.fill_diagonal_(-math.inf)
+        lse = torch.logsumexp(sim, dim=1)
+        pulled = None if attraction is None else attraction(lse)
+        if need_energy:
+            energy = lse.sum() if anchor_weight is None else (anchor_weight * lse).sum()
+        if not need_step:
+            return Repulsion(None, energy, lse, pulled)
+        prob = sim.sub_(lse.unsqueeze(1)) if inplace else sim - lse.unsqueeze(1)
+        prob = prob.exp_()
+        coef = prob if weight is None else (prob.mul_(weight) if inplace else prob * weight)
+    else:
+        lse = None
+        pulled = None if attraction is None else attraction(None)
+        if same_nodes:
+            sim.fill_diagonal_(0.0)
+        coef = sim if weight is None else sim * weight
+        if need_energy:
+            energy = (coef * sim).sum()
+        if not need_step:
+            return Repulsion(None, energy, None, pulled)
+        coef = coef.mul_(2.0) if inplace else 2.0 * coef
+    if pulled is not None:
+        # Folded in entry by entry, as autograd of a cross-entropy does: subtracting a propagated
+        # attraction instead would cancel catastrophically in float32 near the equilibrium.
+        (src, dst), value = pulled
+        coef = coef.index_put_((dst, src), -value, accumulate=True) if inplace else \
+            coef.index_put((dst, src), -value, accumulate=True)
+    grad = coef @ h_src
+    if both_sides:
+        grad = torch.addmm(grad, coef.T, h_dst)
+    return Repulsion(grad, energy, lse, pulled)

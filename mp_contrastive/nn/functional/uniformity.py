@@ -1,0 +1,119 @@
+r"""The uniformity (repulsion) of an affinity graph: its gradient w.r.t. the anchors and its energy,
+
+.. math::
+    U = \sum_i c_i \log \sum_{k \in K(i)} w_{ik} e^{h_i \cdot h_k} \quad\text{(infonce)},
+    \qquad U = \sum_i c_i \sum_{k \in K(i)} w_{ik} (h_i \cdot h_k)^2 \quad\text{(spectral)},
+
+on the dense graph (:mod:`~mp_contrastive.nn.functional.dense`, tiled above a size by
+:mod:`~mp_contrastive.nn.functional.blockwise`) or on a sparse one (CSR kernels of
+:mod:`~mp_contrastive.nn.functional.sparse` where they apply, gathers and scatters otherwise).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch_geometric.utils import scatter
+
+from mp_contrastive.nn.functional.dense import dense_uniformity
+from mp_contrastive.nn.functional.repulsion import Attraction, Repulsion
+from mp_contrastive.nn.functional.sparse import (
+    SparseSoftmaxStep,
+    csr_aggregate,
+    csr_aggregate_transposed,
+    csr_eligible,
+    csr_pattern,
+    scatter_logsumexp,
+    sddmm,
+)
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+
+__all__ = ["uniformity", "sparse_uniformity", "edge_sum"]
+
+def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bool,
+               affinity_index: Tensor | None = None, affinity_weight: Tensor | None = None,
+               anchor_weight: Tensor | None = None, kernel: str = "infonce",
+               need_step: bool = True, need_energy: bool = False,
+               similarity: Tensor | None = None, attraction: Attraction | None = None,
+               tiling: Tiling = DEFAULT_TILING) -> Repulsion:
+    r"""Gradient w.r.t. the anchors ``h_dst`` and value of the uniformity energy (module docstring).
+
+    ``K(i)`` is every other node (dense, ``affinity_index=None``) or the sources of the edges into
+    ``i``. With ``both_sides`` (same nodes, targets not detached) the gradient also includes the
+    terms in which a node is somebody else's neighbour. A dense ``similarity`` (``h_dst @ h_src.T``)
+    computed by the caller is reused, and overwritten. ``attraction`` (dense only) is folded into
+    the coefficient matrix, so :math:`\hat{A} - \bar{A}` is formed entry by entry before the matmul.
+    """
+    if affinity_index is None:
+        return dense_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
+                                need_step, need_energy, similarity, attraction, tiling)
+    if attraction is not None:
+        raise ValueError("an attraction can only be folded into a dense affinity graph")
+    return sparse_uniformity(h_src, h_dst, affinity_index, affinity_weight, anchor_weight,
+                             kernel=kernel, both_sides=both_sides, need_step=need_step,
+                             need_energy=need_energy)
+
+
+def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
+                      affinity_weight: Tensor | None, anchor_weight: Tensor | None, *,
+                      kernel: str, both_sides: bool, need_step: bool,
+                      need_energy: bool) -> Repulsion:
+    """The uniformity on the edges ``affinity_index`` (source = neighbour, target = anchor)."""
+    num_dst, num_src = h_dst.size(0), h_src.size(0)
+    if (kernel == "infonce" and need_step and not need_energy
+            and csr_eligible(h_src, h_dst, affinity_index, check_grad=False)):
+        # The step alone: sparse kernels forward and, under autograd, a hand-written backward
+        # (several times faster than autograd through [E, d] gathers and scatters).
+        affinity_index, affinity_weight, crow = csr_pattern(affinity_index, affinity_weight,
+                                                            num_dst)
+        log_weight = None if affinity_weight is None else affinity_weight.log()
+        grad = SparseSoftmaxStep.apply(h_src, h_dst, log_weight, anchor_weight, crow,
+                                       affinity_index[0], affinity_index[1], both_sides)
+        return Repulsion(grad, None)
+    crow = None
+    if csr_eligible(h_src, h_dst, affinity_index, affinity_weight, anchor_weight):
+        # No autograd graph to keep: score with an SDDMM and aggregate with a fused
+        # gather-reduce instead of materialising [E, d] gathers (several times faster).
+        affinity_index, affinity_weight, crow = csr_pattern(affinity_index, affinity_weight,
+                                                            num_dst)
+        score = sddmm(crow, affinity_index[0], h_dst, h_src)
+    src, dst = affinity_index
+    if crow is None:
+        score = (h_dst.index_select(0, dst) * h_src.index_select(0, src)).sum(-1)
+    anchor = None if anchor_weight is None else anchor_weight.index_select(0, dst)
+    energy = coef = None
+    if kernel == "infonce":
+        logit = score if affinity_weight is None else score + affinity_weight.log()
+        lse, has_edges = scatter_logsumexp(logit, dst, num_dst)
+        if need_energy:  # an anchor without affinity edges has no term
+            per_anchor = lse if anchor_weight is None else anchor_weight * lse
+            energy = per_anchor[has_edges].sum()
+        if need_step:
+            coef = (logit - lse.index_select(0, dst)).exp()
+            coef = coef if anchor is None else coef * anchor
+    else:
+        weighted = score if affinity_weight is None else score * affinity_weight
+        weighted = weighted if anchor is None else weighted * anchor
+        if need_energy:
+            energy = (weighted * score).sum()
+        if need_step:
+            coef = 2 * weighted
+    if not need_step:
+        return Repulsion(None, energy)
+    assert coef is not None
+    if crow is not None:
+        grad = csr_aggregate(crow, src, coef, h_src)
+        if both_sides:
+            grad += csr_aggregate_transposed(src, dst, coef, h_dst, num_src)
+    else:
+        grad = edge_sum(affinity_index, coef, h_src, num_dst)
+        if both_sides:
+            grad = grad + edge_sum(affinity_index.flip(0), coef, h_dst, num_src)
+    return Repulsion(grad, energy)
+
+
+def edge_sum(edge_index: Tensor, weight: Tensor, x_src: Tensor, num_dst: int) -> Tensor:
+    r""":math:`\mathrm{out}_i = \sum_{(j, i) \in E} w_{ji} x_j` (what ``propagate`` computes with
+    sum aggregation, as a function)."""
+    src, dst = edge_index
+    return scatter(weight.unsqueeze(-1) * x_src.index_select(0, src), dst, 0, num_dst,
+                   reduce="sum")
