@@ -94,7 +94,7 @@ class AttentionAlignmentConv(StepConv):
             raise ValueError("'learn_beta=True' needs 'detach_attention=False' (beta gets its "
                              "gradient through the attention weights)")
         self.tiling = tiling
-        self.beta: float | Parameter = (Parameter(torch.tensor(self.initial_beta))
+        self.beta: float | Parameter = (Parameter(torch.tensor([self.initial_beta]))
                                         if self.learn_beta else self.initial_beta)
 
     def reset_parameters(self) -> None:
@@ -107,7 +107,8 @@ class AttentionAlignmentConv(StepConv):
     def spec(self) -> AttentionSpec:
         """This operator's attention as an :class:`~mp_contrastive.nn.functional.AttentionSpec`
         (the current :math:`\beta`, as a number), e.g. for ``ContrastiveConv(attention=...)``."""
-        return AttentionSpec(float(self.beta), self.normalize, self.score, self.add_self_loops)
+        beta = float(self.beta.detach()) if isinstance(self.beta, Tensor) else self.beta
+        return AttentionSpec(beta, self.normalize, self.score, self.add_self_loops)
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
                 affinity_index: Adj | None = None, attention_x: OptTensor = None,
