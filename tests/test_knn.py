@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch_geometric.nn.pool import L2KNNIndex, MIPSKNNIndex
 
 import mp_contrastive.knn as knn
-import mp_contrastive.nn.functional.uniformity as uniformity_module
+import mp_contrastive.nn.functional.affinity as affinity_module
 from benchmarks._measure import peak_memory
 from mp_contrastive.knn import AffinityIndex, affinity_graph, choose_backend, sampled_affinity_graph
 from mp_contrastive.nn import ContrastiveConv, UniformityConv
@@ -280,7 +280,7 @@ def test_contrastive_gnn_layer_on_pubmed_size_graph_in_bounded_memory(gen, monke
     def dense_forbidden(*args, **kwargs):
         raise AssertionError("the dense affinity path ran")
 
-    monkeypatch.setattr(uniformity_module, "dense_uniformity", dense_forbidden)
+    monkeypatch.setattr(affinity_module, "dense_uniformity", dense_forbidden)
 
     def layer():
         h = F.normalize(encoder(x), dim=1) / math.sqrt(0.5)

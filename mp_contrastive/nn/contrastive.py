@@ -10,10 +10,10 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import scatter
 
+from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.attention import AttentionSpec
 from mp_contrastive.nn.functional.repulsion import FixedAttraction
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.functional.uniformity import uniformity
 from mp_contrastive.nn.inputs import as_edge_index, check_anchor_weight, check_kernel, split_pair
 from mp_contrastive.nn.step_conv import StepConv
 

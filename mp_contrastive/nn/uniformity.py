@@ -7,8 +7,8 @@ from typing import Any
 from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 
+from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.functional.uniformity import uniformity
 from mp_contrastive.nn.inputs import as_edge_index, check_anchor_weight, check_kernel, split_pair
 from mp_contrastive.nn.step_conv import StepConv
 

@@ -4,7 +4,7 @@ model selection by validation accuracy."""
 import pytest
 import torch
 
-import mp_contrastive.nn.functional.uniformity as uniformity_module
+import mp_contrastive.nn.functional.affinity as affinity_module
 from benchmarks._measure import peak_memory
 from mp_contrastive.gnn import GRACE_PRESETS, planted_partition_graph, train_grace
 from mp_contrastive.gnn.training import linear_probe
@@ -19,7 +19,7 @@ def test_pubmed_size_step_takes_the_knn_path_with_bounded_memory(monkeypatch):
     def no_dense(*args, **kwargs):
         raise AssertionError("the dense affinity graph was used")
 
-    monkeypatch.setattr(uniformity_module, "dense_uniformity", no_dense)
+    monkeypatch.setattr(affinity_module, "dense_uniformity", no_dense)
     config = GRACE_PRESETS["PubMed"].replace(hidden=16, proj_hidden=16, epochs=1, knn_k=8,
                                              knn_samples=32)
     result = {}

@@ -1,6 +1,7 @@
 """The operators' kernels as functions: the uniformity on dense (plain or tiled) and sparse
 affinity graphs, attention weights, and the tiling setting they share."""
 
+from mp_contrastive.nn.functional.affinity import edge_sum, sparse_uniformity, uniformity
 from mp_contrastive.nn.functional.attention import (
     NORMALIZATIONS,
     SCORES,
@@ -10,7 +11,6 @@ from mp_contrastive.nn.functional.attention import (
 from mp_contrastive.nn.functional.repulsion import Attraction, FixedAttraction, Repulsion
 from mp_contrastive.nn.functional.sparse import scatter_logsumexp
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.functional.uniformity import edge_sum, sparse_uniformity, uniformity
 from mp_contrastive.nn.inputs import KERNELS
 
 __all__ = [
