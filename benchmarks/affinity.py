@@ -264,8 +264,8 @@ def search_rows(m: int, queries: int, repeats: int, gen: torch.Generator,
     exact = AffinityIndex(x, backend="exact")
     flat = AffinityIndex(x, backend="faiss")
     ivf = ivf_index(x)
-    build = _seconds(ivf._faiss_index)
-    flat._faiss_index()
+    build = _seconds(ivf.faiss_index.build)
+    flat.faiss_index.build()
     pyg = MIPSKNNIndex(x)
     self_links = torch.arange(m).repeat(2, 1) if same else None
     fns = {
@@ -282,7 +282,7 @@ def search_rows(m: int, queries: int, repeats: int, gen: torch.Generator,
     recall = len(set((truth[1] * m + truth[0]).tolist())
                  & set((approx[1] * m + approx[0]).tolist())) / truth.size(1)
     auto = {"exact": "exact (torch tiles)", "faiss": "faiss flat"}[
-        AffinityIndex(x)._resolve(queries, K)]
+        AffinityIndex(x).resolve_backend(queries, K)]
     rows: list[list[object]] = []
     for name in fns:
         note = "auto picks this" if name == auto else ""
