@@ -36,12 +36,12 @@ from mp_contrastive.knn.exact import TILE_COLUMNS as TILE_COLUMNS
 from mp_contrastive.knn.faiss_backend import FAISS_GPU_MAX_K as FAISS_GPU_MAX_K
 from mp_contrastive.knn.faiss_backend import faiss_gpu_available
 from mp_contrastive.knn.graphs import affinity_graph, sampled_affinity_graph
-from mp_contrastive.knn.index import BACKENDS, INDEXES, METRICS, AffinityIndex, choose_backend
+from mp_contrastive.knn.index import BACKENDS, INDEXES, SIMILARITY_METRICS, AffinityIndex, choose_backend
 from mp_contrastive.knn.sampling import DEFENSIVE as DEFENSIVE
 from mp_contrastive.knn.sampling import PROPOSALS
 
 __all__ = [
-    "METRICS",
+    "SIMILARITY_METRICS",
     "BACKENDS",
     "INDEXES",
     "PROPOSALS",

@@ -25,9 +25,12 @@ from mp_contrastive.knn.sampling import (
 )
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 
-__all__ = ["METRICS", "BACKENDS", "INDEXES", "AffinityIndex", "choose_backend"]
+__all__ = ["SIMILARITY_METRICS", "BACKENDS", "INDEXES", "AffinityIndex", "choose_backend"]
 
-METRICS = ("ip", "cos", "l2")
+#: How a query and a candidate are scored: inner product, cosine, squared L2 distance (the
+#: ``metric`` argument; a different idea from :data:`mp_contrastive.monitor.METRICS`, the
+#: measurements of the learning dynamics).
+SIMILARITY_METRICS = ("ip", "cos", "l2")
 BACKENDS = ("auto", "faiss", "exact")
 INDEXES = ("flat", "ivf")
 
@@ -75,7 +78,7 @@ class AffinityIndex:
                  index: str = "flat", nlist: int | None = None, nprobe: int | None = None,
                  seed: int = 0, tiling: Tiling = DEFAULT_TILING) -> None:
         x = check_features(x, "x").detach()
-        self.metric = check_choice(metric, "metric", METRICS)
+        self.metric = check_choice(metric, "metric", SIMILARITY_METRICS)
         self.backend = check_choice(backend, "backend", BACKENDS)
         self.index = check_choice(index, "index", INDEXES)
         if self.index == "ivf" and self.backend == "exact":

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch_geometric.nn.pool import L2KNNIndex, MIPSKNNIndex
 
-from mp_contrastive.knn import AffinityIndex, affinity_graph
+from mp_contrastive.knn import SIMILARITY_METRICS, AffinityIndex, affinity_graph
 from tests.knn.reference import brute_force, clustered
 
-METRICS = ["ip", "cos", "l2"]
+METRICS = list(SIMILARITY_METRICS)  # the kNN metrics, parametrised
 
 
 @pytest.mark.parametrize("metric", METRICS)
