@@ -49,7 +49,9 @@ def trusted_inputs() -> Iterator[None]:
         _TRUSTED.reset(token)
 
 
-def _skip_value_checks() -> bool:
+def value_checks_skipped() -> bool:
+    """Whether value checks (finite, in range) are off: inside :func:`trusted_inputs`, or while
+    ``torch.compile`` traces (a data-dependent check would break the graph)."""
     return _TRUSTED.get() or is_compiling()
 
 
@@ -66,7 +68,7 @@ def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor
     if x.size(0) == 0 or x.size(1) == 0:
         raise ValueError(f"'{name}' is empty (shape {tuple(x.shape)}): an empty batch has no "
                          f"contrastive update")
-    if finite and not _skip_value_checks() and not all_finite(x):
+    if finite and not value_checks_skipped() and not all_finite(x):
         raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
     return x
 
@@ -101,7 +103,7 @@ def check_index_vector(index: object, name: str, length: int | None = None) -> T
     if length is not None and index.numel() != length:
         raise ValueError(f"'{name}' must have one entry per node ({length}), "
                          f"got {index.numel()} entries")
-    if index.numel() > 0 and not _skip_value_checks() and int(index.min()) < 0:
+    if index.numel() > 0 and not value_checks_skipped() and int(index.min()) < 0:
         raise ValueError(f"'{name}' must be non-negative, got minimum {int(index.min())}")
     return index.long()
 
@@ -127,7 +129,7 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
         raise TypeError(f"'{name}' must be an integer tensor, got dtype {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"'{name}' must have shape [2, num_edges], got {tuple(edge_index.shape)}")
-    if edge_index.numel() > 0 and not _skip_value_checks():
+    if edge_index.numel() > 0 and not value_checks_skipped():
         lo = int(edge_index.min())
         src_max, dst_max = int(edge_index[0].max()), int(edge_index[1].max())
         if lo < 0 or src_max >= num_src or dst_max >= num_dst:

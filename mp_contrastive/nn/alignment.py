@@ -10,7 +10,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_sparse, is_torch_sparse_tensor
 
-from mp_contrastive._validation import _skip_value_checks, all_finite, check_features
+from mp_contrastive._validation import all_finite, check_features, value_checks_skipped
 from mp_contrastive.nn.inputs import as_edge_index
 from mp_contrastive.nn.step_conv import StepConv
 
@@ -144,7 +144,7 @@ class AlignmentConv(StepConv):
                              "(as for GCNConv)")
         index, weight = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
                                       "edge_index", "edge_weight", x.dtype)
-        if weight is not None and not _skip_value_checks():
+        if weight is not None and not value_checks_skipped():
             self._check_weights(weight)
         # gcn_norm has no CSC branch: a CSC adj_t goes the edge_index way.
         keep_sparse = is_sparse(edge_index) and not (
