@@ -5,7 +5,10 @@ operator reproduces it, outputs *and training*, as ``AttentionAlignmentConv(alph
 "neighbors", "cosine", detach_targets=True, add_self_loops=True, detach_attention=False)``; with
 ``learn_beta=True`` it is ``AGNNConv(requires_grad=True)``. Compared through a shared ``Linear``
 in float64, to 1e-6: outputs, gradients w.r.t. ``x`` and (learnable) beta, and a few optimiser
-steps, on PyG's star graph and random directed graphs.
+steps, on PyG's star graph and random directed graphs, from an ``edge_index`` and from torch's
+COO, CSR and CSC ``adj_t``; and under ``torch.compile``. (``AGNNConv`` has no static-graph
+``[batch, nodes, features]`` form, nor does the attention operator; ``torch.jit.script`` is
+refused with a reason, tests/nn/test_step_conv.py.)
 """
 
 from __future__ import annotations
@@ -126,3 +129,23 @@ def test_torch_compile(gen):
     conv = agnn_form(0.5)
     compiled = torch.compile(conv)
     torch.testing.assert_close(compiled(x, edge_index), conv(x, edge_index), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr", "csc"])
+def test_sparse_adj_t_layouts_match_agnnconv(gen, layout):
+    """A torch sparse ``adj_t`` (rows = targets) gives AGNNConv's output on the edge_index."""
+    from torch_geometric.utils import to_torch_coo_tensor, to_torch_csc_tensor, to_torch_csr_tensor
+
+    convert = {"coo": to_torch_coo_tensor, "csr": to_torch_csr_tensor,
+               "csc": to_torch_csc_tensor}[layout]
+    edge_index, n = graphs(gen)["directed"]
+    adj_t = convert(edge_index.flip(0), size=(n, n)).to(torch.float64)
+    x = torch.randn(n, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    agnn = AGNNConv(requires_grad=False).double()
+    conv = agnn_form(1.0)
+    v = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    out, expected = conv(x, adj_t), agnn(x, edge_index)
+    torch.testing.assert_close(out, expected, **TOL)
+    (mine,) = torch.autograd.grad(out, x, v)
+    (theirs,) = torch.autograd.grad(expected, x, v)
+    torch.testing.assert_close(mine, theirs, **TOL)
