@@ -192,4 +192,4 @@ def check_rate(value: object, name: str) -> float:
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"'{name}' must be one of {choices}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return choices[choices.index(value)]  # the choice itself: a str

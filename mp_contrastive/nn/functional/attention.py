@@ -58,12 +58,17 @@ class AttentionSpec:
         serve this attention when it is computed on the same features."""
         return self.normalize == "negatives" and self.score == "dot"
 
-    def weights(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
-                **kwargs: object) -> tuple[Tensor, Tensor]:
+    def weights(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None, *,
+                affinity_index: Tensor | None = None, attention_x: Tensor | None = None,
+                similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
+                tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
         """:func:`attention_weights` with this specification."""
         return attention_weights(x, edge_index, edge_weight, beta=self.beta,
                                  normalize=self.normalize, score=self.score,
-                                 add_self_loops=self.add_self_loops, **kwargs)  # type: ignore[arg-type]
+                                 add_self_loops=self.add_self_loops,
+                                 affinity_index=affinity_index, attention_x=attention_x,
+                                 similarity=similarity, row_logsumexp=row_logsumexp,
+                                 tiling=tiling)
 
 
 def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None, *,
