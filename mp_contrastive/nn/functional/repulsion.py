@@ -1,7 +1,5 @@
 """What the uniformity computation takes and returns: the attraction it may fold in, its result."""
 
-from __future__ import annotations
-
 from typing import NamedTuple, Protocol
 
 from torch import Tensor
