@@ -1,8 +1,6 @@
 r"""Proposition 3: how far the augmentation graph :math:`\bar{A}` and the affinity graph
 :math:`\hat{A}` of the features are apart, row by row (zero at the contrastive equilibrium)."""
 
-from __future__ import annotations
-
 import math
 from typing import NamedTuple
 

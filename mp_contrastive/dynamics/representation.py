@@ -1,8 +1,6 @@
 r"""Representation quality: Wang & Isola's alignment and uniformity, the singular spectrum and
 effective rank (dimensional collapse), and the intra- / inter-class distance ratio."""
 
-from __future__ import annotations
-
 import math
 from typing import NamedTuple
 
