@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mp_contrastive._validation import check_positive_int
 from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
@@ -86,9 +87,7 @@ class Trainer:
         self.config = config
         self.device = torch.device(device)
         self.rank, self.world = rank_and_world()
-        if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or \
-                config.batch_size < 1:  # not a ZeroDivisionError further down
-            raise ValueError(f"'batch_size' must be a positive int, got {config.batch_size!r}")
+        check_positive_int(config.batch_size, "batch_size")  # not a ZeroDivisionError further down
         if config.batch_size % self.world:
             raise ValueError(f"'batch_size' ({config.batch_size}) must be divisible by the number "
                              f"of processes ({self.world})")

@@ -99,3 +99,15 @@ def test_simsiam_multistage_resume_is_exact(cifar_subset, tmp_path):
     assert resumed.fit()["step_loss"] == losses
     static = [g for g in resumed.optimizer.param_groups if g.get("static_lr")]
     assert len(static) == 1 and static[0]["lr"] == 0.05  # the predictor's lr is not scheduled
+
+
+@pytest.mark.parametrize("batch_size,error", [(0, ValueError), (-4, ValueError),
+                                              (2.5, TypeError)])
+def test_non_positive_or_non_int_batch_size_is_named(cifar_subset, tmp_path, batch_size, error):
+    train, queries = cifar_subset
+    backbone = resnet_cifar("resnet10", 8)
+    model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim, out_dim=32))
+    config = TrainConfig(epochs=1, batch_size=batch_size, out_dir=str(tmp_path), progress=False,
+                         tensorboard=False)
+    with pytest.raises(error, match="'batch_size' must be"):
+        Trainer(SimCLRMethod(model), backbone, train, SimCLRAugment(), config)
