@@ -172,8 +172,9 @@ def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta:
                                           "affinity_index", "affinity_weight", query.dtype)
         src, dst = negative_index
         keep = (src != dst) & ~torch.isin(dst * num_nodes + src, key)
-        src, dst = src[keep], dst[keep]
-        negative_scores = beta * (query.index_select(0, dst) * query.index_select(0, src)).sum(-1)
+        negative_index = negative_index[:, keep]
+        dst = negative_index[1]
+        negative_scores = beta * _edge_dots(query, negative_index, None)
         negative, _ = scatter_logsumexp(negative_scores, dst, num_nodes)
         count = scatter(torch.ones_like(dst), dst, 0, num_nodes, reduce="sum")
     if bool((count.index_select(0, edge_index[1]) == 0).any()):
