@@ -158,8 +158,8 @@ class AttentionAlignmentConv(StepConv):
                     edge_index.flip(0), weight, x, num_nodes)
         return grad, energy
 
-    def __repr__(self) -> str:
-        text = super().__repr__()
+    def _repr_args(self) -> list[str]:
+        args = super()._repr_args()
         if self.learn_beta:  # beta is the parameter's current value; show the initial one too
-            text = text[:-1] + f", initial_beta={self.initial_beta})"
-        return text
+            args.append(f"initial_beta={self.initial_beta}")
+        return args

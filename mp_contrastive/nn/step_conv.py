@@ -97,7 +97,10 @@ class StepConv(MessagePassing):
 
     # -- printing --------------------------------------------------------------------------------
     def __repr__(self) -> str:
-        """The class and every setting that differs from its default (``alpha`` always)."""
+        return f"{type(self).__name__}({', '.join(self._repr_args())})"
+
+    def _repr_args(self) -> list[str]:
+        """``alpha``, then every setting that differs from its ``__init__`` default."""
         args = [f"alpha={self.alpha}"]
         for name, parameter in inspect.signature(type(self).__init__).parameters.items():
             if name in ("self", "alpha") or parameter.kind is parameter.VAR_KEYWORD:
@@ -111,4 +114,4 @@ class StepConv(MessagePassing):
             args.append(f"flow={self.flow!r}")
         if self.decomposed_layers != 1:
             args.append(f"decomposed_layers={self.decomposed_layers}")
-        return f"{type(self).__name__}({', '.join(args)})"
+        return args
