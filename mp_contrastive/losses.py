@@ -40,7 +40,9 @@ from mp_contrastive._validation import (
     check_positive,
     trusted_inputs,
 )
+from mp_contrastive.bank_loss import MemoryBankContrast, bank_size
 from mp_contrastive.graph import augmentation_edges, sphere_projection, view_sample_index
+from mp_contrastive.knn.bank_index import BankIndex
 from mp_contrastive.nn import ContrastiveConv, StepConv
 from mp_contrastive.nn.functional import DEFAULT_TILING, AttentionSpec, Tiling
 
@@ -142,12 +144,47 @@ class MessagePassingLoss(nn.Module):
 class _ViewContrastiveLoss(nn.Module):
     """Shared input handling of the view-based losses: ``loss(z0, z1)`` or ``loss(z, sample)``."""
 
-    def __init__(self, conv: ContrastiveConv, temperature: float, reduction: str) -> None:
+    def __init__(self, conv: ContrastiveConv, temperature: float, reduction: str,
+                 memory_bank_size: int | tuple[int, int], affinity: str | BankIndex,
+                 tiling: Tiling) -> None:
         super().__init__()
         self.conv = conv
         self.temperature = check_positive(temperature, "temperature")
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
         self._graph_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        size, dim = bank_size(memory_bank_size)
+        self.memory: MemoryBankContrast | None = None
+        if size > 0:
+            if self.reduction == "none":
+                raise ValueError("reduction='none' is not available with a memory bank: use "
+                                 "'mean' or 'sum'")
+            self.memory = MemoryBankContrast(size, dim, affinity, tiling)
+        elif affinity != "dense":
+            raise ValueError(f"affinity={affinity!r} is a graph over a memory bank: it needs "
+                             f"memory_bank_size > 0")
+
+    def _bank_loss(self, z0: Tensor, z1: object, attention_x: Tensor | None = None) -> Tensor:
+        """lightly's memory-bank NT-Xent (:mod:`mp_contrastive.bank_loss`)."""
+        assert self.memory is not None
+        if not isinstance(z1, Tensor) or not z1.is_floating_point():
+            raise ValueError("a loss with a memory bank takes two views, loss(z0, z1): z0 are the "
+                             "anchors, z1 their positives and the bank's next entries")
+        z, _, _ = self._nodes(z0, z1)
+        b = z0.size(0)
+        if self.memory.bank.dim not in (None, z0.size(1)):
+            raise ValueError(f"'z0' must have shape [batch_size, {self.memory.bank.dim}] (the "
+                             f"memory bank's dim), got {tuple(z0.shape)}")
+        pair = None if attention_x is None else (attention_x[:b], attention_x[b:])
+        h = sphere_projection(z, self.temperature)
+        result = self.memory.contrast(h[:b].detach(), h[b:].detach(), self.temperature,
+                                      self.conv.attention, pair)
+        if z0.requires_grad:  # lightly's rule: a batch without gradient leaves the bank as it is
+            self.memory.push(z1)
+        step = -torch.cat([result.grad_anchor, result.grad_positive])
+        loss = descent_loss(h, step, 1.0, result.energy, unsupported=(
+            "second derivatives of a loss with a memory bank are not available (the bank "
+            "changes after each call): compute them without memory_bank_size"))
+        return loss / b if self.reduction == "mean" else loss
 
     def _nodes(self, z0: Tensor, z1_or_sample: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Features of all views and the batch's augmentation graph."""
@@ -256,20 +293,39 @@ class SimCLRLoss(_ViewContrastiveLoss):
             keeps the ``N x N`` similarities, as a per-sample cross-entropy does).
         tiling (Tiling): when and how large batches are processed tile by tile (default
             :data:`~mp_contrastive.nn.functional.DEFAULT_TILING`).
+        memory_bank_size (int or tuple): ``K > 0`` (or lightly's ``(K, D)``): lightly's
+            ``NTXentLoss(memory_bank_size=(K, D))``. Each anchor of ``z0`` is contrasted with its
+            positive in ``z1`` and the bank's ``K`` entries (not with the rest of the batch), and
+            when ``z0`` requires a gradient the bank is then refreshed with the normalised ``z1``
+            (gathered from every rank under DDP). Once the bank is full, value and gradient are
+            lightly's; the bank starts empty here (lightly's starts with random unit vectors), so
+            the first call has no negatives (loss 0). The bank is a buffer: ``state_dict`` holds it.
+            See :mod:`mp_contrastive.bank_loss`. Default ``0``: no bank.
+        affinity (str or BankIndex): with a bank, ``"dense"`` (every entry, default) or ``"knn"``:
+            a :class:`~mp_contrastive.knn.BankIndex` graph (kNN head from an index maintained as
+            the bank turns over, plus an importance-sampled tail), or a configured ``BankIndex``.
     """
 
     def __init__(self, temperature: float = 0.5, reduction: str = "mean",
-                 tiling: Tiling = DEFAULT_TILING) -> None:
+                 tiling: Tiling = DEFAULT_TILING, memory_bank_size: int | tuple[int, int] = 0,
+                 affinity: str | BankIndex = "dense") -> None:
         super().__init__(ContrastiveConv(alpha=1.0, normalize=False, tiling=tiling), temperature,
-                         reduction)
+                         reduction, memory_bank_size, affinity, tiling)
 
     def forward(self, z0: Tensor, z1_or_sample: Tensor, *, affinity_index: Tensor | None = None,
                 affinity_weight: Tensor | None = None) -> Tensor:
+        if self.memory is not None:
+            if affinity_index is not None or affinity_weight is not None:
+                raise ValueError("a loss with a memory bank builds its own affinity graph "
+                                 "(affinity='dense' or 'knn'): pass no affinity_index")
+            return self._bank_loss(z0, z1_or_sample)
         return self._loss(*self._nodes(z0, z1_or_sample), affinity_index=affinity_index,
                           affinity_weight=affinity_weight)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, reduction='{self.reduction}'"
+        bank = "" if self.memory is None else f", memory_bank_size={self.memory.bank.size}, " \
+            f"{self.memory.extra_repr()}"
+        return f"temperature={self.temperature}, reduction='{self.reduction}'{bank}"
 
 
 class AttentionSimCLRLoss(_ViewContrastiveLoss):
@@ -292,16 +348,22 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
         reduction (str): ``"mean"``, ``"sum"`` or ``"none"`` (one loss per view, ``[N]``; see
             :class:`SimCLRLoss`).
         tiling (Tiling): as in :class:`SimCLRLoss`.
+        memory_bank_size (int or tuple), affinity (str or BankIndex): a memory bank, as in
+            :class:`SimCLRLoss`. Each anchor then has one positive pair: ``"neighbors"`` weighs it
+            1, ``"positives"`` normalises over the batch's pairs (on this rank's batch under DDP),
+            ``"negatives"`` over the bank's entries (``score="dot"`` on the projections only).
     """
 
     def __init__(self, temperature: float = 0.5, beta: float = 1.0, normalize: str = "negatives",
                  score: str | None = None, reduction: str = "mean",
-                 tiling: Tiling = DEFAULT_TILING) -> None:
+                 tiling: Tiling = DEFAULT_TILING, memory_bank_size: int | tuple[int, int] = 0,
+                 affinity: str | BankIndex = "dense") -> None:
         if score is None:
             score = "dot" if normalize == "negatives" else "cosine"
         attention = AttentionSpec(beta=beta, normalize=normalize, score=score)
         super().__init__(ContrastiveConv(alpha=1.0, normalize=False, attention=attention,
-                                         tiling=tiling), temperature, reduction)
+                                         tiling=tiling), temperature, reduction,
+                         memory_bank_size, affinity, tiling)
 
     def forward(self, z0: Tensor, z1_or_sample: Tensor,
                 attention_features: Tensor | tuple[Tensor, Tensor] | None = None, *,
@@ -311,17 +373,30 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
         pair of per-view tensors matching ``(z0, z1)``); default the normalised ``z``.
         ``affinity_index``, ``affinity_weight``: a sparse affinity graph, as in
         :class:`SimCLRLoss`."""
-        z, edge_index, edge_weight = self._nodes(z0, z1_or_sample)
         if isinstance(attention_features, (tuple, list)):
             attention_features = torch.cat(list(attention_features))
+        if self.memory is not None:
+            if affinity_index is not None or affinity_weight is not None:
+                raise ValueError("a loss with a memory bank builds its own affinity graph "
+                                 "(affinity='dense' or 'knn'): pass no affinity_index")
+            if attention_features is not None:
+                attention_features = check_features(attention_features, "attention_features")
+                if attention_features.size(0) != 2 * z0.size(0):
+                    raise ValueError(f"'attention_features' must have one row per view "
+                                     f"({2 * z0.size(0)}), got {attention_features.size(0)}")
+                attention_features = attention_features.detach().to(z0.dtype)
+            return self._bank_loss(z0, z1_or_sample, attention_features)
+        z, edge_index, edge_weight = self._nodes(z0, z1_or_sample)
         return self._loss(z, edge_index, edge_weight, attention_features,
                           affinity_index=affinity_index, affinity_weight=affinity_weight)
 
     def extra_repr(self) -> str:
         att = self.conv.attention
         assert att is not None
+        bank = "" if self.memory is None else f", memory_bank_size={self.memory.bank.size}, " \
+            f"{self.memory.extra_repr()}"
         return (f"temperature={self.temperature}, beta={att.beta}, normalize='{att.normalize}', "
-                f"score='{att.score}', reduction='{self.reduction}'")
+                f"score='{att.score}', reduction='{self.reduction}'{bank}")
 
 
 def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,

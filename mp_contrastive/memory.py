@@ -57,9 +57,10 @@ class NegativeBank(nn.Module):
 
     Args:
         size (int): capacity (number of feature vectors).
-        dim (int): feature dimension.
-        dtype (torch.dtype, optional): storage dtype (default ``torch.get_default_dtype()``);
-            pushed features are cast to it.
+        dim (int, optional): feature dimension; ``None`` takes it from the first :meth:`push` (or
+            from the state dict a checkpoint loads), as lightly's ``memory_bank_size=K`` does.
+        dtype (torch.dtype, optional): floating-point storage dtype (default
+            ``torch.get_default_dtype()``); pushed features are cast to it.
         device (torch.device, optional): storage device.
     """
 
@@ -67,15 +68,30 @@ class NegativeBank(nn.Module):
     ptr: Tensor
     count: Tensor
 
-    def __init__(self, size: int, dim: int, *, dtype: torch.dtype | None = None,
+    def __init__(self, size: int, dim: int | None = None, *, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         self.size = check_positive_int(size, "size")
-        self.dim = check_positive_int(dim, "dim")
-        self.register_buffer("bank", torch.zeros(self.size, self.dim, dtype=dtype, device=device))
+        self.dim = None if dim is None else check_positive_int(dim, "dim")
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(f"'dtype' must be a floating-point torch.dtype (an integer bank would "
+                            f"truncate the features it stores), got {dtype!r}")
+        # A bank whose dim comes from its first push also takes that push's dtype, unless given.
+        self._dtype_given = dtype is not None
+        rows, cols = (self.size, self.dim) if self.dim is not None else (0, 0)
+        self.register_buffer("bank", torch.zeros(rows, cols, dtype=dtype, device=device))
         # Next slot to write, and number of filled slots (the oldest entry is at `ptr` once full).
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("count", torch.zeros((), dtype=torch.long, device=device))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        # A bank whose dim comes from its first push takes the checkpoint's storage shape.
+        stored = state_dict.get(prefix + "bank")
+        if self.dim is None and isinstance(stored, Tensor) and stored.dim() == 2 \
+                and stored.size(0) == self.size:
+            self.bank = self.bank.new_zeros(stored.shape)
+            self.dim = stored.size(1)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def __len__(self) -> int:
         return int(self.count)
@@ -99,9 +115,16 @@ class NegativeBank(nn.Module):
         return torch.cat([self.bank[ptr:], self.bank[:ptr]])
 
     @torch.no_grad()
-    def push(self, x: Tensor) -> None:
-        """Enqueue the rows of ``x`` (``[B, dim]``, detached), dropping the oldest entries."""
-        x = check_feature_dim(check_features(x, "x"), "x", self.dim, "batch_size", "the bank's dim")
+    def push(self, x: Tensor) -> Tensor:
+        """Enqueue the rows of ``x`` (``[B, dim]``, detached), dropping the oldest entries.
+        Returns the slots written (``[min(B, size)]``, in the order of the rows kept), so that an
+        index over the bank can replace exactly those entries."""
+        x = check_features(x, "x")
+        if self.dim is None:
+            self.dim = x.size(1)
+            self.bank = self.bank.new_zeros(self.size, self.dim,
+                                            dtype=None if self._dtype_given else x.dtype)
+        x = check_feature_dim(x, "x", self.dim, "batch_size", "the bank's dim")
         if x.device != self.bank.device:
             raise ValueError(f"'x' must be on the bank's device {self.bank.device}, got {x.device} "
                              f"(move the bank with .to(device))")
@@ -110,13 +133,14 @@ class NegativeBank(nn.Module):
             self.bank.copy_(x[n - self.size:])
             self.ptr.zero_()
             self.count.fill_(self.size)
-            return
+            return torch.arange(self.size, device=self.bank.device)
         first = min(n, self.size - ptr)
         self.bank[ptr:ptr + first] = x[:first]
         if first < n:  # wrap around
             self.bank[: n - first] = x[first:]
         self.ptr.fill_((ptr + n) % self.size)
         self.count.fill_(min(self.size, len(self) + n))
+        return torch.arange(ptr, ptr + n, device=self.bank.device) % self.size
 
     def forward(self, x: Tensor, update: bool = True) -> Tensor:
         """lightly's ``MemoryBankModule`` protocol: the negatives *before* this batch (a copy, so

@@ -80,7 +80,7 @@ def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
     if crow is None:
         score = (h_dst.index_select(0, dst) * h_src.index_select(0, src)).sum(-1)
     anchor = None if anchor_weight is None else anchor_weight.index_select(0, dst)
-    energy = coef = None
+    energy = coef = lse = None
     if kernel == "infonce":
         logit = score if affinity_weight is None else score + affinity_weight.log()
         lse, has_edges = scatter_logsumexp(logit, dst, num_dst)
@@ -97,8 +97,10 @@ def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
             energy = (weighted * score).sum()
         if need_step:
             coef = 2 * weighted
+    if lse is not None:  # an anchor without affinity edges has an empty sum: -inf
+        lse = lse.masked_fill(~has_edges, float("-inf"))
     if not need_step:
-        return Repulsion(None, energy)
+        return Repulsion(None, energy, lse)
     assert coef is not None
     if crow is not None:
         grad = csr_aggregate(crow, src, coef, h_src)
@@ -108,7 +110,7 @@ def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
         grad = edge_sum(affinity_index, coef, h_src, num_dst)
         if both_sides:
             grad = grad + edge_sum(affinity_index.flip(0), coef, h_dst, num_src)
-    return Repulsion(grad, energy)
+    return Repulsion(grad, energy, lse)
 
 
 def edge_sum(edge_index: Tensor, weight: Tensor, x_src: Tensor, num_dst: int) -> Tensor:
