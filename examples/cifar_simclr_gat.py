@@ -3,20 +3,34 @@
     python examples/cifar_simclr_gat.py                      # --preset auto: paper on GPU, cpu otherwise
     python examples/cifar_simclr_gat.py --attention off      # plain SimCLR
     torchrun --nproc_per_node=2 examples/cifar_simclr_gat.py  # DDP (NCCL on GPU, gloo on CPU)
+    python examples/cifar_simclr_gat.py --memory-bank 16384 --affinity knn  # negatives from a bank
 
 ``--attention official`` (default) reweights positive pairs by exp(beta cos) of backbone features
 normalised over the batch's positive pairs, as the paper's code; ``--attention paper`` uses the
-paper's formula (projections, normalised over in-batch negatives). Results (kNN monitor per epoch,
-linear probe) go to <out>/results.json next to the checkpoints.
+paper's formula (projections, normalised over in-batch negatives). ``--memory-bank K`` contrasts
+each anchor with its positive and the last K projections (lightly's memory bank) instead of the
+batch, summed over every entry (``--affinity dense``) or over a kNN head plus an importance-sampled
+tail from an index kept up to date as the bank turns over (``--affinity knn``). Results (kNN
+monitor per epoch, linear probe) go to <out>/results.json next to the checkpoints.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
 
-from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_float, positive_float, run_cli
+from mp_contrastive.bank_loss import AFFINITIES
+from mp_contrastive.cli import (
+    ArgumentParser,
+    argument_error,
+    make_parser,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    run_cli,
+)
 from mp_contrastive.vision import ProjectionHead, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_image_arguments,
@@ -51,6 +65,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--beta", type=nonnegative_float, default=1.0, help="attention sharpness")
     parser.add_argument("--temperature", type=positive_float,
                         help=preset_help(PRESETS, "temperature", "NT-Xent temperature"))
+    parser.add_argument("--memory-bank", type=nonnegative_int, default=0, metavar="K",
+                        help="negatives from a bank of the last K projections instead of the "
+                             "batch (lightly's memory bank; 0: in-batch negatives)")
+    parser.add_argument("--affinity", choices=AFFINITIES, default="dense",
+                        help="the bank's affinity graph: every entry, or a kNN head + sampled "
+                             "tail (needs --memory-bank)")
+
+    def check(args: argparse.Namespace) -> None:
+        if args.affinity != "dense" and args.memory_bank == 0:
+            raise argument_error("--affinity", f"'{args.affinity}' is a graph over a memory bank: "
+                                 f"it needs --memory-bank K > 0")
+
+    parser.add_check(check)
     return parser
 
 
@@ -63,12 +90,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     device = setup_distributed(args.device)
     settings = resolve_preset(args, PRESETS)
-    settings.update(attention=args.attention, beta=args.beta, seed=args.seed)
+    settings.update(attention=args.attention, beta=args.beta, seed=args.seed,
+                    memory_bank=args.memory_bank, affinity=args.affinity)
     splits = load_splits(settings, args.data_root, args.download, args.seed)
 
     backbone = resnet_cifar(settings["arch"], settings["width"])
     model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim))
-    method = SimCLRMethod(model, settings["temperature"], args.attention, args.beta)
+    method = SimCLRMethod(model, settings["temperature"], args.attention, args.beta,
+                          memory_bank_size=args.memory_bank, affinity=args.affinity)
     out = args.out or f"runs/simclr_{args.attention}_{settings['preset']}_seed{args.seed}"
     return train_and_evaluate(method, backbone, splits, settings, args, out, device, started,
                               f"SimCLR (attention: {args.attention})", settings["temperature"])

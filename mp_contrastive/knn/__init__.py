@@ -32,6 +32,7 @@ the result is deterministic and the backends agree exactly up to floating-point 
 backend needs no faiss and runs on any torch device, and ``"cos"`` is a metric of its own.
 """
 
+from mp_contrastive.knn.bank_index import BankIndex
 from mp_contrastive.knn.exact import TILE_COLUMNS as TILE_COLUMNS
 from mp_contrastive.knn.faiss_backend import FAISS_GPU_MAX_K as FAISS_GPU_MAX_K
 from mp_contrastive.knn.faiss_backend import faiss_gpu_available
@@ -46,6 +47,7 @@ __all__ = [
     "INDEXES",
     "PROPOSALS",
     "AffinityIndex",
+    "BankIndex",
     "affinity_graph",
     "sampled_affinity_graph",
     "choose_backend",

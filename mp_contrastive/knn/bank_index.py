@@ -51,7 +51,10 @@ class BankIndex(nn.Module):
         k (int): head size: nearest bank entries per anchor, by inner product (default ``32``).
         num_samples (int): tail draws per anchor from the cluster proposal (default ``256``).
         nlist (int, optional): IVF cells (default :math:`\approx \sqrt{K}`, at least 1).
-        nprobe (int, optional): cells visited per head search (default ``max(1, nlist // 16)``).
+        nprobe (int, optional): cells visited per head search (default ``max(1, nlist // 64)``:
+            the head need not be exact, the tail's weights keep the estimate unbiased whatever
+            the head holds, and a wider probe costs more than it gains; see
+            ``benchmarks/memory_bank.py``).
         retrain_every (int): bank updates between two trainings of the centroids (default 100).
         backend (str): ``"auto"``, ``"faiss"`` or ``"exact"`` (see the module docstring).
         seed (int): seed of the k-means and of the tail draws (the draws of update ``t`` use
@@ -84,6 +87,11 @@ class BankIndex(nn.Module):
         self.register_buffer("cell", torch.zeros(0, dtype=torch.long))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # since training
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))    # graphs drawn
+        # Each cell's mean key at the last training: the tail proposal's cell scores. Between two
+        # trainings the members change but the means are not recomputed (the proposal stays a
+        # valid one, and its probabilities are computed from the same means, so the weights stay
+        # exact); the members and counts are always current.
+        self.register_buffer("cell_mean", torch.zeros(0, 0))
         self._ivf: Any = None
 
     @property
@@ -129,6 +137,8 @@ class BankIndex(nn.Module):
         self.centroids = torch.from_numpy(kmeans.centroids.copy())
         self.cell = torch.full((bank.size(0),), -1, dtype=torch.long)
         self.cell[:count] = self._assign(data)
+        self.cell_mean = cluster_cells(bank[:count], self.cell[:count].to(bank.device),
+                                       nlist)[3].cpu()
         self.updates.zero_()
         self._ivf = None
 
@@ -155,12 +165,12 @@ class BankIndex(nn.Module):
                      self.cell[filled])
             self._ivf = ivf
         nlist = self.centroids.size(0)
-        self._ivf.nprobe = min(nlist, self.nprobe or max(1, nlist // 16))
+        self._ivf.nprobe = min(nlist, self.nprobe or max(1, nlist // 64))
         return self._ivf
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         # The trained buffers take the checkpoint's shapes; the faiss index is rebuilt from them.
-        for name in ("centroids", "cell"):
+        for name in ("centroids", "cell", "cell_mean"):
             stored = state_dict.get(prefix + name)
             if isinstance(stored, Tensor):
                 setattr(self, name, getattr(self, name).new_zeros(stored.shape))
@@ -182,7 +192,7 @@ class BankIndex(nn.Module):
             head, key = exact_search(filled, queries, k, "ip", False, None, None, self.tiling)
         else:
             head, key = self._ivf_search(bank, count, queries, k)
-        cells = cluster_cells(filled, self.cell[:count].to(bank.device), self.centroids.size(0))
+        cells = cluster_cells(filled, self.cell[:count], self.centroids.size(0), self.cell_mean)
         generator = torch.Generator(device=bank.device)
         generator.manual_seed(self.seed * 1_000_003 + int(self.draws))
         self.draws += 1

@@ -37,16 +37,18 @@ def kmeans_assignment(x: Tensor, nlist: int, seed: int) -> Tensor:
     return torch.from_numpy(nearest[:, 0]).long()
 
 
-def cluster_cells(x: Tensor, assign: Tensor, nlist: int) -> Cells:
+def cluster_cells(x: Tensor, assign: Tensor, nlist: int, mean: Tensor | None = None) -> Cells:
     """The :data:`Cells` of the partition of ``x`` (``[N, d]``) given by ``assign`` (``[N]``, cell
-    ids below ``nlist``), on ``x``'s device."""
+    ids below ``nlist``), on ``x``'s device; ``mean`` (``[nlist, d]``) replaces the cell means
+    (e.g. means kept from an earlier partition, which the proposal may use as well)."""
     assign = assign.to(x.device)
     count = torch.bincount(assign, minlength=nlist)
     order = torch.argsort(assign, stable=True)
     ptr = torch.cumsum(count, 0) - count
-    mean = torch.zeros(nlist, x.size(1), dtype=x.dtype, device=x.device)
-    mean.index_add_(0, assign, x).div_(count.clamp_min(1).unsqueeze(1).to(x.dtype))
-    return order, ptr, count, mean
+    if mean is None:
+        mean = torch.zeros(nlist, x.size(1), dtype=x.dtype, device=x.device)
+        mean.index_add_(0, assign, x).div_(count.clamp_min(1).unsqueeze(1).to(x.dtype))
+    return order, ptr, count, mean.to(x.device, x.dtype)
 
 
 def _uniform_draws(num_queries: int, num_samples: int, n: int, device: torch.device,

@@ -31,24 +31,33 @@ class SimCLRMethod(nn.Module):
     ``"official"``: attention ``exp(beta cos(h_i, h_j))`` on backbone features ``h`` (before the
     projector), softmax over the batch's positive pairs, each anchor's whole term weighted, as in
     the official code. The model returns ``(z, h)``.
+
+    ``memory_bank_size=K`` contrasts each first-view anchor with its positive and a bank of the
+    last ``K`` second-view projections (lightly's ``NTXentLoss(memory_bank_size)``), over
+    ``affinity="dense"`` (every entry) or ``"knn"`` (a kNN head + sampled tail); see
+    :class:`~mp_contrastive.losses.SimCLRLoss`. Under DDP each rank then contrasts its own
+    anchors (the bank receives every rank's keys), as lightly does.
     """
 
     def __init__(self, model: nn.Module, temperature: float = 0.5, attention: str = "off",
-                 beta: float = 1.0) -> None:
+                 beta: float = 1.0, memory_bank_size: int = 0, affinity: str = "dense") -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ValueError(f"'attention' must be one of {ATTENTION_MODES}, got {attention!r}")
         self.model = model
         self.attention = attention
+        bank = dict(memory_bank_size=memory_bank_size, affinity=affinity)
         if attention == "off":
-            self.loss = SimCLRLoss(temperature)
+            self.loss = SimCLRLoss(temperature, **bank)
         elif attention == "paper":
-            self.loss = AttentionSimCLRLoss(temperature, beta, normalize="negatives")
+            self.loss = AttentionSimCLRLoss(temperature, beta, normalize="negatives", **bank)
         else:
             self.loss = AttentionSimCLRLoss(temperature, beta, normalize="positives",
-                                            score="cosine")
+                                            score="cosine", **bank)
 
     def forward(self, views: list[Tensor], index: Tensor) -> Tensor:
+        if self.loss.memory is not None:
+            return self._bank_forward(views, index)
         z, h = self.model(torch.cat(views))
         z = gather_with_grad(_full_precision(z))
         sample = gathered_sample_ids(views[0].size(0), len(views), z.size(0), z.device)
@@ -57,6 +66,21 @@ class SimCLRMethod(nn.Module):
             features = gather_with_grad(_full_precision(h)).detach()
             return self.loss(z, sample, attention_features=features)
         return self.loss(z, sample)
+
+
+    def _bank_forward(self, views: list[Tensor], index: Tensor) -> Tensor:
+        if len(views) != 2:
+            raise ValueError(f"a memory bank takes 2 views, got {len(views)}")
+        z, h = self.model(torch.cat(views))
+        z = _full_precision(z)
+        batch = views[0].size(0)
+        gathered = gather_no_grad(z.detach())
+        self.last_nodes = (gathered, gathered_sample_ids(batch, 2, gathered.size(0), z.device),
+                           _node_index(index, 2))
+        z0, z1 = z[:batch], z[batch:]
+        if self.attention == "official":
+            return self.loss(z0, z1, attention_features=_full_precision(h).detach())
+        return self.loss(z0, z1)
 
 
 class SimSiamMethod(nn.Module):
