@@ -83,3 +83,52 @@ def test_single_process_gather_is_identity():
     x = torch.randn(3, 2, requires_grad=True)
     assert gather_with_grad(x) is x and gather_no_grad(x) is x
 
+
+
+BANK_STEPS = 4
+
+
+def bank_steps(method, views_per_step):
+    """Loss and parameter gradients of each step (the bank fills up along the way)."""
+    return [loss_and_grads(method, views) for views in views_per_step]
+
+
+def bank_views():
+    g = torch.Generator().manual_seed(2)
+    return [[torch.randn(BATCH, 6, generator=g, dtype=torch.float64) for _ in range(VIEWS)]
+            for _ in range(BANK_STEPS)]
+
+
+def bank_worker(rank, init_file, results):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=WORLD)
+    try:
+        method = SimCLRMethod(TinyModel(), temperature=0.3, memory_bank_size=2 * BATCH)
+        ddp = nn.parallel.DistributedDataParallel(method)
+        local = BATCH // WORLD
+        steps = bank_steps(ddp, [[v[rank * local:(rank + 1) * local] for v in views]
+                                 for views in bank_views()])
+        results[rank] = (steps, method.loss.memory.bank.oldest_first())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_with_a_memory_bank_equals_single_process(tmp_path):
+    """Each rank contrasts its own anchors against a bank that receives every rank's keys: after
+    DDP averages the gradients, every step equals one process holding the global batch."""
+    single = SimCLRMethod(TinyModel(), temperature=0.3, memory_bank_size=2 * BATCH)
+    expected = bank_steps(single, bank_views())
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(bank_worker, args=(str(tmp_path / "init"), results), nprocs=WORLD)
+        results = dict(results)
+    for step, (want_loss, want_grads) in enumerate(expected):
+        # The global batch's loss is the mean of the ranks' (equal-sized) local losses.
+        losses = [results[rank][0][step][0] for rank in range(WORLD)]
+        torch.testing.assert_close(sum(losses) / WORLD, want_loss, atol=1e-10, rtol=0)
+        for rank in range(WORLD):
+            for got, want in zip(results[rank][0][step][1], want_grads, strict=True):
+                torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    for rank in range(WORLD):
+        torch.testing.assert_close(results[rank][1], single.loss.memory.bank.oldest_first())

@@ -128,35 +128,33 @@ def memory_bank_recipe() -> dict:
 
 def test_memory_bank_recipe_runs_as_written():
     namespace = memory_bank_recipe()
-    bank, z0 = namespace["bank"], namespace["z0"]
-    assert len(bank) == 512 and z0.grad is not None and torch.isfinite(z0.grad).all()
+    loss_fn, z0 = namespace["loss_fn"], namespace["z0"]
+    assert len(loss_fn.memory.bank) == 512 and z0.grad is not None and torch.isfinite(z0.grad).all()
     assert namespace["loss"].item() > 0
 
 
 @pytest.mark.parametrize("keys_have_grad", [True, False])  # SimCLR with a bank / MoCo's keys
 def test_memory_bank_recipe_equals_lightly(keys_have_grad):
-    namespace = memory_bank_recipe()
-    recipe, bank_class = namespace["memory_bank_nt_xent"], namespace["NegativeBank"]
+    loss_class = memory_bank_recipe()["SimCLRLoss"]
     gen = torch.Generator().manual_seed(0)
     size, dim, batch = 64, 8, 16
-    bank, reference = bank_class(size, dim), NTXentLoss(0.3, memory_bank_size=(size, dim))
+    ours, reference = loss_class(0.3, memory_bank_size=size), NTXentLoss(0.3, memory_bank_size=(size, dim))
     start = F.normalize(torch.randn(size, dim, generator=gen), dim=1)
-    bank.push(start)  # lightly's bank starts with random unit vectors; give both the same ones
+    ours.memory.bank.push(start)  # lightly's bank starts with random unit vectors; give both them
     reference.memory_bank.bank.copy_(start)
     for _ in range(6):  # more than one pass over the bank: the FIFO order must match too
         z0 = torch.randn(batch, dim, generator=gen).requires_grad_()
         z1 = torch.randn(batch, dim, generator=gen).requires_grad_(keys_have_grad)
         inputs = [z0, z1] if keys_have_grad else [z0]
-        ours = recipe(z0, z1, bank, temperature=0.3)
-        theirs = reference(z0, z1)
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
-        for a, b in zip(torch.autograd.grad(ours, inputs), torch.autograd.grad(theirs, inputs),
+        value, expected = ours(z0, z1), reference(z0, z1)
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+        for a, b in zip(torch.autograd.grad(value, inputs), torch.autograd.grad(expected, inputs),
                         strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # No gradient, no update (lightly's rule, e.g. a validation pass).
-    before = bank.features.clone()
-    recipe(torch.randn(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen), bank)
-    assert torch.equal(bank.features, before)
+    before = ours.memory.bank.features.clone()
+    ours(torch.randn(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen))
+    assert torch.equal(ours.memory.bank.features, before)
 
 
 WORLD, LOCAL, DIM = 2, 6, 8
@@ -186,19 +184,19 @@ def distributed_worker(rank: int, init_file: str, gather_code: str, bank_code: s
         dist.all_reduce(mean_theirs)
         # The memory-bank recipe under DDP: every rank's keys go into every rank's bank.
         bank_ns: dict = {"__name__": "recipe"}
-        code = bank_code.split("\n\nbank = ", 1)[0]  # the function, not the usage lines
+        code = bank_code.split("\n\n# lightly:", 1)[0]  # the imports, not the usage lines
         exec(compile(code, "docs/lightly.md (memory bank)", "exec"), bank_ns)
-        bank = bank_ns["NegativeBank"](4 * WORLD * LOCAL, DIM)
+        loss_fn = bank_ns["SimCLRLoss"](0.3, memory_bank_size=4 * WORLD * LOCAL)
         reference = NTXentLoss(0.3, memory_bank_size=(4 * WORLD * LOCAL, DIM),
                                gather_distributed=True)
         start = F.normalize(torch.randn(4 * WORLD * LOCAL, DIM, generator=gen), dim=1)
-        bank.push(start)
+        loss_fn.memory.bank.push(start)
         reference.memory_bank.bank.copy_(start)
         bank_results = []
         for _ in range(3):
             z0, z1 = (torch.randn(WORLD * LOCAL, DIM, generator=gen)[rows].clone().requires_grad_()
                       for _ in range(2))
-            a = bank_ns["memory_bank_nt_xent"](z0, z1, bank, 0.3)
+            a = loss_fn(z0, z1)
             b = reference(z0, z1)
             bank_results.append((a.detach(), b.detach(),
                                  *torch.autograd.grad(a, [z0, z1]),

@@ -20,7 +20,7 @@ On a CUDA bank ``backend="auto"`` takes the head from the exact tiles of
 keys to a CPU index, and faiss's GPU IVF indexes cannot remove ids); ``backend="faiss"`` keeps the
 CPU IVF index for any device and ``"exact"`` the tiles everywhere. Until the bank holds enough keys
 to train the cells (39 per cell, faiss's minimum) :meth:`graph` returns ``None``: the caller uses the
-dense bank, which is small then.
+dense bank, which is small then (a bank of fewer slots trains when it is full).
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ class BankIndex(nn.Module):
         return self.centroids.numel() > 0
 
     def cells_for(self, size: int) -> int:
-        """The number of cells for a bank of ``size`` slots."""
-        return self.nlist if self.nlist is not None else max(1, round(math.sqrt(size)))
+        """The number of cells for a bank of ``size`` slots (at most ``size``)."""
+        return min(size, self.nlist if self.nlist is not None else max(1, round(math.sqrt(size))))
 
     # -- maintenance ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -109,7 +109,7 @@ class BankIndex(nn.Module):
         ``slots`` the ones just written (:meth:`NegativeBank.push`'s return value)."""
         nlist = self.cells_for(bank.size(0))
         if not self.trained:
-            if count >= _POINTS_PER_CELL * nlist:
+            if count >= min(_POINTS_PER_CELL * nlist, bank.size(0)):  # a small bank: when full
                 self._train(bank, count, nlist)
             return
         self.updates += 1
