@@ -49,6 +49,7 @@ PERF = {
     "training_step": [],
     "monitor_overhead": [],
     "affinity": ["--quick"],
+    "memory_bank": [],
     "gnn": ["--grace"],
 }
 

@@ -77,40 +77,45 @@ class MemoryBankContrast(nn.Module):
 
     def contrast(self, h0: Tensor, h1: Tensor, temperature: float,
                  attention: AttentionSpec | None = None,
-                 attention_x: tuple[Tensor, Tensor] | None = None) -> BankContrast:
+                 attention_x: tuple[Tensor, Tensor] | None = None,
+                 sample_ids: Tensor | None = None) -> BankContrast:
         """The energy (summed over anchors) and its gradients w.r.t. ``h0`` and ``h1`` (points of
-        :func:`~mp_contrastive.graph.sphere_projection`), against the bank as it is now."""
+        :func:`~mp_contrastive.graph.sphere_projection`), against the bank as it is now; entries
+        pushed with an anchor's own ``sample_ids`` are not its negatives."""
         with torch.no_grad():
             scale = 1.0 / math.sqrt(temperature)
             count = len(self.bank)
             negatives = self.bank.features.to(h0.dtype)
+            exclude = None if sample_ids is None else self.bank.same_sample(sample_ids)
             graph = None
             if self.index is not None and count > 0:
                 graph = self.index.graph(self.bank.bank.to(h0.dtype), count,
-                                         (h0 * scale).detach())
+                                         (h0 * scale).detach(), exclude)
             affinity_index, affinity_weight = graph if graph is not None else (None, None)
+            dense_exclude = exclude if graph is None else None
             anchor_weight = positive_weight = None
             if attention is not None:
                 anchor_weight, positive_weight = self._attention(
                     attention, h0, h1, attention_x, negatives, scale, affinity_index,
-                    affinity_weight)
+                    affinity_weight, exclude)
             return bank_contrast(h0, h1, negatives, negative_scale=scale,
                                  affinity_index=affinity_index, affinity_weight=affinity_weight,
                                  anchor_weight=anchor_weight, positive_weight=positive_weight,
-                                 tiling=self.tiling)
+                                 exclude=dense_exclude, tiling=self.tiling)
 
     @torch.no_grad()
-    def push(self, z1: Tensor) -> None:
+    def push(self, z1: Tensor, sample_ids: Tensor | None = None) -> None:
         """lightly's update: the normalised second view, from every rank, replaces the oldest
-        entries (and the index follows)."""
-        slots = self.bank.push(gather_no_grad(F.normalize(z1.detach(), dim=1)))
+        entries (and the index follows), with its sample ids when given."""
+        ids = None if sample_ids is None else gather_no_grad(sample_ids.to(z1.device))
+        slots = self.bank.push(gather_no_grad(F.normalize(z1.detach(), dim=1)), ids)
         if self.index is not None:
             self.index.update(self.bank.bank, len(self.bank), slots)
 
     def _attention(self, spec: AttentionSpec, h0: Tensor, h1: Tensor,
                    attention_x: tuple[Tensor, Tensor] | None, negatives: Tensor, scale: float,
-                   affinity_index: Tensor | None,
-                   affinity_weight: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+                   affinity_index: Tensor | None, affinity_weight: Tensor | None,
+                   exclude: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """``(anchor_weight, positive_weight)`` of the attention on each anchor's one positive
         pair, with the normalisers of
         :func:`~mp_contrastive.nn.functional.attention_weights`: ``"neighbors"`` is a softmax over
@@ -134,10 +139,13 @@ class MemoryBankContrast(nn.Module):
         # mean_k e^{beta h0 . n_k / sqrt(tau)} over the bank (an unbiased estimate on a kNN graph).
         total = uniformity(negatives, h0 * (scale * spec.beta), same_nodes=False,
                            both_sides=False, affinity_index=affinity_index,
-                           affinity_weight=affinity_weight, need_step=False,
-                           tiling=self.tiling).row_logsumexp
+                           affinity_weight=affinity_weight, need_step=False, tiling=self.tiling,
+                           exclude=exclude if affinity_index is None else None).row_logsumexp
         assert total is not None
-        return None, (score - (total - math.log(negatives.size(0)))).exp()
+        count = torch.full_like(score, negatives.size(0))
+        if exclude is not None:  # an anchor's own keys are not among its negatives
+            count -= torch.bincount(exclude[1], minlength=score.numel()).to(score.dtype)
+        return None, (score - (total - count.clamp_min(1).log())).exp()
 
     def extra_repr(self) -> str:
         return "affinity='knn'" if self.index is not None else "affinity='dense'"

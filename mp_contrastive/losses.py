@@ -163,7 +163,8 @@ class _ViewContrastiveLoss(nn.Module):
             raise ValueError(f"affinity={affinity!r} is a graph over a memory bank: it needs "
                              f"memory_bank_size > 0")
 
-    def _bank_loss(self, z0: Tensor, z1: object, attention_x: Tensor | None = None) -> Tensor:
+    def _bank_loss(self, z0: Tensor, z1: object, attention_x: Tensor | None = None,
+                   sample_ids: Tensor | None = None) -> Tensor:
         """lightly's memory-bank NT-Xent (:mod:`mp_contrastive.bank_loss`)."""
         assert self.memory is not None
         if not isinstance(z1, Tensor) or not z1.is_floating_point():
@@ -174,12 +175,14 @@ class _ViewContrastiveLoss(nn.Module):
         if self.memory.bank.dim not in (None, z0.size(1)):
             raise ValueError(f"'z0' must have shape [batch_size, {self.memory.bank.dim}] (the "
                              f"memory bank's dim), got {tuple(z0.shape)}")
+        if sample_ids is not None:
+            sample_ids = check_index_vector(sample_ids, "sample_ids", length=b).to(z0.device)
         pair = None if attention_x is None else (attention_x[:b], attention_x[b:])
         h = sphere_projection(z, self.temperature)
         result = self.memory.contrast(h[:b].detach(), h[b:].detach(), self.temperature,
-                                      self.conv.attention, pair)
+                                      self.conv.attention, pair, sample_ids)
         if z0.requires_grad:  # lightly's rule: a batch without gradient leaves the bank as it is
-            self.memory.push(z1)
+            self.memory.push(z1, sample_ids)
         step = -torch.cat([result.grad_anchor, result.grad_positive])
         loss = descent_loss(h, step, 1.0, result.energy, unsupported=(
             "second derivatives of a loss with a memory bank are not available (the bank "
@@ -313,12 +316,19 @@ class SimCLRLoss(_ViewContrastiveLoss):
                          reduction, memory_bank_size, affinity, tiling)
 
     def forward(self, z0: Tensor, z1_or_sample: Tensor, *, affinity_index: Tensor | None = None,
-                affinity_weight: Tensor | None = None) -> Tensor:
+                affinity_weight: Tensor | None = None,
+                sample_ids: Tensor | None = None) -> Tensor:
+        """``sample_ids`` (with a memory bank only): each row's sample (e.g. dataset index); bank
+        entries pushed with an anchor's own id (its keys from earlier epochs) are left out of its
+        negatives. lightly has no such option: without it the values are lightly's."""
         if self.memory is not None:
             if affinity_index is not None or affinity_weight is not None:
                 raise ValueError("a loss with a memory bank builds its own affinity graph "
                                  "(affinity='dense' or 'knn'): pass no affinity_index")
-            return self._bank_loss(z0, z1_or_sample)
+            return self._bank_loss(z0, z1_or_sample, sample_ids=sample_ids)
+        if sample_ids is not None:
+            raise ValueError("'sample_ids' names the memory bank's entries: it needs "
+                             "memory_bank_size > 0")
         return self._loss(*self._nodes(z0, z1_or_sample), affinity_index=affinity_index,
                           affinity_weight=affinity_weight)
 
@@ -368,11 +378,12 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
     def forward(self, z0: Tensor, z1_or_sample: Tensor,
                 attention_features: Tensor | tuple[Tensor, Tensor] | None = None, *,
                 affinity_index: Tensor | None = None,
-                affinity_weight: Tensor | None = None) -> Tensor:
+                affinity_weight: Tensor | None = None,
+                sample_ids: Tensor | None = None) -> Tensor:
         """``attention_features``: features to compute the attention on, one row per view (or a
         pair of per-view tensors matching ``(z0, z1)``); default the normalised ``z``.
-        ``affinity_index``, ``affinity_weight``: a sparse affinity graph, as in
-        :class:`SimCLRLoss`."""
+        ``affinity_index``, ``affinity_weight``: a sparse affinity graph, and ``sample_ids``: the
+        rows' samples for a memory bank, as in :class:`SimCLRLoss`."""
         if isinstance(attention_features, (tuple, list)):
             attention_features = torch.cat(list(attention_features))
         if self.memory is not None:
@@ -385,7 +396,10 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
                     raise ValueError(f"'attention_features' must have one row per view "
                                      f"({2 * z0.size(0)}), got {attention_features.size(0)}")
                 attention_features = attention_features.detach().to(z0.dtype)
-            return self._bank_loss(z0, z1_or_sample, attention_features)
+            return self._bank_loss(z0, z1_or_sample, attention_features, sample_ids)
+        if sample_ids is not None:
+            raise ValueError("'sample_ids' names the memory bank's entries: it needs "
+                             "memory_bank_size > 0")
         z, edge_index, edge_weight = self._nodes(z0, z1_or_sample)
         return self._loss(z, edge_index, edge_weight, attention_features,
                           affinity_index=affinity_index, affinity_weight=affinity_weight)

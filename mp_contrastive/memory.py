@@ -65,6 +65,7 @@ class NegativeBank(nn.Module):
     """
 
     bank: Tensor
+    ids: Tensor
     ptr: Tensor
     count: Tensor
 
@@ -80,6 +81,8 @@ class NegativeBank(nn.Module):
         self._dtype_given = dtype is not None
         rows, cols = (self.size, self.dim) if self.dim is not None else (0, 0)
         self.register_buffer("bank", torch.zeros(rows, cols, dtype=dtype, device=device))
+        # Each entry's sample id when the pushes named them (-1: unknown), for same_sample().
+        self.register_buffer("ids", torch.full((self.size,), -1, dtype=torch.long, device=device))
         # Next slot to write, and number of filled slots (the oldest entry is at `ptr` once full).
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("count", torch.zeros((), dtype=torch.long, device=device))
@@ -115,11 +118,16 @@ class NegativeBank(nn.Module):
         return torch.cat([self.bank[ptr:], self.bank[:ptr]])
 
     @torch.no_grad()
-    def push(self, x: Tensor) -> Tensor:
-        """Enqueue the rows of ``x`` (``[B, dim]``, detached), dropping the oldest entries.
+    def push(self, x: Tensor, ids: Tensor | None = None) -> Tensor:
+        """Enqueue the rows of ``x`` (``[B, dim]``, detached), dropping the oldest entries, with
+        their sample ids ``ids`` (``[B]``, optional; see :meth:`same_sample`).
         Returns the slots written (``[min(B, size)]``, in the order of the rows kept), so that an
         index over the bank can replace exactly those entries."""
         x = check_features(x, "x")
+        if ids is not None:
+            ids = check_index_vector(ids, "ids", length=x.size(0)).to(self.ids.device)
+        else:
+            ids = torch.full((x.size(0),), -1, dtype=torch.long, device=self.ids.device)
         if self.dim is None:
             self.dim = x.size(1)
             self.bank = self.bank.new_zeros(self.size, self.dim,
@@ -131,16 +139,35 @@ class NegativeBank(nn.Module):
         n, ptr = x.size(0), int(self.ptr)
         if n >= self.size:
             self.bank.copy_(x[n - self.size:])
+            self.ids.copy_(ids[n - self.size:])
             self.ptr.zero_()
             self.count.fill_(self.size)
             return torch.arange(self.size, device=self.bank.device)
         first = min(n, self.size - ptr)
         self.bank[ptr:ptr + first] = x[:first]
+        self.ids[ptr:ptr + first] = ids[:first]
         if first < n:  # wrap around
             self.bank[: n - first] = x[first:]
+            self.ids[: n - first] = ids[first:]
         self.ptr.fill_((ptr + n) % self.size)
         self.count.fill_(min(self.size, len(self) + n))
         return torch.arange(ptr, ptr + n, device=self.bank.device) % self.size
+
+    def same_sample(self, ids: Tensor) -> Tensor:
+        """``[2, P]`` pairs ``(slot, row)``: the filled slots whose sample id equals ``ids[row]``
+        (e.g. a sample's own keys from earlier epochs, which are not its negatives)."""
+        ids = check_index_vector(ids, "ids").to(self.ids.device)
+        stored = self.ids[: len(self)]
+        order = torch.argsort(stored, stable=True)
+        sorted_ids = stored[order]
+        lo = torch.searchsorted(sorted_ids, ids)
+        hi = torch.searchsorted(sorted_ids, ids, right=True)
+        count = (hi - lo).clamp_min(0)
+        row = torch.repeat_interleave(torch.arange(ids.numel(), device=ids.device), count)
+        # Position of each pair inside its row's run of equal ids.
+        offset = torch.arange(row.numel(), device=ids.device) - \
+            torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        return torch.stack([order[lo[row] + offset], row])
 
     def forward(self, x: Tensor, update: bool = True) -> Tensor:
         """lightly's ``MemoryBankModule`` protocol: the negatives *before* this batch (a copy, so
@@ -155,6 +182,7 @@ class NegativeBank(nn.Module):
     def reset(self) -> None:
         """Empty the bank."""
         self.bank.zero_()
+        self.ids.fill_(-1)
         self.ptr.zero_()
         self.count.zero_()
 

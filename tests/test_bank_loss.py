@@ -157,3 +157,51 @@ def test_bank_errors_name_the_problem():
         torch.autograd.grad(loss(z, torch.randn(4, 3)), z, create_graph=True)
     with pytest.raises(ValueError, match="attention features"):
         AttentionSimCLRLoss(memory_bank_size=8)(z, z.detach(), attention_features=torch.randn(8, 2))
+
+
+@pytest.mark.parametrize("tiny_tiles", [False, True])
+def test_sample_ids_leave_an_anchors_own_keys_out(tiny_tiles):
+    """Bank entries pushed with an anchor's own id are not its negatives: the value and gradient
+    of a masked cross-entropy, by autograd (dense plain and tiled paths)."""
+    from mp_contrastive.nn.functional import Tiling
+
+    tiling = Tiling(elements=5, threshold=0) if tiny_tiles else Tiling()
+    loss = SimCLRLoss(0.3, memory_bank_size=SIZE, tiling=tiling)
+    ids_per_step = [torch.arange(BATCH) % 10 + 10 * (step % 3) for step in range(8)]
+    for step, (z0, z1) in enumerate(batches(8, seed=6)):
+        ids = ids_per_step[step]
+        stored = loss.memory.bank
+        bank, bank_ids = stored.features.clone(), stored.ids[:len(stored)].clone()
+        a, b = z0.clone().requires_grad_(), z1.clone().requires_grad_()
+        value = loss(a, b, sample_ids=ids)
+        got = (value.detach(), *torch.autograd.grad(value, [a, b]))
+        x0, x1 = z0.clone().requires_grad_(), z1.clone().requires_grad_()
+        n0, n1 = F.normalize(x0, dim=1), F.normalize(x1, dim=1)
+        s = (n0 * n1).sum(1, keepdim=True) / 0.3
+        negatives = (n0 @ bank.reshape(-1, DIM).double().T / 0.3).masked_fill(
+            ids.unsqueeze(1) == bank_ids.unsqueeze(0), -math.inf)
+        expected = (torch.logsumexp(torch.cat([s, negatives], 1), 1) - s.squeeze(1)).mean()
+        want = (expected.detach(), *torch.autograd.grad(expected, [x0, x1]))
+        for x, y in zip(got, want, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+        if step >= 3:
+            assert bool((ids.unsqueeze(1) == bank_ids.unsqueeze(0)).any())  # exclusions happened
+
+
+def test_knn_graph_never_contains_excluded_pairs():
+    index = BankIndex(k=6, num_samples=32, nlist=4)
+    loss = SimCLRLoss(0.3, memory_bank_size=256, affinity=index)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        ids = torch.randint(0, 40, (BATCH,), generator=gen)
+        z0, z1 = torch.randn(2, BATCH, DIM, generator=gen).unbind(0)
+        bank = loss.memory.bank
+        if index.trained:
+            q = F.normalize(z0, dim=1) / 0.3
+            exclude = bank.same_sample(ids)
+            (src, dst), _ = index.graph(bank.bank, len(bank), q, exclude)
+            assert exclude.size(1) > 0
+            pairs = set(zip(exclude[0].tolist(), exclude[1].tolist(), strict=True))
+            assert not pairs & set(zip(src.tolist(), dst.tolist(), strict=True))
+        loss(z0.requires_grad_(), z1, sample_ids=ids)
+    assert index.trained

@@ -33,9 +33,9 @@ def batch_views():
     return [torch.randn(BATCH, 6, generator=g, dtype=torch.float64) for _ in range(VIEWS)]
 
 
-def loss_and_grads(method, views):
+def loss_and_grads(method, views, index=None):
     method.zero_grad()
-    loss = method(views, torch.arange(views[0].size(0)))
+    loss = method(views, torch.arange(views[0].size(0)) if index is None else index)
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in method.parameters()]
 
@@ -88,9 +88,10 @@ def test_single_process_gather_is_identity():
 BANK_STEPS = 4
 
 
-def bank_steps(method, views_per_step):
-    """Loss and parameter gradients of each step (the bank fills up along the way)."""
-    return [loss_and_grads(method, views) for views in views_per_step]
+def bank_steps(method, views_per_step, index):
+    """Loss and parameter gradients of each step (the bank fills up along the way; the samples
+    recur every two steps, so the bank holds each anchor's own earlier keys, left out)."""
+    return [loss_and_grads(method, views, index) for views in views_per_step]
 
 
 def bank_views():
@@ -107,8 +108,9 @@ def bank_worker(rank, init_file, results):
         method = SimCLRMethod(TinyModel(), temperature=0.3, memory_bank_size=2 * BATCH)
         ddp = nn.parallel.DistributedDataParallel(method)
         local = BATCH // WORLD
-        steps = bank_steps(ddp, [[v[rank * local:(rank + 1) * local] for v in views]
-                                 for views in bank_views()])
+        rows = slice(rank * local, (rank + 1) * local)
+        steps = bank_steps(ddp, [[v[rows] for v in views] for views in bank_views()],
+                           torch.arange(BATCH)[rows] % (BATCH // 2))
         results[rank] = (steps, method.loss.memory.bank.oldest_first())
     finally:
         dist.destroy_process_group()
@@ -118,7 +120,7 @@ def test_ddp_with_a_memory_bank_equals_single_process(tmp_path):
     """Each rank contrasts its own anchors against a bank that receives every rank's keys: after
     DDP averages the gradients, every step equals one process holding the global batch."""
     single = SimCLRMethod(TinyModel(), temperature=0.3, memory_bank_size=2 * BATCH)
-    expected = bank_steps(single, bank_views())
+    expected = bank_steps(single, bank_views(), torch.arange(BATCH) % (BATCH // 2))
     with mp.Manager() as manager:
         results = manager.dict()
         mp.spawn(bank_worker, args=(str(tmp_path / "init"), results), nprocs=WORLD)

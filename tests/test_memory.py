@@ -78,7 +78,7 @@ def test_state_dict_round_trip():
     bank = NegativeBank(6, 3)
     bank.push(rows(0, 8))
     state = bank.state_dict()
-    assert set(state) == {"bank", "ptr", "count"}
+    assert set(state) == {"bank", "ids", "ptr", "count"}
     restored = NegativeBank(6, 3)
     restored.load_state_dict(state)
     assert torch.equal(restored.oldest_first(), bank.oldest_first())
@@ -228,3 +228,23 @@ def test_aggregate_stages_masks():
     valid = torch.tensor([[True, False], [True, False]])
     assert aggregate_stages(stages, "mean", valid).view(-1).tolist() == [2.0, 0.0]
     assert aggregate_stages(stages, "max", valid).view(-1).tolist() == [3.0, 0.0]
+
+
+def test_lazy_dim_dtype_and_sample_ids():
+    bank = NegativeBank(5)  # dim (and dtype) from the first push, as lightly's memory_bank_size=K
+    slots = bank.push(rows(0, 3).double(), ids=torch.tensor([7, 8, 7]))
+    assert bank.dim == 3 and bank.bank.dtype == torch.float64 and slots.tolist() == [0, 1, 2]
+    slots = bank.push(rows(3, 6).double(), ids=torch.tensor([9, 8, 1]))  # wraps: 3, 4, then 0
+    assert slots.tolist() == [3, 4, 0]
+    # Pairs (slot, row) of the stored entries that share each row's id; unknown ids never match.
+    pairs = bank.same_sample(torch.tensor([8, 5, 7]))
+    assert sorted(map(tuple, pairs.T.tolist())) == [(1, 0), (2, 2), (4, 0)]
+    bank.push(rows(6, 7).double())  # into slot 1, without an id (-1: matches nothing)
+    assert bank.same_sample(torch.tensor([8])).tolist() == [[4], [0]]
+    restored = NegativeBank(5)
+    restored.load_state_dict(bank.state_dict())
+    assert restored.dim == 3 and torch.equal(restored.oldest_first(), bank.oldest_first())
+    with pytest.raises(TypeError, match="'dtype'"):
+        NegativeBank(4, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="'ids'"):
+        bank.push(rows(0, 2).double(), ids=torch.tensor([1]))

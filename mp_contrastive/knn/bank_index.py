@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from mp_contrastive._validation import check_choice, check_positive_int
-from mp_contrastive.knn.exact import exact_search, sort_by_key_then_index
+from mp_contrastive.knn.exact import contains, exact_search, sort_by_key_then_index
 from mp_contrastive.knn.sampling import cluster_cells, sample_tail
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 
@@ -179,25 +179,33 @@ class BankIndex(nn.Module):
 
     # -- the graph --------------------------------------------------------------------------------
     @torch.no_grad()
-    def graph(self, bank: Tensor, count: int, queries: Tensor) -> tuple[Tensor, Tensor] | None:
+    def graph(self, bank: Tensor, count: int, queries: Tensor,
+              exclude: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
         r"""``(edge_index, edge_weight)`` from the filled slots of ``bank`` to ``queries`` (row 0 =
         slot, row 1 = query; grouped by query, head first), or ``None`` while the cells are not
         trained. ``queries`` are scored at the scale the loss uses (:math:`z / \tau` against unit
-        keys), which the proposal's cell probabilities need; the head's ranking ignores it."""
+        keys), which the proposal's cell probabilities need; the head's ranking ignores it.
+        ``exclude`` (``[2, P]`` pairs (slot, query)) are never edges: dropped from the head and
+        from the tail's draws, so the estimate is of the sum over the other slots."""
         if not self.trained:
             return None
         filled = bank[:count]
         k = min(self.k, count)
         if self._head_backend(bank) == "exact":
-            head, key = exact_search(filled, queries, k, "ip", False, None, None, self.tiling)
+            head, key = exact_search(filled, queries, k, "ip", False, exclude, None, self.tiling)
         else:
             head, key = self._ivf_search(bank, count, queries, k)
+            if exclude is not None and exclude.numel() > 0:  # the head may come out shorter
+                rows = torch.arange(queries.size(0), device=queries.device).unsqueeze(1)
+                dropped = contains(exclude[1] * count + exclude[0], rows * count + head)
+                key = key.masked_fill(dropped, -math.inf)
+                key, head = sort_by_key_then_index(key, head.masked_fill(dropped, count))
         cells = cluster_cells(filled, self.cell[:count], self.centroids.size(0), self.cell_mean)
         generator = torch.Generator(device=bank.device)
         generator.manual_seed(self.seed * 1_000_003 + int(self.draws))
         self.draws += 1
         return sample_tail(queries, head, key, count, self.num_samples, cells=cells, same=False,
-                           exclude=None, generator=generator)
+                           exclude=exclude, generator=generator)
 
     def _head_backend(self, bank: Tensor) -> str:
         if self.backend == "auto":

@@ -36,7 +36,11 @@ class SimCLRMethod(nn.Module):
     last ``K`` second-view projections (lightly's ``NTXentLoss(memory_bank_size)``), over
     ``affinity="dense"`` (every entry) or ``"knn"`` (a kNN head + sampled tail); see
     :class:`~mp_contrastive.losses.SimCLRLoss`. Under DDP each rank then contrasts its own
-    anchors (the bank receives every rank's keys), as lightly does.
+    anchors (the bank receives every rank's keys), as lightly does. Unlike lightly, an image's own
+    keys from earlier epochs are left out of its negatives (``sample_ids``): on a data set not
+    much larger than the bank they are a near copy of the positive, and contrasting them away
+    made the CPU preset unlearn (kNN 29.4% -> 27.6% after 4 epochs with a 16,384-key bank on
+    8,192 images).
     """
 
     def __init__(self, model: nn.Module, temperature: float = 0.5, attention: str = "off",
@@ -78,9 +82,12 @@ class SimCLRMethod(nn.Module):
         self.last_nodes = (gathered, gathered_sample_ids(batch, 2, gathered.size(0), z.device),
                            _node_index(index, 2))
         z0, z1 = z[:batch], z[batch:]
+        # A sample's own keys from earlier epochs are not its negatives (a bank larger than a
+        # fraction of the data set holds them, and they sit next to the positive).
         if self.attention == "official":
-            return self.loss(z0, z1, attention_features=_full_precision(h).detach())
-        return self.loss(z0, z1)
+            return self.loss(z0, z1, attention_features=_full_precision(h).detach(),
+                             sample_ids=index)
+        return self.loss(z0, z1, sample_ids=index)
 
 
 class SimSiamMethod(nn.Module):

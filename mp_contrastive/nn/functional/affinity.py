@@ -34,7 +34,7 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
                anchor_weight: Tensor | None = None, kernel: str = "infonce",
                need_step: bool = True, need_energy: bool = False,
                similarity: Tensor | None = None, attraction: Attraction | None = None,
-               tiling: Tiling = DEFAULT_TILING) -> Repulsion:
+               tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None) -> Repulsion:
     r"""Gradient w.r.t. the anchors ``h_dst`` and value of the uniformity energy (module docstring).
 
     ``K(i)`` is every other node (dense, ``affinity_index=None``) or the sources of the edges into
@@ -42,10 +42,15 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
     terms in which a node is somebody else's neighbour. A dense ``similarity`` (``h_dst @ h_src.T``)
     computed by the caller is reused, and overwritten. ``attraction`` (dense only) is folded into
     the coefficient matrix, so :math:`\hat{A} - \bar{A}` is formed entry by entry before the matmul.
+    ``exclude`` (dense InfoNCE only; ``[2, P]`` pairs ``(src, dst)``) leaves pairs out of the dense
+    graph; a sparse graph leaves them out by not having the edges.
     """
     if affinity_index is None:
         return dense_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
-                                need_step, need_energy, similarity, attraction, tiling)
+                                need_step, need_energy, similarity, attraction, tiling, exclude)
+    if exclude is not None:
+        raise ValueError("'exclude' applies to the dense affinity graph: leave the pairs out of "
+                         "'affinity_index' instead")
     if attraction is not None:
         raise ValueError("an attraction can only be folded into a dense affinity graph")
     return sparse_uniformity(h_src, h_dst, affinity_index, affinity_weight, anchor_weight,

@@ -38,7 +38,7 @@ class BankContrast(NamedTuple):
 def bank_contrast(anchor: Tensor, positive: Tensor, negatives: Tensor, *,
                   negative_scale: float = 1.0, affinity_index: Tensor | None = None,
                   affinity_weight: Tensor | None = None, anchor_weight: Tensor | None = None,
-                  positive_weight: Tensor | None = None,
+                  positive_weight: Tensor | None = None, exclude: Tensor | None = None,
                   tiling: Tiling = DEFAULT_TILING) -> BankContrast:
     r"""The energy of the module docstring and its gradients, without an autograd graph.
 
@@ -52,6 +52,8 @@ def bank_contrast(anchor: Tensor, positive: Tensor, negatives: Tensor, *,
         affinity_index (Tensor, optional): ``[2, E]`` sparse affinity graph (row 0 = bank slot,
             row 1 = anchor); dense when ``None``. affinity_weight (Tensor, optional): ``[E]``.
         anchor_weight, positive_weight (Tensor, optional): :math:`c` and :math:`v`, ``[B]``.
+        exclude (Tensor, optional): ``[2, P]`` pairs (bank slot, anchor) left out of the dense
+            graph (e.g. an anchor's own earlier keys); a sparse graph leaves them out itself.
         tiling (Tiling): when the dense bipartite graph is processed tile by tile.
     """
     with torch.no_grad():
@@ -63,14 +65,16 @@ def bank_contrast(anchor: Tensor, positive: Tensor, negatives: Tensor, *,
             repulsion = uniformity(negatives, query, same_nodes=False, both_sides=False,
                                    affinity_index=affinity_index, affinity_weight=affinity_weight,
                                    need_step=True, need_energy=affinity_index is not None,
-                                   tiling=tiling)
+                                   tiling=tiling, exclude=exclude)
             negative_lse = repulsion.row_logsumexp
             assert repulsion.grad is not None and negative_lse is not None
             lse = torch.logaddexp(s, negative_lse)
             # The uniformity's gradient is the softmax over the negatives alone; its share of the
-            # whole denominator rescales it (d/da of the negatives' logits brings the scale).
+            # whole denominator rescales it (d/da of the negatives' logits brings the scale). An
+            # anchor with no negative left (all excluded) has share 0 and an undefined softmax.
             share = (negative_lse - lse).exp_().mul_(negative_scale)
             pulled = repulsion.grad.mul_(share.unsqueeze(1))
+            pulled = torch.where(negative_lse.isneginf().unsqueeze(1), 0.0, pulled)
         p_positive = (s - lse).exp()
         c = torch.ones_like(s) if anchor_weight is None else anchor_weight
         v = torch.ones_like(s) if positive_weight is None else positive_weight

@@ -28,6 +28,8 @@ class _Config(NamedTuple):
     need_step: bool
     need_energy: bool
     tiling: Tiling
+    # (dst, src) pairs left out of the affinity graph (InfoNCE only), sorted by dst.
+    exclude: tuple[Tensor, Tensor] | None = None
 
 
 class _Pull(NamedTuple):
@@ -56,6 +58,12 @@ def _similarity_tile(h_src: Tensor, q: Tensor, r0: int, c0: int, c1: int, cfg: _
     s = q @ h_src[c0:c1].T
     if cfg.same_nodes:  # the global diagonal i == k lies on the tile's diagonal of offset r0 - c0
         s.diagonal(r0 - c0).fill_(-math.inf if cfg.kernel == "infonce" else 0.0)
+    if cfg.exclude is not None:
+        dst, src = cfg.exclude
+        bounds = torch.searchsorted(dst, torch.tensor([r0, r0 + q.size(0)], device=dst.device))
+        dst, src = dst[int(bounds[0]):int(bounds[1])], src[int(bounds[0]):int(bounds[1])]
+        inside = (src >= c0) & (src < c1)
+        s[dst[inside] - r0, src[inside] - c0] = -math.inf
     return s
 
 
@@ -248,10 +256,14 @@ class _BlockwiseDense(torch.autograd.Function):
 def blockwise_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides: bool,
                          anchor_weight: Tensor | None, kernel: str, need_step: bool,
                          need_energy: bool, attraction: Attraction | None,
-                         tiling: Tiling) -> Repulsion:
+                         tiling: Tiling, exclude: Tensor | None = None) -> Repulsion:
     """The dense uniformity of :func:`~mp_contrastive.nn.functional.dense.dense_uniformity`, tile
     by tile (same values and gradients; see the module docstring)."""
-    cfg = _Config(same_nodes, both_sides, kernel, need_step, need_energy, tiling)
+    pairs = None
+    if exclude is not None:
+        order = torch.argsort(exclude[1], stable=True)
+        pairs = (exclude[1, order], exclude[0, order])
+    cfg = _Config(same_nodes, both_sides, kernel, need_step, need_energy, tiling, pairs)
     if attraction is None or not need_step:
         grad, energy, lse = _BlockwiseDense.apply(h_src, h_dst, anchor_weight, None, None, None, cfg)
         pulled = None if attraction is None else attraction(lse)  # called once, as on the plain path

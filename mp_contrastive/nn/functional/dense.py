@@ -19,16 +19,20 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
                      anchor_weight: Tensor | None, kernel: str, need_step: bool,
                      need_energy: bool, similarity: Tensor | None = None,
                      attraction: Attraction | None = None,
-                     tiling: Tiling = DEFAULT_TILING) -> Repulsion:
+                     tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None) -> Repulsion:
     """The uniformity on the dense affinity graph. Works in place on the ``N x M`` similarity
     matrix when no autograd graph has to be kept, so the peak is one matrix; above
     ``tiling.threshold`` entries it goes tile by tile (:func:`blockwise_uniformity`), unless the
-    caller passes the ``similarity`` it computed (which is then overwritten)."""
+    caller passes the ``similarity`` it computed (which is then overwritten). ``exclude``
+    (``[2, P]`` pairs ``(src, dst)``, InfoNCE only) leaves those pairs out of the graph."""
     if same_nodes and h_dst.size(0) < 2:
         raise ValueError("the dense affinity graph needs at least 2 nodes, got 1")
+    if exclude is not None and kernel != "infonce":
+        raise ValueError("'exclude' leaves pairs out of an InfoNCE affinity graph; the spectral "
+                         "kernel has no such form")
     if similarity is None and tiling.blockwise(h_dst.size(0), h_src.size(0)):
         return blockwise_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
-                                    need_step, need_energy, attraction, tiling)
+                                    need_step, need_energy, attraction, tiling, exclude)
     inplace = not grad_tracked(h_src, h_dst)
     sim = h_dst @ h_src.T if similarity is None else similarity
     weight = None if anchor_weight is None else anchor_weight.unsqueeze(1)
@@ -36,6 +40,9 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
     if kernel == "infonce":
         if same_nodes:
             sim.fill_diagonal_(-math.inf)
+        if exclude is not None:
+            sim = sim.index_put_((exclude[1], exclude[0]), sim.new_tensor(-math.inf)) if inplace \
+                else sim.index_put((exclude[1], exclude[0]), sim.new_tensor(-math.inf))
         lse = torch.logsumexp(sim, dim=1)
         pulled = None if attraction is None else attraction(lse)
         if need_energy:
