@@ -12,7 +12,6 @@ from torch_geometric.utils import scatter
 
 from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.attention import AttentionSpec
-from mp_contrastive.nn.functional.repulsion import FixedAttraction
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 from mp_contrastive.nn.inputs import as_edge_index, check_anchor_weight, check_kernel, split_pair
 from mp_contrastive.nn.step_conv import StepConv
@@ -101,35 +100,28 @@ class ContrastiveConv(StepConv):
 
         attention = self.attention
         dense = affinity_index is None and same_nodes
-        # A dense "negatives" attention with a dot score shares the similarity matrix with the
-        # uniformity; at beta = 1 it only needs the uniformity's row log-sum-exp.
+        # A dense "negatives" attention with a dot score reads the similarity matrix the
+        # uniformity then overwrites: the attention's weights (their own log-sum-exp pass) are
+        # computed first and handed to the kernel as (edge_index, value).
         shared = (attention is not None and attention.shares_similarity() and attention_x is None
                   and dense and self.kernel == "infonce"
                   and not self.tiling.blockwise(num_dst, x_src.size(0)))
         similarity = x_dst @ x_src.T if shared else None
         kappa = 1.0 if self.kernel == "infonce" else 2.0
-        if attention is not None and shared and attention.beta == 1.0:
-            assert similarity is not None
-            pull = _SharedAttention(attention, x_dst, edge_index, edge_weight, kappa,
-                                    similarity.detach())
-        else:
-            if attention is not None:
-                edge_index, edge_weight, anchor_weight = self._attend(
-                    attention, x_dst, edge_index, edge_weight,
-                    affinity_index if same_nodes else None, anchor_weight, attention_x,
-                    None if similarity is None else similarity.detach())
-            pull = FixedAttraction(edge_index, _scaled(edge_index, edge_weight, kappa, dtype))
+        if attention is not None:
+            edge_index, edge_weight, anchor_weight = self._attend(
+                attention, x_dst, edge_index, edge_weight,
+                affinity_index if same_nodes else None, anchor_weight, attention_x,
+                None if similarity is None else similarity.detach())
+        value = (torch.full_like(edge_index[0], kappa, dtype=dtype) if edge_weight is None
+                 else kappa * edge_weight)
 
         repulsion = uniformity(
             x_src, x_dst, same_nodes=same_nodes, both_sides=same_nodes and not self.detach_targets,
             affinity_index=affinity_index, affinity_weight=affinity_weight,
             anchor_weight=anchor_weight, kernel=self.kernel, need_step=need_step,
-            need_energy=need_energy, similarity=similarity, attraction=pull if dense else None,
-            tiling=self.tiling)
-        if repulsion.attraction is not None:
-            edge_index, value = repulsion.attraction
-        else:
-            edge_index, value = pull(None)
+            need_energy=need_energy, similarity=similarity,
+            attraction=(edge_index, value) if dense else None, tiling=self.tiling)
         energy = grad = None
         if need_energy:
             src, dst = edge_index
@@ -144,45 +136,16 @@ class ContrastiveConv(StepConv):
                     grad = grad - self.weighted_sum(edge_index.flip(0), value, x_dst, num_dst)
         return grad, energy
 
-    @staticmethod
-    def _attend(attention: AttentionSpec, x: Tensor, edge_index: Tensor, edge_weight: OptTensor,
-                negative_index: Tensor | None, anchor_weight: OptTensor, attention_x: OptTensor,
-                similarity: OptTensor, row_logsumexp: OptTensor = None
-                ) -> tuple[Tensor, Tensor, OptTensor]:
+    def _attend(self, attention: AttentionSpec, x: Tensor, edge_index: Tensor,
+                edge_weight: OptTensor, negative_index: Tensor | None, anchor_weight: OptTensor,
+                attention_x: OptTensor, similarity: OptTensor) -> tuple[Tensor, Tensor, OptTensor]:
         """Replace the augmentation weights by (detached) attention weights and, for the official
         ``"positives"`` normalisation, weight each anchor's uniformity term by its row sum."""
         with torch.no_grad():
             edge_index, weight = attention.weights(
                 x, edge_index, edge_weight, affinity_index=negative_index,
-                attention_x=attention_x, similarity=similarity, row_logsumexp=row_logsumexp)
+                attention_x=attention_x, similarity=similarity, tiling=self.tiling)
         if attention.normalize == "positives":
             row_sum = scatter(weight, edge_index[1], 0, x.size(0), reduce="sum")
             anchor_weight = row_sum if anchor_weight is None else anchor_weight * row_sum
         return edge_index, weight, anchor_weight
-
-
-def _scaled(edge_index: Tensor, edge_weight: OptTensor, kappa: float,
-            dtype: torch.dtype) -> Tensor:
-    return (torch.full_like(edge_index[0], kappa, dtype=dtype) if edge_weight is None
-            else kappa * edge_weight)
-
-
-class _SharedAttention:
-    """The attraction of a dense, beta = 1 "negatives" attention, whose normaliser is the
-    uniformity's own row log-sum-exp: computed when the uniformity calls it, from the similarity
-    matrix it shares (before the uniformity overwrites it)."""
-
-    needs_logsumexp = True
-
-    def __init__(self, attention: AttentionSpec, x: Tensor, edge_index: Tensor,
-                 edge_weight: OptTensor, kappa: float, similarity: Tensor) -> None:
-        self.attention, self.x, self.kappa, self.similarity = attention, x, kappa, similarity
-        self.edge_index, self.edge_weight = edge_index, edge_weight
-
-    def __call__(self, row_logsumexp: Tensor | None) -> tuple[Tensor, Tensor]:
-        if row_logsumexp is None:
-            raise ValueError("a shared attention needs the uniformity's row log-sum-exp")
-        edge_index, weight, _ = ContrastiveConv._attend(
-            self.attention, self.x, self.edge_index, self.edge_weight, None, None, None,
-            self.similarity, row_logsumexp.detach())
-        return edge_index, _scaled(edge_index, weight, self.kappa, self.x.dtype)

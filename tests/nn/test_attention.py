@@ -104,11 +104,11 @@ def test_negatives_when_positives_dominate(gen, monkeypatch):
     expected = reference_weights(h, pos, base, 2.0, "negatives")
     torch.testing.assert_close(dense(edge_index, weight, 8), expected, atol=1e-9, rtol=1e-9)
     assert sorted(exact_rows) == [0, 1, 4, 5]  # the near-duplicate pairs, and only those
-    row_logsumexp = torch.logsumexp((h @ h.T).fill_diagonal_(-math.inf), 1)
-    _, shared = attention_weights(h, graph.edge_index, graph.edge_weight,
-                                  row_logsumexp=row_logsumexp)
+    similarity = h @ h.T
+    _, shared = attention_weights(h, graph.edge_index, graph.edge_weight, similarity=similarity)
     _, plain = attention_weights(h, graph.edge_index, graph.edge_weight)
     torch.testing.assert_close(shared, plain, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(similarity, h @ h.T, atol=0, rtol=0)  # read, not modified
 
 
 @pytest.mark.parametrize("mode", MODES)

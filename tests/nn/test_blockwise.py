@@ -12,7 +12,6 @@ from mp_contrastive.nn import ContrastiveConv, UniformityConv
 from mp_contrastive.nn.functional import (
     DEFAULT_TILING,
     AttentionSpec,
-    FixedAttraction,
     Tiling,
 )
 from mp_contrastive.nn.functional.dense import dense_uniformity
@@ -103,38 +102,6 @@ def test_contrastive_with_attention(gen, normalize, beta):
         ContrastiveConv(0.5, attention=attention, tiling=t), h, graph.edge_index))
 
 
-def test_attraction_log_sum_exp_hint(gen):
-    """An attraction that reads the row log-sum-exp gets the plain path's (first pass), one that
-    declares needs_logsumexp = False is called with None; both fold identically."""
-    h = torch.randn(20, 4, generator=gen, dtype=torch.float64)
-    edge_index, weight = random_graph(20, 0.2, gen)
-    seen = {}
-
-    class Reading:
-        needs_logsumexp = True
-
-        def __call__(self, lse):
-            seen["lse"] = lse
-            return edge_index, weight * (1 + 0 * lse.mean())
-
-    class Ignoring(FixedAttraction):
-        def __call__(self, lse):
-            assert lse is None
-            return super().__call__(lse)
-
-    def compute(attraction, blockwise):
-        return dense_uniformity(h, h, True, True, None, "infonce", True, True,
-                                attraction=attraction, tiling=tiling(blockwise, 30))[:2]
-
-    plain = compute(Reading(), False)
-    plain_lse = seen["lse"]
-    for attraction in [Reading(), Ignoring(edge_index, weight)]:
-        out = compute(attraction, True)
-        for p, b in zip(plain, out, strict=True):
-            torch.testing.assert_close(b, p, atol=1e-10, rtol=0)
-    torch.testing.assert_close(seen["lse"], plain_lse, atol=1e-12, rtol=0)
-
-
 def test_gradients_of_anchor_and_attraction_weights(gen):
     """Autograd through anchor weights and attraction values that require grad (the operators
     detach anchor weights, but the private function must not silently drop them)."""
@@ -147,7 +114,7 @@ def test_gradients_of_anchor_and_attraction_weights(gen):
             value = weight.clone().requires_grad_()
             x = h.clone().requires_grad_()
             grad, energy, *_ = dense_uniformity(x, x, True, True, anchor, kernel, True, True,
-                                                attraction=FixedAttraction(edge_index, value),
+                                                attraction=(edge_index, value),
                                                 tiling=t)
             probe = torch.linspace(-1, 1, grad.numel(), dtype=grad.dtype).view_as(grad)
             return torch.autograd.grad((grad * probe).sum() + energy, [x, anchor, value])

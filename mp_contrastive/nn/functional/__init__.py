@@ -8,7 +8,7 @@ from mp_contrastive.nn.functional.attention import (
     AttentionSpec,
     attention_weights,
 )
-from mp_contrastive.nn.functional.repulsion import Attraction, FixedAttraction, Repulsion
+from mp_contrastive.nn.functional.repulsion import Attraction, Repulsion
 from mp_contrastive.nn.functional.sparse import scatter_logsumexp
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 from mp_contrastive.nn.inputs import KERNELS
@@ -21,7 +21,6 @@ __all__ = [
     "DEFAULT_TILING",
     "AttentionSpec",
     "Attraction",
-    "FixedAttraction",
     "Repulsion",
     "attention_weights",
     "uniformity",

@@ -40,8 +40,9 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
     ``K(i)`` is every other node (dense, ``affinity_index=None``) or the sources of the edges into
     ``i``. With ``both_sides`` (same nodes, targets not detached) the gradient also includes the
     terms in which a node is somebody else's neighbour. A dense ``similarity`` (``h_dst @ h_src.T``)
-    computed by the caller is reused, and overwritten. ``attraction`` (dense only) is folded into
-    the coefficient matrix, so :math:`\hat{A} - \bar{A}` is formed entry by entry before the matmul.
+    computed by the caller is reused, and overwritten. ``attraction`` (dense only; ``(edge_index,
+    value)`` computed beforehand) is folded into the coefficient matrix, so
+    :math:`\hat{A} - \bar{A}` is formed entry by entry before the matmul.
     ``exclude`` (dense InfoNCE only; ``[2, P]`` pairs ``(src, dst)``) leaves pairs out of the dense
     graph; a sparse graph leaves them out by not having the edges.
     """

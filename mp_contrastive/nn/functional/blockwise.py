@@ -72,7 +72,6 @@ def _chunks(num_cols: int, cols: int) -> list[tuple[int, int]]:
 
 
 def _blockwise_forward(h_src: Tensor, h_dst: Tensor, anchor: Tensor | None, pull: _Pull | None,
-                       lse_hint: Tensor | None,
                        cfg: _Config) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     n, m = h_dst.size(0), h_src.size(0)
     rows, cols = cfg.tiling.shape(n, m)
@@ -88,9 +87,7 @@ def _blockwise_forward(h_src: Tensor, h_dst: Tensor, anchor: Tensor | None, pull
         edges = None if pull is None or not cfg.need_step else pull.rows(r0, r1)
         s = coef = None
         if infonce:
-            if lse_hint is not None:
-                row_lse = lse_hint[r0:r1]
-            elif len(chunks) == 1:
+            if len(chunks) == 1:
                 s = _similarity_tile(h_src, q, r0, 0, m, cfg)
                 if cfg.need_step:  # one exp serves the log-sum-exp and the softmax
                     peak = s.amax(1, keepdim=True)
@@ -229,10 +226,10 @@ class _BlockwiseDense(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, h_src: Tensor, h_dst: Tensor, anchor: Tensor | None,
-                value: Tensor | None, pull_index: Tensor | None, lse_hint: Tensor | None,
+                value: Tensor | None, pull_index: Tensor | None,
                 cfg: _Config) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         pull = None if pull_index is None else _Pull(pull_index[1], pull_index[0], value)
-        grad, energy, lse = _blockwise_forward(h_src, h_dst, anchor, pull, lse_hint, cfg)
+        grad, energy, lse = _blockwise_forward(h_src, h_dst, anchor, pull, cfg)
         ctx.set_materialize_grads(False)
         ctx.cfg = cfg
         ctx.save_for_backward(h_src, h_dst, anchor, value, pull_index, lse)
@@ -250,7 +247,7 @@ class _BlockwiseDense(torch.autograd.Function):
             need_value)
         return (d_src if ctx.needs_input_grad[0] else None,
                 d_dst if ctx.needs_input_grad[1] else None,
-                d_anchor, d_value, None, None, None)
+                d_anchor, d_value, None, None)
 
 
 def blockwise_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides: bool,
@@ -265,18 +262,12 @@ def blockwise_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_si
         pairs = (exclude[1, order], exclude[0, order])
     cfg = _Config(same_nodes, both_sides, kernel, need_step, need_energy, tiling, pairs)
     if attraction is None or not need_step:
-        grad, energy, lse = _BlockwiseDense.apply(h_src, h_dst, anchor_weight, None, None, None, cfg)
-        pulled = None if attraction is None else attraction(lse)  # called once, as on the plain path
-        return Repulsion(grad, energy, lse, pulled)
-    lse_hint = None
-    if kernel == "infonce" and attraction.needs_logsumexp:
-        with torch.no_grad():  # a first pass for the row log-sum-exp the attraction needs
-            lse_hint = _blockwise_forward(h_src, h_dst, anchor_weight, None, None,
-                                          cfg._replace(need_step=False, need_energy=False))[2]
-    edge_index, value = attraction(lse_hint)
+        grad, energy, lse = _BlockwiseDense.apply(h_src, h_dst, anchor_weight, None, None, cfg)
+        return Repulsion(grad, energy, lse)
+    edge_index, value = attraction
     # Sorted by anchor once, so that each row block reads one slice (autograd maps the values'
     # gradient back through the permutation).
     order = torch.argsort(edge_index[1], stable=True)
     grad, energy, lse = _BlockwiseDense.apply(h_src, h_dst, anchor_weight, value[order],
-                                              edge_index[:, order], lse_hint, cfg)
-    return Repulsion(grad, energy, lse, (edge_index, value))
+                                              edge_index[:, order], cfg)
+    return Repulsion(grad, energy, lse)

@@ -44,32 +44,30 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
             sim = sim.index_put_((exclude[1], exclude[0]), sim.new_tensor(-math.inf)) if inplace \
                 else sim.index_put((exclude[1], exclude[0]), sim.new_tensor(-math.inf))
         lse = torch.logsumexp(sim, dim=1)
-        pulled = None if attraction is None else attraction(lse)
         if need_energy:
             energy = lse.sum() if anchor_weight is None else (anchor_weight * lse).sum()
         if not need_step:
-            return Repulsion(None, energy, lse, pulled)
+            return Repulsion(None, energy, lse)
         prob = sim.sub_(lse.unsqueeze(1)) if inplace else sim - lse.unsqueeze(1)
         prob = prob.exp_()
         coef = prob if weight is None else (prob.mul_(weight) if inplace else prob * weight)
     else:
         lse = None
-        pulled = None if attraction is None else attraction(None)
         if same_nodes:
             sim.fill_diagonal_(0.0)
         coef = sim if weight is None else sim * weight
         if need_energy:
             energy = (coef * sim).sum()
         if not need_step:
-            return Repulsion(None, energy, None, pulled)
+            return Repulsion(None, energy, None)
         coef = coef.mul_(2.0) if inplace else 2.0 * coef
-    if pulled is not None:
+    if attraction is not None:
         # Folded in entry by entry, as autograd of a cross-entropy does: subtracting a propagated
         # attraction instead would cancel catastrophically in float32 near the equilibrium.
-        (src, dst), value = pulled
+        (src, dst), value = attraction
         coef = coef.index_put_((dst, src), -value, accumulate=True) if inplace else \
             coef.index_put((dst, src), -value, accumulate=True)
     grad = coef @ h_src
     if both_sides:
         grad = torch.addmm(grad, coef.T, h_dst)
-    return Repulsion(grad, energy, lse, pulled)
+    return Repulsion(grad, energy, lse)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mp_contrastive.nn.functional import FixedAttraction, edge_sum, uniformity
+from mp_contrastive.nn.functional import edge_sum, uniformity
 from tests.reference import complete_graph
 
 
@@ -18,14 +18,13 @@ def test_dense_equals_sparse_on_the_complete_graph(gen, kernel, both_sides):
     torch.testing.assert_close(sparse.energy, dense.energy, atol=1e-10, rtol=0)
 
 
-def test_folded_attraction_is_returned_and_subtracted(gen):
+def test_folded_attraction_is_subtracted(gen):
     h = torch.randn(6, 3, generator=gen, dtype=torch.float64)
     edge_index = torch.tensor([[1, 0, 3, 2], [0, 1, 2, 3]])
     value = torch.full((4,), 0.5, dtype=torch.float64)
     plain = uniformity(h, h, same_nodes=True, both_sides=False)
     folded = uniformity(h, h, same_nodes=True, both_sides=False,
-                        attraction=FixedAttraction(edge_index, value))
-    assert folded.attraction is not None and folded.attraction[1] is value
+                        attraction=(edge_index, value))
     torch.testing.assert_close(folded.grad, plain.grad - edge_sum(edge_index, value, h, 6),
                                atol=1e-12, rtol=0)
 
@@ -35,4 +34,4 @@ def test_attraction_needs_the_dense_graph(gen):
     edges = complete_graph(4)
     with pytest.raises(ValueError, match="only be folded into a dense affinity graph"):
         uniformity(h, h, same_nodes=True, both_sides=False, affinity_index=edges,
-                   attraction=FixedAttraction(edges, torch.ones(edges.size(1))))
+                   attraction=(edges, torch.ones(edges.size(1))))
