@@ -25,6 +25,7 @@ from mp_contrastive.bank_loss import AFFINITIES
 from mp_contrastive.cli import (
     ArgumentParser,
     argument_error,
+    fraction,
     make_parser,
     nonnegative_float,
     nonnegative_int,
@@ -71,11 +72,18 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--affinity", choices=AFFINITIES, default="dense",
                         help="the bank's affinity graph: every entry, or a kNN head + sampled "
                              "tail (needs --memory-bank)")
+    parser.add_argument("--key-momentum", type=fraction, default=0.0, metavar="M",
+                        help="keys of the bank from a moving average of the model with this "
+                             "momentum, as MoCo (0: the model itself, as lightly's NTXentLoss; "
+                             "needs --memory-bank)")
 
     def check(args: argparse.Namespace) -> None:
         if args.affinity != "dense" and args.memory_bank == 0:
             raise argument_error("--affinity", f"'{args.affinity}' is a graph over a memory bank: "
                                  f"it needs --memory-bank K > 0")
+        if args.key_momentum > 0 and args.memory_bank == 0:
+            raise argument_error("--key-momentum", "the momentum keys fill a memory bank: it "
+                                 "needs --memory-bank K > 0")
 
     parser.add_check(check)
     return parser
@@ -91,13 +99,15 @@ def main(argv: list[str] | None = None) -> dict:
     device = setup_distributed(args.device)
     settings = resolve_preset(args, PRESETS)
     settings.update(attention=args.attention, beta=args.beta, seed=args.seed,
-                    memory_bank=args.memory_bank, affinity=args.affinity)
+                    memory_bank=args.memory_bank, affinity=args.affinity,
+                    key_momentum=args.key_momentum)
     splits = load_splits(settings, args.data_root, args.download, args.seed)
 
     backbone = resnet_cifar(settings["arch"], settings["width"])
     model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim))
     method = SimCLRMethod(model, settings["temperature"], args.attention, args.beta,
-                          memory_bank_size=args.memory_bank, affinity=args.affinity)
+                          memory_bank_size=args.memory_bank, affinity=args.affinity,
+                          key_momentum=args.key_momentum)
     out = args.out or f"runs/simclr_{args.attention}_{settings['preset']}_seed{args.seed}"
     return train_and_evaluate(method, backbone, splits, settings, args, out, device, started,
                               f"SimCLR (attention: {args.attention})", settings["temperature"])

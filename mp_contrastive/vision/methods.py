@@ -8,10 +8,13 @@ with gradients so that every rank computes the loss of the global batch.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mp_contrastive._validation import check_rate
 from mp_contrastive.distributed import gather_no_grad, gather_with_grad
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
 from mp_contrastive.memory import MultiStageMemory
@@ -40,16 +43,29 @@ class SimCLRMethod(nn.Module):
     keys from earlier epochs are left out of its negatives (``sample_ids``): on a data set not
     much larger than the bank they are a near copy of the positive, and contrasting them away
     made the CPU preset unlearn (kNN 29.4% -> 27.6% after 4 epochs with a 16,384-key bank on
-    8,192 images).
+    8,192 images). ``key_momentum=m > 0`` takes the keys (the second view's projections, no
+    gradient) from an exponential moving average of the model, as MoCo does: with keys from the
+    model itself (``m = 0``, lightly's ``NTXentLoss``) the bank holds features of many past
+    encoders, which a fast-moving encoder tells apart from its own (MoCo, He et al. 2020, table
+    on the momentum: ``m = 0`` fails to train).
     """
 
     def __init__(self, model: nn.Module, temperature: float = 0.5, attention: str = "off",
-                 beta: float = 1.0, memory_bank_size: int = 0, affinity: str = "dense") -> None:
+                 beta: float = 1.0, memory_bank_size: int = 0, affinity: str = "dense",
+                 key_momentum: float = 0.0) -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ValueError(f"'attention' must be one of {ATTENTION_MODES}, got {attention!r}")
         self.model = model
         self.attention = attention
+        self.key_momentum = check_rate(key_momentum, "key_momentum")
+        self.key_model: nn.Module | None = None
+        if self.key_momentum > 0:
+            if memory_bank_size == 0:
+                raise ValueError("'key_momentum' makes the keys of a memory bank: it needs "
+                                 "memory_bank_size > 0")
+            # MoCo's key encoder: an exponential moving average of the model, never trained.
+            self.key_model = copy.deepcopy(model).requires_grad_(False)
         bank = dict(memory_bank_size=memory_bank_size, affinity=affinity)
         if attention == "off":
             self.loss = SimCLRLoss(temperature, **bank)
@@ -75,7 +91,14 @@ class SimCLRMethod(nn.Module):
     def _bank_forward(self, views: list[Tensor], index: Tensor) -> Tensor:
         if len(views) != 2:
             raise ValueError(f"a memory bank takes 2 views, got {len(views)}")
-        z, h = self.model(torch.cat(views))
+        if self.key_model is None:
+            z, h = self.model(torch.cat(views))
+        else:  # anchors from the model, keys (no gradient) from its moving average
+            self._update_key_model()
+            z0, h0 = self.model(views[0])
+            with torch.no_grad():
+                z1, h1 = self.key_model(views[1])
+            z, h = torch.cat([z0, z1]), torch.cat([h0, h1])
         z = _full_precision(z)
         batch = views[0].size(0)
         gathered = gather_no_grad(z.detach())
@@ -88,6 +111,15 @@ class SimCLRMethod(nn.Module):
             return self.loss(z0, z1, attention_features=_full_precision(h).detach(),
                              sample_ids=index)
         return self.loss(z0, z1, sample_ids=index)
+
+
+    @torch.no_grad()
+    def _update_key_model(self) -> None:
+        """MoCo's update, before each step: key = m * key + (1 - m) * model (parameters; the key
+        model's normalisation statistics follow its own forward passes)."""
+        assert self.key_model is not None
+        for key, online in zip(self.key_model.parameters(), self.model.parameters(), strict=True):
+            key.mul_(self.key_momentum).add_(online.detach(), alpha=1 - self.key_momentum)
 
 
 class SimSiamMethod(nn.Module):
