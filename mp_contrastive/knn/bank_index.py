@@ -183,11 +183,13 @@ class BankIndex(nn.Module):
               exclude: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
         r"""``(edge_index, edge_weight)`` from the filled slots of ``bank`` to ``queries`` (row 0 =
         slot, row 1 = query; grouped by query, head first), or ``None`` while the cells are not
-        trained. ``queries`` are scored at the scale the loss uses (:math:`z / \tau` against unit
-        keys), which the proposal's cell probabilities need; the head's ranking ignores it.
+        trained or while the head and the draws would make as many edges per anchor as the bank has
+        entries (the dense graph then costs no more and is exact). ``queries`` are scored at the
+        scale the loss uses (:math:`z / \tau` against unit keys), which the proposal's cell
+        probabilities need; the head's ranking ignores it.
         ``exclude`` (``[2, P]`` pairs (slot, query)) are never edges: dropped from the head and
         from the tail's draws, so the estimate is of the sum over the other slots."""
-        if not self.trained:
+        if not self.trained or self.k + self.num_samples >= count:
             return None
         filled = bank[:count]
         k = min(self.k, count)

@@ -55,3 +55,18 @@ def test_simsiam_multistage_example_runs(data_root, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["multistage"] == "paper" and results["settings"]["stages"] == 2
+
+
+def test_flagship_with_a_knn_memory_bank_runs_and_resumes(data_root, tmp_path):
+    out = tmp_path / "bank"
+    bank = ["--attention", "off", "--memory-bank", "128", "--affinity", "knn", "--key-momentum",
+            "0.9", "--out", str(out)]
+    done = run(*TINY, *bank, env_root=data_root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert (settings["memory_bank"], settings["affinity"], settings["key_momentum"]) == (128, "knn",
+                                                                                           0.9)
+    state = __import__("torch").load(out / "checkpoint.pt", weights_only=True)["method"]
+    assert int(state["loss.memory.bank.count"]) == 128  # the bank is in the checkpoint
+    assert state["loss.memory.index.centroids"].numel() > 0  # and the kNN index's cells
+    assert any(key.startswith("key_model.") for key in state)

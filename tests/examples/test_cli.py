@@ -41,7 +41,10 @@ GRAPH = [
 CASES = {
     "cifar_simclr_gat": IMAGE + [
         (["--temperature", "0"], "--temperature"), (["--temperature", "-0.5"], "--temperature"),
-        (["--beta", "-1"], "--beta"), (["--attention", "both"], "--attention")],
+        (["--beta", "-1"], "--beta"), (["--attention", "both"], "--attention"),
+        (["--memory-bank", "-1"], "--memory-bank"), (["--affinity", "sparse"], "--affinity"),
+        (["--affinity", "knn"], "--affinity"), (["--key-momentum", "0.9"], "--key-momentum"),
+        (["--memory-bank", "64", "--key-momentum", "1"], "--key-momentum")],
     "cifar_simsiam_multistage": IMAGE + [
         (["--stages", "0"], "--stages"), (["--multistage-warmup", "-1"], "--multistage-warmup"),
         (["--proj-dim", "0"], "--proj-dim"), (["--pred-dim", "0"], "--pred-dim"),

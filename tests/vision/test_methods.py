@@ -66,3 +66,36 @@ def test_method_arguments_are_checked():
 
 def test_gathered_sample_ids_order():
     assert gathered_sample_ids(2, 2, 8, torch.device("cpu")).tolist() == [0, 1, 0, 1, 2, 3, 2, 3]
+
+
+def test_momentum_keys_follow_the_model_and_are_not_trained():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4))
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net(x), x
+
+    method = SimCLRMethod(Pair(), temperature=0.5, memory_bank_size=16, key_momentum=0.75)
+    key = method.key_model.net[0].weight
+    assert not key.requires_grad and torch.equal(key, model[0].weight)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
+    views = [torch.randn(8, 6), torch.randn(8, 6)]
+    for step in range(3):
+        before_key, before_model = key.clone(), model[0].weight.detach().clone()
+        optimizer.zero_grad()
+        loss = method(views, torch.arange(8))
+        if step > 0:  # the first step has an empty bank: no gradient
+            loss.backward()
+            optimizer.step()
+        # MoCo's rule, applied before each step's keys are computed.
+        torch.testing.assert_close(key, 0.75 * before_key + 0.25 * before_model)
+    assert len(method.loss.memory.bank) == 16
+    with pytest.raises(ValueError, match="memory_bank_size"):
+        SimCLRMethod(Pair(), key_momentum=0.5)
+    with pytest.raises(ValueError, match="key_momentum"):
+        SimCLRMethod(Pair(), memory_bank_size=8, key_momentum=1.0)

@@ -44,8 +44,10 @@ def csr_eligible(h_src: Tensor, h_dst: Tensor, edge_index: Tensor, *weights: Ten
     """The sparse-kernel path: CPU, float32/64, a non-empty edge list, not under
     ``torch.compile`` and, with ``check_grad``, no autograd graph (the kernels' own backward is not
     what the operators need; :class:`SparseSoftmaxStep` supplies one)."""
+    # torch's sampled_addmm refuses patterns with more entries than the dense matrix has (repeated
+    # pairs, as sampled graphs may hold): those take the gather-scatter path.
     return (h_dst.device.type == "cpu" and h_dst.dtype in (torch.float32, torch.float64)
-            and edge_index.numel() > 0 and not is_compiling()
+            and 0 < edge_index.size(1) <= h_dst.size(0) * h_src.size(0) and not is_compiling()
             and not (check_grad and grad_tracked(h_src, h_dst,
                                                  *(w for w in weights if w is not None))))
 

@@ -35,3 +35,18 @@ def test_attraction_needs_the_dense_graph(gen):
     with pytest.raises(ValueError, match="only be folded into a dense affinity graph"):
         uniformity(h, h, same_nodes=True, both_sides=False, affinity_index=edges,
                    attraction=(edges, torch.ones(edges.size(1))))
+
+
+def test_repeated_pairs_beyond_the_dense_size(gen):
+    """A sampled graph may repeat pairs more often than the dense matrix has entries: the result
+    is the graph with each pair once, weighted by its multiplicity."""
+    h_dst, h_src = torch.randn(4, 3, generator=gen), torch.randn(3, 3, generator=gen)
+    src = torch.randint(0, 3, (40,), generator=gen)
+    edges = torch.stack([src, torch.arange(4).repeat_interleave(10)])
+    pairs, multiplicity = torch.unique(edges, dim=1, return_counts=True)
+    common = dict(same_nodes=False, both_sides=False, need_energy=True)
+    repeated = uniformity(h_src, h_dst, affinity_index=edges, **common)
+    weighted = uniformity(h_src, h_dst, affinity_index=pairs, affinity_weight=multiplicity.float(),
+                          **common)
+    torch.testing.assert_close(repeated.grad, weighted.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(repeated.energy, weighted.energy, atol=1e-5, rtol=1e-5)
