@@ -91,8 +91,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def one(job: tuple[str, int]) -> dict:
         name, seed = job
-        return run(Path(args.out) / f"{folder[name]}_seed{seed}", plan[name], seed, args.threads,
-                   args.data_root)
+        out = Path(args.out) / f"{folder[name]}_seed{seed}"
+        record = run(out, plan[name], seed, args.threads, args.data_root)
+        print(f"done: {name}, seed {seed} ({out}): kNN top-1 {record['knn_top1_final']:.2f}%",
+              file=sys.stderr, flush=True)
+        return record
 
     with ThreadPoolExecutor(args.jobs) as pool:
         records = dict(zip(jobs, pool.map(one, jobs), strict=True))
