@@ -17,10 +17,11 @@ bank. Nothing is rebuilt per step:
 
 On a CUDA bank ``backend="auto"`` takes the head from the exact tiles of
 :func:`~mp_contrastive.knn.exact.exact_search` (a ``B x K`` matmul costs a GPU less than moving the
-keys to a CPU index, and faiss's GPU indexes cannot remove ids: faiss issues #584, #1818); ``backend="faiss"`` keeps the
-CPU IVF index for any device and ``"exact"`` the tiles everywhere. Until the bank holds enough keys
-to train the cells (39 per cell, faiss's minimum) :meth:`graph` returns ``None``: the caller uses the
-dense bank, which is small then (a bank of fewer slots trains when it is full).
+keys to a CPU index, and faiss's GPU indexes cannot remove ids: faiss issues #584, #1818);
+``backend="faiss"`` keeps the CPU IVF index for any device and ``"exact"`` the tiles everywhere.
+Until the bank holds enough keys to train the cells (39 per cell, faiss's minimum) :meth:`graph`
+returns ``None``: the caller uses the dense bank, which is small then (a bank of fewer slots trains
+when it is full).
 """
 
 from __future__ import annotations
