@@ -19,13 +19,13 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmarks.domains import DOMAINS, build_cells
 from benchmarks.suite import (
+    docs_markers,
     markdown_summary,
     replace_marked_section,
     run_cells,
@@ -135,22 +135,6 @@ def perf(args: argparse.Namespace) -> int:
     return status
 
 
-def _docs_markers(flag: str, name: Callable[[argparse.Namespace], str]
-                  ) -> Callable[[argparse.Namespace], None]:
-    """A check that ``--update-docs``'s file holds the markers the results go between, so a long
-    run does not end on an error."""
-    def check(args: argparse.Namespace) -> None:
-        if args.update_docs is None:
-            return
-        marker = name(args)
-        text = Path(args.update_docs).read_text()
-        start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-            raise argument_error(flag, f"'{args.update_docs}' must hold exactly one "
-                                       f"'{start}' ... '{end}' pair")
-    return check
-
-
 def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__, prog="python -m benchmarks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,7 +156,7 @@ def build_parser() -> ArgumentParser:
                             help="also write the table into PATH between <!-- results-SUITE --> "
                                  "markers (docs/results.md), and the plot to figures/ next to it; "
                                  "default: no file")
-    run_parser.add_check(_docs_markers("--update-docs", lambda a: f"results-{a.suite}"))
+    run_parser.add_check(docs_markers("--update-docs", lambda a: f"results-{a.suite}"))
 
     def check_data_root(args: argparse.Namespace) -> None:
         if args.data_root is not None and not Path(args.data_root).is_dir():
@@ -192,7 +176,7 @@ def build_parser() -> ArgumentParser:
     perf_parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
                              help="also write the tables into PATH between <!-- results-perf --> "
                                   "markers (docs/performance.md; default: no file)")
-    perf_parser.add_check(_docs_markers("--update-docs", lambda a: "results-perf"))
+    perf_parser.add_check(docs_markers("--update-docs", lambda a: "results-perf"))
     return parser
 
 

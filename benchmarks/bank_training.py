@@ -23,8 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks._measure import markdown_table
-from benchmarks.suite import replace_marked_section
-from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
+from benchmarks.suite import docs_markers, replace_marked_section
+from mp_contrastive.cli import (
+    ArgumentParser,
+    existing_file,
+    fraction,
+    make_parser,
+    nonnegative_int,
+    output_dir,
+    positive_int,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "results-memory-bank"
@@ -67,24 +75,23 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2],
                         help="seeds per arm")
     parser.add_argument("--memory-bank", type=positive_int, default=16384, help="bank size K")
-    parser.add_argument("--key-momentum", type=float, default=0.99,
+    parser.add_argument("--key-momentum", type=fraction, default=0.99,
                         help="momentum of the bank's key encoder (0: the model's own keys)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run")
     parser.add_argument("--jobs", type=positive_int, default=2, help="runs at a time")
-    parser.add_argument("--out", default="runs/bank_training", help="one folder per run")
+    parser.add_argument("--out", type=output_dir, default="runs/bank_training",
+                        help="one folder per run")
     parser.add_argument("--data-root", default=None, help="CIFAR-10 location (default: "
                         "$MP_CONTRASTIVE_DATA)")
-    parser.add_argument("--update-docs", default=None, metavar="PATH",
+    parser.add_argument("--update-docs", type=existing_file, default=None, metavar="PATH",
                         help=f"write the table between the {MARKER} markers of PATH")
+    # Checked before hours of training, not after.
+    parser.add_check(docs_markers("--update-docs", lambda args: MARKER))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.update_docs is not None:  # fail before hours of training, not after
-        replace_marked_section(args.update_docs, MARKER,
-                               Path(args.update_docs).read_text().split(f"<!-- {MARKER} -->")[1]
-                               .split(f"<!-- /{MARKER} -->")[0])
     plan = arms(args.memory_bank, args.key_momentum)
     jobs = [(name, seed) for seed in args.seeds for name in plan]
     folder = {name: f"arm{i}" for i, name in enumerate(plan)}

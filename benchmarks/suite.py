@@ -7,6 +7,7 @@ with its error (the others' results are kept) and retried on the next run.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mp_contrastive.cli import argument_error
+
 __all__ = ["Cell", "cell_key", "run_cells", "summarize", "SummaryRow", "markdown_summary", "write_outputs",
-           "replace_marked_section"]
+           "replace_marked_section", "docs_markers"]
 
 
 def cell_key(domain: str, dataset: str, method: str, seed: int) -> str:
@@ -259,3 +262,19 @@ def replace_marked_section(path: str | Path, name: str, text: str) -> None:
     head, rest = content.split(start)
     _, tail = rest.split(end)
     path.write_text(f"{head}{start}\n{text.strip()}\n{end}{tail}")
+
+
+def docs_markers(flag: str, name: Callable[[argparse.Namespace], str]
+                 ) -> Callable[[argparse.Namespace], None]:
+    """A check that ``--update-docs``'s file holds the markers the results go between, so a long
+    run does not end on an error."""
+    def check(args: argparse.Namespace) -> None:
+        if args.update_docs is None:
+            return
+        marker = name(args)
+        text = Path(args.update_docs).read_text()
+        start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise argument_error(flag, f"'{args.update_docs}' must hold exactly one "
+                                       f"'{start}' ... '{end}' pair")
+    return check

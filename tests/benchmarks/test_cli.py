@@ -29,6 +29,11 @@ CASES = {
         (["--threads", "0"], "--threads"), (["--sections", "all"], "--sections"),
         (["--features", "gauss"], "--features")],
     "gnn": COMMON + [(["--threads", "-1"], "--threads"), (["--data-root", "{missing}"], "--data-root")],
+    "memory_bank": COMMON + [
+        (["--sizes", "0"], "--sizes"), (["--batch", "0"], "--batch"), (["--dim", "0"], "--dim"),
+        (["--temperature", "0"], "--temperature"), (["--draws", "0"], "--draws"),
+        (["--k", "0"], "--k"), (["--num-samples", "0"], "--num-samples"),
+        (["--checkpoint", "{missing}"], "--checkpoint")],
 }
 SUITE = {
     "run": [(["--domains", "bogus"], "--domains"), (["--domains", "images,bogus"], "--domains"),
