@@ -117,14 +117,16 @@ class BankIndex(nn.Module):
         if int(self.updates) >= self.retrain_every:
             self._train(bank, count, nlist)
             return
+        # faiss works on CPU copies; the buffers stay wherever .to() put them.
         ivf = self._index(bank, count)
         slots = slots.cpu()
-        old = slots[self.cell.index_select(0, slots) >= 0]
+        old = slots[self.cell.cpu().index_select(0, slots) >= 0]
         if old.numel() > 0:
             ivf.remove_ids(old.numpy().astype(np.int64))
         data = _numpy(bank.index_select(0, slots.to(bank.device)))
-        self.cell[slots] = self._assign(data)
-        _add(ivf, data, slots, self.cell[slots])
+        cells = self._assign(data)
+        self.cell[slots.to(self.cell.device)] = cells.to(self.cell.device)
+        _add(ivf, data, slots, cells)
 
     def _train(self, bank: Tensor, count: int, nlist: int) -> None:
         """Spherical k-means of the filled slots (on at most 64 keys a cell) and every slot's
@@ -135,17 +137,18 @@ class BankIndex(nn.Module):
         kmeans = faiss.Kmeans(data.shape[1], nlist, niter=10, seed=self.seed + int(self.draws),
                               spherical=True, max_points_per_centroid=64, verbose=False)
         kmeans.train(data)
-        self.centroids = torch.from_numpy(kmeans.centroids.copy())
-        self.cell = torch.full((bank.size(0),), -1, dtype=torch.long)
-        self.cell[:count] = self._assign(data)
-        self.cell_mean = cluster_cells(bank[:count], self.cell[:count].to(bank.device),
-                                       nlist)[3].cpu()
+        device = self.cell.device
+        self.centroids = torch.from_numpy(kmeans.centroids.copy()).to(device)
+        cell = torch.full((bank.size(0),), -1, dtype=torch.long)
+        cell[:count] = self._assign(data)
+        self.cell = cell.to(device)
+        self.cell_mean = cluster_cells(bank[:count], cell[:count], nlist)[3].to(device)
         self.updates.zero_()
         self._ivf = None
 
     def _assign(self, data: np.ndarray) -> Tensor:
         """The nearest centroid (inner product, as the IVF quantiser) of each row."""
-        scores = torch.from_numpy(data) @ self.centroids.T
+        scores = torch.from_numpy(data) @ self.centroids.cpu().T
         return scores.argmax(1)
 
     def _index(self, bank: Tensor, count: int) -> Any:
@@ -155,15 +158,16 @@ class BankIndex(nn.Module):
 
             d = self.centroids.size(1)
             quantizer = faiss.IndexFlatIP(d)
-            quantizer.add(self.centroids.numpy())
+            quantizer.add(self.centroids.cpu().numpy())
             ivf = faiss.IndexIVFFlat(quantizer, d, self.centroids.size(0),
                                      faiss.METRIC_INNER_PRODUCT)
             ivf.own_fields = False
             self._quantizer = quantizer  # the IVF index only points at it: keep it alive
-            filled = (self.cell[:count] >= 0).nonzero().view(-1)
+            cell = self.cell.cpu()
+            filled = (cell[:count] >= 0).nonzero().view(-1)
             if filled.numel() > 0:
                 _add(ivf, _numpy(bank.index_select(0, filled.to(bank.device))), filled,
-                     self.cell[filled])
+                     cell[filled])
             self._ivf = ivf
         nlist = self.centroids.size(0)
         self._ivf.nprobe = min(nlist, self.nprobe or max(1, nlist // 64))
