@@ -13,7 +13,13 @@ from torch_geometric.utils import scatter
 from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.attention import AttentionSpec
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.inputs import as_edge_index, check_anchor_weight, check_kernel, split_pair
+from mp_contrastive.nn.inputs import (
+    as_edge_index,
+    check_anchor_weight,
+    check_batch,
+    check_kernel,
+    split_pair,
+)
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["ContrastiveConv"]
@@ -69,18 +75,22 @@ class ContrastiveConv(StepConv):
 
     def forward(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
                 affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
-                anchor_weight: OptTensor = None, attention_x: OptTensor = None) -> Tensor:
+                anchor_weight: OptTensor = None, attention_x: OptTensor = None,
+                batch: Tensor | PairTensor | None = None) -> Tensor:
         r"""``edge_index``: augmentation edges among the batch nodes (``x``, or ``x[1]`` for a pair
         ``(x_negatives, x_batch)``); ``affinity_index``: affinity edges from neighbours (``x`` or
         ``x[0]``) to anchors, dense when ``None``; ``anchor_weight``: the :math:`c_i`;
-        ``attention_x``: features the attention is computed on (default ``x``)."""
+        ``attention_x``: features the attention is computed on (default ``x``); ``batch``: each
+        node's graph in a PyG ``Batch``, so that the dense affinity graph stays within each graph
+        (the same as one call per graph)."""
         _, x_dst, _ = split_pair(x)
         return x_dst + self.step(x, edge_index, edge_weight, affinity_index, affinity_weight,
-                                 anchor_weight, attention_x)
+                                 anchor_weight, attention_x, batch)
 
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
                  affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
-                 anchor_weight: OptTensor = None, attention_x: OptTensor = None, *,
+                 anchor_weight: OptTensor = None, attention_x: OptTensor = None,
+                 batch: Tensor | PairTensor | None = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
         x_src, x_dst, same_nodes = split_pair(x)
         num_dst, dtype = x_dst.size(0), x_dst.dtype
@@ -97,9 +107,17 @@ class ContrastiveConv(StepConv):
             raise ValueError("'affinity_weight' needs an 'affinity_index' (the dense affinity "
                              "graph is unweighted)")
         anchor_weight = check_anchor_weight(anchor_weight, num_dst, dtype)
+        batch = check_batch(batch, x_src.size(0), num_dst, same_nodes, affinity_index is None)
 
         attention = self.attention
-        dense = affinity_index is None and same_nodes
+        if batch is not None and attention is not None and attention.normalize == "negatives" \
+                and affinity_index is None:
+            raise ValueError("ContrastiveConv: batch= with a 'negatives' attention on the dense "
+                             "graph is not supported (its normaliser runs over every node); use "
+                             "normalize='positives' or 'neighbors', or one call per graph")
+        # Under an explainer the augmentation edges go through propagate, where its edge mask
+        # applies, instead of being folded into the dense coefficients.
+        dense = affinity_index is None and same_nodes and not self.explain
         # A dense "negatives" attention with a dot score reads the similarity matrix the
         # uniformity then overwrites: the attention's weights (their own log-sum-exp pass) are
         # computed first and handed to the kernel as (edge_index, value).
@@ -121,7 +139,7 @@ class ContrastiveConv(StepConv):
             affinity_index=affinity_index, affinity_weight=affinity_weight,
             anchor_weight=anchor_weight, kernel=self.kernel, need_step=need_step,
             need_energy=need_energy, similarity=similarity,
-            attraction=(edge_index, value) if dense else None, tiling=self.tiling)
+            attraction=(edge_index, value) if dense else None, tiling=self.tiling, batch=batch)
         energy = grad = None
         if need_energy:
             src, dst = edge_index

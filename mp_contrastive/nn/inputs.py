@@ -12,9 +12,11 @@ from mp_contrastive._validation import (
     check_edge_index,
     check_edge_values,
     check_features,
+    check_index_vector,
 )
 
-__all__ = ["KERNELS", "split_pair", "as_edge_index", "check_anchor_weight", "check_kernel"]
+__all__ = ["KERNELS", "split_pair", "as_edge_index", "check_anchor_weight", "check_kernel",
+           "check_batch"]
 
 #: The uniformity's kernels: ``"infonce"`` (log-sum-exp of similarities) or ``"spectral"``
 #: (sum of squared similarities).
@@ -79,3 +81,38 @@ def check_anchor_weight(anchor_weight: Tensor | None, num_dst: int,
 def check_kernel(kernel: str) -> str:
     """``kernel`` must be one of the uniformity's :data:`~mp_contrastive.nn.functional.KERNELS`."""
     return check_choice(kernel, "kernel", KERNELS)
+
+
+def check_batch(batch: Tensor | tuple[Tensor, Tensor] | None, num_src: int, num_dst: int,
+                same_nodes: bool, dense: bool) -> tuple[Tensor, Tensor] | None:
+    """``(batch_src, batch_dst)``: each node's graph in a PyG ``Batch`` (one vector for one node
+    set, a pair for ``(x_src, x_dst)``), or ``None``. Only the dense affinity graph takes it, and
+    every graph then needs a second node to contrast with."""
+    if batch is None:
+        return None
+    if not dense:
+        raise ValueError("'batch' keeps the dense affinity graph within each graph of a batch; "
+                         "with an affinity edge_index the edges already say which pairs count")
+    if isinstance(batch, (tuple, list)):
+        if same_nodes or len(batch) != 2:
+            raise TypeError("'batch' must be one vector for one node set, or a pair "
+                            "(batch_src, batch_dst) for a pair (x_src, x_dst)")
+        batch_src = check_index_vector(batch[0], "batch[0] (batch_src)", length=num_src)
+        batch_dst = check_index_vector(batch[1], "batch[1] (batch_dst)", length=num_dst)
+    else:
+        if not same_nodes:
+            raise TypeError("'batch' must be a pair (batch_src, batch_dst) for a pair "
+                            "(x_src, x_dst)")
+        batch_src = batch_dst = check_index_vector(batch, "batch", length=num_dst)
+    if same_nodes:
+        sizes = torch.bincount(batch_dst)
+        lonely = ((sizes == 1).nonzero().view(-1)).tolist()
+        if lonely:
+            raise ValueError(f"'batch' has graphs of one node ({lonely[:5]}): a node alone in its "
+                             f"graph has no other node to contrast with")
+    else:
+        present = torch.isin(batch_dst, batch_src)
+        if not bool(present.all()):
+            raise ValueError("'batch': every target node's graph needs source nodes (a graph "
+                             "with targets only has no negatives)")
+    return batch_src.to(batch_dst.device), batch_dst

@@ -9,7 +9,13 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 
 from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.inputs import as_edge_index, check_anchor_weight, check_kernel, split_pair
+from mp_contrastive.nn.inputs import (
+    as_edge_index,
+    check_anchor_weight,
+    check_batch,
+    check_kernel,
+    split_pair,
+)
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["UniformityConv"]
@@ -58,13 +64,17 @@ class UniformityConv(StepConv):
         self.tiling = tiling
 
     def forward(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
-                edge_weight: OptTensor = None, anchor_weight: OptTensor = None) -> Tensor:
-        """``anchor_weight`` are the :math:`c_i` (default one)."""
+                edge_weight: OptTensor = None, anchor_weight: OptTensor = None,
+                batch: Tensor | PairTensor | None = None) -> Tensor:
+        """``anchor_weight`` are the :math:`c_i` (default one). ``batch``: each node's graph in a
+        PyG ``Batch`` (as PyG's normalisation layers take it), so that the dense affinity graph
+        stays within each graph: the same as one call per graph."""
         _, x_dst, _ = split_pair(x)
-        return x_dst + self.step(x, edge_index, edge_weight, anchor_weight)
+        return x_dst + self.step(x, edge_index, edge_weight, anchor_weight, batch)
 
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
-                 edge_weight: OptTensor = None, anchor_weight: OptTensor = None, *,
+                 edge_weight: OptTensor = None, anchor_weight: OptTensor = None,
+                 batch: Tensor | PairTensor | None = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
         x_src, x_dst, same_nodes = split_pair(x)
         if edge_index is None:
@@ -80,5 +90,7 @@ class UniformityConv(StepConv):
                                both_sides=same_nodes and not self.detach_targets,
                                affinity_index=edge_index, affinity_weight=edge_weight,
                                anchor_weight=anchor_weight, kernel=self.kernel,
-                               need_step=need_step, need_energy=need_energy, tiling=self.tiling)
+                               need_step=need_step, need_energy=need_energy, tiling=self.tiling,
+                               batch=check_batch(batch, x_src.size(0), x_dst.size(0), same_nodes,
+                                                 edge_index is None))
         return repulsion.grad, repulsion.energy

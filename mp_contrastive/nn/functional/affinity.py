@@ -34,7 +34,8 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
                anchor_weight: Tensor | None = None, kernel: str = "infonce",
                need_step: bool = True, need_energy: bool = False,
                similarity: Tensor | None = None, attraction: Attraction | None = None,
-               tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None) -> Repulsion:
+               tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None,
+               batch: tuple[Tensor, Tensor] | None = None) -> Repulsion:
     r"""Gradient w.r.t. the anchors ``h_dst`` and value of the uniformity energy (module docstring).
 
     ``K(i)`` is every other node (dense, ``affinity_index=None``) or the sources of the edges into
@@ -44,11 +45,16 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
     value)`` computed beforehand) is folded into the coefficient matrix, so
     :math:`\hat{A} - \bar{A}` is formed entry by entry before the matmul.
     ``exclude`` (dense InfoNCE only; ``[2, P]`` pairs ``(src, dst)``) leaves pairs out of the dense
-    graph; a sparse graph leaves them out by not having the edges.
+    graph; a sparse graph leaves them out by not having the edges. ``batch`` (dense only;
+    ``(batch_src, batch_dst)``) keeps the dense graph within each graph of a PyG ``Batch``.
     """
     if affinity_index is None:
         return dense_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
-                                need_step, need_energy, similarity, attraction, tiling, exclude)
+                                need_step, need_energy, similarity, attraction, tiling, exclude,
+                                batch)
+    if batch is not None:
+        raise ValueError("'batch' restricts the dense affinity graph to each graph of a batch; "
+                         "a sparse 'affinity_index' already says which pairs are negatives")
     if exclude is not None:
         raise ValueError("'exclude' applies to the dense affinity graph: leave the pairs out of "
                          "'affinity_index' instead")

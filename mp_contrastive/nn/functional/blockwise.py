@@ -30,6 +30,16 @@ class _Config(NamedTuple):
     tiling: Tiling
     # (dst, src) pairs left out of the affinity graph (InfoNCE only), sorted by dst.
     exclude: tuple[Tensor, Tensor] | None = None
+    # (batch_src, batch_dst): only pairs within one graph of a batch are in the affinity graph.
+    groups: tuple[Tensor, Tensor] | None = None
+
+
+def _across(cfg: _Config, r0: int, r1: int, c0: int, c1: int) -> Tensor | None:
+    """The tile's pairs that join two different graphs of a batch (not in the affinity graph)."""
+    if cfg.groups is None:
+        return None
+    batch_src, batch_dst = cfg.groups
+    return batch_dst[r0:r1].unsqueeze(1) != batch_src[c0:c1].unsqueeze(0)
 
 
 class _Pull(NamedTuple):
@@ -58,6 +68,9 @@ def _similarity_tile(h_src: Tensor, q: Tensor, r0: int, c0: int, c1: int, cfg: _
     s = q @ h_src[c0:c1].T
     if cfg.same_nodes:  # the global diagonal i == k lies on the tile's diagonal of offset r0 - c0
         s.diagonal(r0 - c0).fill_(-math.inf if cfg.kernel == "infonce" else 0.0)
+    across = _across(cfg, r0, r0 + q.size(0), c0, c1)
+    if across is not None:
+        s.masked_fill_(across, -math.inf if cfg.kernel == "infonce" else 0.0)
     if cfg.exclude is not None:
         dst, src = cfg.exclude
         bounds = torch.searchsorted(dst, torch.tensor([r0, r0 + q.size(0)], device=dst.device))
@@ -200,6 +213,9 @@ def _blockwise_backward(h_src: Tensor, h_dst: Tensor, anchor: Tensor | None, pul
                     ds = term if ds is None else ds.add_(term)
                 if ds is not None and cfg.same_nodes:  # the self pairs are constants
                     ds.diagonal(r0 - c0).zero_()
+                across = None if ds is None else _across(cfg, r0, r1, c0, c1)
+                if across is not None:  # so are the pairs across graphs
+                    ds.masked_fill_(across, 0.0)
                 coef = 2.0 * s if c is None else (2.0 * c) * s
             if ds is not None:
                 d_dst[r0:r1].addmm_(ds, h_src[c0:c1])
@@ -253,14 +269,15 @@ class _BlockwiseDense(torch.autograd.Function):
 def blockwise_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides: bool,
                          anchor_weight: Tensor | None, kernel: str, need_step: bool,
                          need_energy: bool, attraction: Attraction | None,
-                         tiling: Tiling, exclude: Tensor | None = None) -> Repulsion:
+                         tiling: Tiling, exclude: Tensor | None = None,
+                         batch: tuple[Tensor, Tensor] | None = None) -> Repulsion:
     """The dense uniformity of :func:`~mp_contrastive.nn.functional.dense.dense_uniformity`, tile
     by tile (same values and gradients; see the module docstring)."""
     pairs = None
     if exclude is not None:
         order = torch.argsort(exclude[1], stable=True)
         pairs = (exclude[1, order], exclude[0, order])
-    cfg = _Config(same_nodes, both_sides, kernel, need_step, need_energy, tiling, pairs)
+    cfg = _Config(same_nodes, both_sides, kernel, need_step, need_energy, tiling, pairs, batch)
     if attraction is None or not need_step:
         grad, energy, lse = _BlockwiseDense.apply(h_src, h_dst, anchor_weight, None, None, cfg)
         return Repulsion(grad, energy, lse)

@@ -19,12 +19,15 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
                      anchor_weight: Tensor | None, kernel: str, need_step: bool,
                      need_energy: bool, similarity: Tensor | None = None,
                      attraction: Attraction | None = None,
-                     tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None) -> Repulsion:
+                     tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None,
+                     batch: tuple[Tensor, Tensor] | None = None) -> Repulsion:
     """The uniformity on the dense affinity graph. Works in place on the ``N x M`` similarity
     matrix when no autograd graph has to be kept, so the peak is one matrix; above
     ``tiling.threshold`` entries it goes tile by tile (:func:`blockwise_uniformity`), unless the
     caller passes the ``similarity`` it computed (which is then overwritten). ``exclude``
-    (``[2, P]`` pairs ``(src, dst)``, InfoNCE only) leaves those pairs out of the graph."""
+    (``[2, P]`` pairs ``(src, dst)``, InfoNCE only) leaves those pairs out of the graph; ``batch``
+    (``(batch_src, batch_dst)``, each node's graph in a PyG ``Batch``) keeps only the pairs within
+    one graph."""
     if same_nodes and h_dst.size(0) < 2:
         raise ValueError("the dense affinity graph needs at least 2 nodes, got 1")
     if exclude is not None and kernel != "infonce":
@@ -32,9 +35,13 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
                          "kernel has no such form")
     if similarity is None and tiling.blockwise(h_dst.size(0), h_src.size(0)):
         return blockwise_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
-                                    need_step, need_energy, attraction, tiling, exclude)
+                                    need_step, need_energy, attraction, tiling, exclude, batch)
     inplace = not grad_tracked(h_src, h_dst)
     sim = h_dst @ h_src.T if similarity is None else similarity
+    if batch is not None:
+        across = batch[1].unsqueeze(1) != batch[0].unsqueeze(0)
+        fill = -math.inf if kernel == "infonce" else 0.0
+        sim = sim.masked_fill_(across, fill) if inplace else sim.masked_fill(across, fill)
     weight = None if anchor_weight is None else anchor_weight.unsqueeze(1)
     energy = None
     if kernel == "infonce":
