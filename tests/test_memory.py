@@ -146,7 +146,7 @@ def test_bank_as_negatives_for_the_operators(gen):
     torch.testing.assert_close(conv((bank.features, h), edge_index), expected, atol=1e-10, rtol=0)
     # Contrastive with bank negatives: batch positives, bank repulsion.
     positives = torch.tensor([[0, 1, 2, 3, 4, 5], [3, 4, 5, 0, 1, 2]])
-    out = ContrastiveConv(alpha=0.4)((bank.features, h), positives)
+    out = ContrastiveConv(alpha=0.4)(h, positives, negatives=bank.features)
     assert out.shape == h.shape and bool(torch.isfinite(out).all())
 
 

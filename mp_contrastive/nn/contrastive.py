@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.typing import Adj, OptTensor, PairTensor
+from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import scatter
 
 from mp_contrastive.nn.functional.affinity import uniformity
@@ -73,26 +73,27 @@ class ContrastiveConv(StepConv):
         self.attention = attention
         self.tiling = tiling
 
-    def forward(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
                 affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
                 anchor_weight: OptTensor = None, attention_x: OptTensor = None,
-                batch: Tensor | PairTensor | None = None) -> Tensor:
-        r"""``edge_index``: augmentation edges among the batch nodes (``x``, or ``x[1]`` for a pair
-        ``(x_negatives, x_batch)``); ``affinity_index``: affinity edges from neighbours (``x`` or
-        ``x[0]``) to anchors, dense when ``None``; ``anchor_weight``: the :math:`c_i`;
-        ``attention_x``: features the attention is computed on (default ``x``); ``batch``: each
-        node's graph in a PyG ``Batch``, so that the dense affinity graph stays within each graph
-        (the same as one call per graph)."""
-        _, x_dst, _ = split_pair(x)
-        return x_dst + self.step(x, edge_index, edge_weight, affinity_index, affinity_weight,
-                                 anchor_weight, attention_x, batch)
+                batch: OptTensor = None, negatives: OptTensor = None) -> Tensor:
+        r"""``edge_index``: augmentation edges among the nodes ``x``; ``affinity_index``: affinity
+        edges from neighbours (``x``, or ``negatives``) to anchors (``x``), dense when ``None``;
+        ``anchor_weight``: the :math:`c_i`; ``attention_x``: features the attention is computed on
+        (default ``x``); ``batch``: each node's graph in a PyG ``Batch``, so that the dense
+        affinity graph stays within each graph (the same as one call per graph);
+        ``negatives``: other nodes (e.g. a memory bank's features) that are the affinity graph's
+        neighbours instead of ``x`` itself (the step is on ``x``)."""
+        return _nodes(x)[1] + self.step(x, edge_index, edge_weight, affinity_index,
+                                        affinity_weight, anchor_weight, attention_x, batch,
+                                        negatives)
 
-    def _compute(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
+    def _compute(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
                  affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
                  anchor_weight: OptTensor = None, attention_x: OptTensor = None,
-                 batch: Tensor | PairTensor | None = None, *,
+                 batch: OptTensor = None, negatives: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
-        x_src, x_dst, same_nodes = split_pair(x)
+        x_src, x_dst, same_nodes = _nodes(x, negatives)
         num_dst, dtype = x_dst.size(0), x_dst.dtype
         edge_index, edge_weight = as_edge_index(edge_index, edge_weight, num_dst, num_dst,
                                                 "edge_index", "edge_weight", dtype)
@@ -167,3 +168,15 @@ class ContrastiveConv(StepConv):
             row_sum = scatter(weight, edge_index[1], 0, x.size(0), reduce="sum")
             anchor_weight = row_sum if anchor_weight is None else anchor_weight * row_sum
         return edge_index, weight, anchor_weight
+
+
+def _nodes(x: object, negatives: OptTensor = None) -> tuple[Tensor, Tensor, bool]:
+    """``(x_src, x_dst, same_nodes)``: the affinity graph's neighbours (``negatives`` or ``x``) and
+    the nodes that move (``x``, which carries the augmentation edges)."""
+    if isinstance(x, (tuple, list)):
+        raise TypeError("ContrastiveConv takes one node set 'x' (its augmentation edges join nodes "
+                        "of x); pass other nodes that act as negatives (a memory bank) as "
+                        "negatives=..., not as a pair (x_src, x_dst)")
+    if negatives is None:
+        return split_pair(x)
+    return split_pair((negatives, x), "(negatives, x)")

@@ -76,7 +76,11 @@ def test_bipartite_negatives(gen):
                                                            "infonce", False)
 
     expected = step_from_autograd(energy, h, 0.5)
-    torch.testing.assert_close(conv((bank, h), graph.edge_index), expected, atol=1e-8, rtol=0)
+    torch.testing.assert_close(conv(h, graph.edge_index, negatives=bank), expected, atol=1e-8,
+                               rtol=0)
+    # No tuple with two meanings: PyG's (x_src, x_dst) is refused, naming the argument to use.
+    with pytest.raises(TypeError, match="negatives="):
+        conv((bank, h), graph.edge_index)
 
 
 @pytest.mark.parametrize("mode", ["negatives", "positives", "neighbors"])
