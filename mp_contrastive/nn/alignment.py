@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.typing import Adj, OptTensor
-from torch_geometric.utils import is_sparse, is_torch_sparse_tensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor
+from torch_geometric.utils import is_sparse, is_torch_sparse_tensor, scatter
 
 from mp_contrastive._validation import all_finite, check_features, value_checks_skipped
-from mp_contrastive.nn.inputs import as_edge_index
+from mp_contrastive.nn.inputs import as_edge_index, split_pair
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AlignmentConv"]
@@ -75,8 +75,16 @@ class AlignmentConv(StepConv):
             Only with ``normalize=True``. (default ``False``)
         **kwargs: ``MessagePassing`` arguments (``flow``, ``decomposed_layers``, ...).
 
+    A bipartite pair ``x = (x_src, x_dst)`` (PyG's convention, what ``to_hetero`` and layer-wise
+    sampling pass) takes the GCN form (``detach_targets=True``, no self loops): ``x_dst`` moves
+    towards :math:`\bar{A} x_{src}`, with :math:`\bar{A}_{ij} = w_{ij} / \sqrt{d^{out}_j d^{in}_i}`
+    for ``normalize=True`` (each end's degree on its own side; on a symmetric graph of one node set
+    this is ``gcn_norm`` without self loops). Other settings raise a ``ValueError`` naming the
+    form that works.
+
     Shapes:
-        - **input:** node features :math:`(|V|, F)` or :math:`(B, |V|, F)`, edge indices
+        - **input:** node features :math:`(|V|, F)` or :math:`(B, |V|, F)` or a pair
+          :math:`((|V_s|, F), (|V_t|, F))`, edge indices
           :math:`(2, |E|)` or a sparse ``adj_t`` :math:`(|V|, |V|)`, edge weights :math:`(|E|)`
           *(optional)*
         - **output:** node features of the input's shape
@@ -100,7 +108,13 @@ class AlignmentConv(StepConv):
         super().reset_parameters()
         self._cached_adj = None
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+    def forward(self, x: Tensor | PairTensor, edge_index: Adj,
+                edge_weight: OptTensor = None) -> Tensor:
+        if isinstance(x, (tuple, list)):
+            x_src, x_dst = self._pair(x)
+            smoothed = self._bipartite(x_src, x_dst, edge_index, edge_weight)
+            return smoothed if self.alpha == 1.0 else \
+                torch.add(self.alpha * smoothed, x_dst, alpha=1.0 - self.alpha)
         x2, shape = self._fold(x)
         adj, weight = self.normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
         smoothed = self._propagate(adj, weight, x2)
@@ -115,8 +129,14 @@ class AlignmentConv(StepConv):
                 torch.add(self.alpha * both, x2, alpha=1.0 - 2.0 * self.alpha)
         return self._unfold(out, shape)
 
-    def _compute(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, *,
+    def _compute(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
+        if isinstance(x, (tuple, list)):  # the sources are constants: E = |x_dst|^2/2 - x_dst.Ax_src
+            x_src, x_dst = self._pair(x)
+            smoothed = self._bipartite(x_src, x_dst, edge_index, edge_weight)
+            energy = 0.5 * (x_dst * x_dst).sum() - (x_dst * smoothed).sum() if need_energy \
+                else None
+            return (x_dst - smoothed if need_step else None), energy
         x2, shape = self._fold(x)
         adj, weight = self.normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
         smoothed = self._propagate(adj, weight, x2)
@@ -167,6 +187,47 @@ class AlignmentConv(StepConv):
             if self.cached:
                 self._cached_adj = (adj, weight)
         return adj, weight
+
+    def _pair(self, x: tuple[Tensor, Tensor] | list[Tensor]) -> tuple[Tensor, Tensor]:
+        """A bipartite pair ``(x_src, x_dst)``, PyG's convention (``to_hetero``, layer-wise
+        sampling): messages flow from ``x_src`` into ``x_dst``, and only ``x_dst`` moves."""
+        if not self.detach_targets:
+            raise ValueError("AlignmentConv with a bipartite pair (x_src, x_dst): only x_dst moves, "
+                             "so use the GCN form, detach_targets=True (the gradient-step form "
+                             "moves both ends of every edge, which needs one node set)")
+        if self.add_self_loops:
+            raise ValueError("AlignmentConv with a bipartite pair (x_src, x_dst) cannot add self "
+                             "loops (the two node sets differ): use add_self_loops=False")
+        if self.flow != "source_to_target":
+            raise ValueError("AlignmentConv with a bipartite pair (x_src, x_dst) needs "
+                             "flow='source_to_target' (messages flow into x_dst)")
+        x_src, x_dst, _ = split_pair(x)
+        return x_src, x_dst
+
+    def _bipartite(self, x_src: Tensor, x_dst: Tensor, edge_index: Adj,
+                   edge_weight: OptTensor) -> Tensor:
+        r""":math:`\bar{A} x_{src}` with, for ``normalize=True``, :math:`\bar{A}_{ij} = w_{ij} /
+        \sqrt{d^{out}_j d^{in}_i}` (each end's weighted degree on its own side: ``gcn_norm`` on a
+        symmetric graph of one node set, without self loops)."""
+        if self.cached and self._cached_adj is not None:
+            index, weight = self._cached_adj
+        else:
+            index, weight = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
+                                          "edge_index", "edge_weight", x_dst.dtype)
+            if weight is not None and not value_checks_skipped():
+                self._check_weights(weight)
+            if self.normalize:
+                src, dst = index
+                w = torch.ones(index.size(1), dtype=x_dst.dtype, device=index.device) \
+                    if weight is None else weight
+                out_degree = scatter(w, src, 0, x_src.size(0), reduce="sum")
+                in_degree = scatter(w, dst, 0, x_dst.size(0), reduce="sum")
+                norm = out_degree.pow(-0.5).masked_fill_(out_degree == 0, 0.0)
+                weight = norm[src] * w * in_degree.pow(-0.5).masked_fill_(in_degree == 0, 0.0)[dst]
+                if self.cached:
+                    self._cached_adj = (index, weight)
+        return self.propagate(index, x=(x_src, x_dst), weight=weight,
+                              size=(x_src.size(0), x_dst.size(0)))
 
     def _check_weights(self, weight: Tensor) -> None:
         if not all_finite(weight):

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn import Parameter
-from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import scatter
 
 from mp_contrastive._validation import check_choice, check_nonnegative
@@ -16,8 +16,10 @@ from mp_contrastive.nn.functional.attention import (
     SCORES,
     AttentionSpec,
     attention_weights,
+    bipartite_attention_weights,
 )
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.inputs import as_edge_index, split_pair
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AttentionAlignmentConv"]
@@ -110,12 +112,19 @@ class AttentionAlignmentConv(StepConv):
         beta = float(self.beta.detach()) if isinstance(self.beta, Tensor) else self.beta
         return AttentionSpec(beta, self.normalize, self.score, self.add_self_loops)
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
+    def forward(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
                 affinity_index: Adj | None = None, attention_x: OptTensor = None,
                 return_attention_weights: bool | None = None
                 ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         """``return_attention_weights=True`` also returns ``(edge_index, weights)`` like
-        ``GATConv`` (the edge index includes the added self loops, if any)."""
+        ``GATConv`` (the edge index includes the added self loops, if any). ``x`` may be PyG's
+        bipartite pair ``(x_src, x_dst)`` for the GAT / AGNN form (``normalize="neighbors"``,
+        ``detach_targets=True``): ``x_dst`` moves towards the attention-weighted ``x_src``."""
+        if isinstance(x, (tuple, list)):
+            x_src, x_dst, index, weight = self._bipartite(x, edge_index, edge_weight,
+                                                          affinity_index, attention_x)
+            out = x_dst - self.alpha * self._pull(x_src, x_dst, index, weight)
+            return (out, (index, weight)) if return_attention_weights else out
         attention = self.attention(x, edge_index, edge_weight, affinity_index, attention_x)
         grad, _ = self._descend(x, *attention, need_step=True, need_energy=False)
         assert grad is not None
@@ -134,11 +143,45 @@ class AttentionAlignmentConv(StepConv):
                                      affinity_index=affinity_index, attention_x=attention_x,
                                      tiling=self.tiling)
 
-    def _compute(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
+    def _compute(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
                  affinity_index: Adj | None = None, attention_x: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
+        if isinstance(x, (tuple, list)):  # sources constant: E = sum_e w_e |x_dst_i - x_src_j|^2 / 2
+            x_src, x_dst, index, weight = self._bipartite(x, edge_index, edge_weight,
+                                                          affinity_index, attention_x)
+            src, dst = index
+            energy = 0.5 * (weight * (x_dst.index_select(0, dst) - x_src.index_select(0, src))
+                            .pow(2).sum(-1)).sum() if need_energy else None
+            return (self._pull(x_src, x_dst, index, weight) if need_step else None), energy
         attention = self.attention(x, edge_index, edge_weight, affinity_index, attention_x)
         return self._descend(x, *attention, need_step=need_step, need_energy=need_energy)
+
+    def _bipartite(self, x: tuple[Tensor, Tensor] | list[Tensor], edge_index: Adj,
+                   edge_weight: OptTensor, affinity_index: Adj | None,
+                   attention_x: OptTensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x_src, x_dst, edge_index, weights)`` of a bipartite pair, or a ``ValueError`` naming
+        the form that works."""
+        if self.normalize != "neighbors" or not self.detach_targets or self.add_self_loops:
+            raise ValueError("AttentionAlignmentConv with a bipartite pair (x_src, x_dst) is the "
+                             "GAT / AGNN form: use normalize='neighbors', detach_targets=True and "
+                             "add_self_loops=False (the other normalisations compare a node with "
+                             "the rest of its own node set)")
+        if affinity_index is not None or attention_x is not None:
+            raise ValueError("AttentionAlignmentConv with a bipartite pair takes no "
+                             "affinity_index or attention_x")
+        x_src, x_dst, _ = split_pair(x)
+        index, base = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
+                                    "edge_index", "edge_weight", x_dst.dtype)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_attention):
+            weight = bipartite_attention_weights(x_src, x_dst, index, base, beta=self.beta,
+                                                 score=self.score)
+        return x_src, x_dst, index, weight
+
+    def _pull(self, x_src: Tensor, x_dst: Tensor, edge_index: Tensor, weight: Tensor) -> Tensor:
+        """The gradient w.r.t. ``x_dst`` of the bipartite energy: ``deg_i x_dst_i - sum w x_src``."""
+        degree = scatter(weight, edge_index[1], 0, x_dst.size(0), reduce="sum")
+        return degree.unsqueeze(1) * x_dst - self.weighted_sum(edge_index, weight, x_src,
+                                                               x_dst.size(0))
 
     def _descend(self, x: Tensor, edge_index: Tensor, weight: Tensor, *, need_step: bool,
                  need_energy: bool) -> tuple[Tensor | None, Tensor | None]:

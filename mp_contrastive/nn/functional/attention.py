@@ -23,7 +23,8 @@ from mp_contrastive.nn.functional.sparse import scatter_logsumexp
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 from mp_contrastive.nn.inputs import as_edge_index
 
-__all__ = ["NORMALIZATIONS", "SCORES", "AttentionSpec", "attention_weights"]
+__all__ = ["NORMALIZATIONS", "SCORES", "AttentionSpec", "attention_weights",
+           "bipartite_attention_weights"]
 
 #: What the attention's scores are normalised by.
 NORMALIZATIONS = ("negatives", "positives", "neighbors")
@@ -110,6 +111,25 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
                                        similarity, tiling)
         weight = base * (scores - log_mean.index_select(0, dst)).exp()
     return edge_index, weight
+
+
+def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor,
+                                edge_weight: Tensor | None = None, *, beta: float | Tensor = 1.0,
+                                score: str = "dot") -> Tensor:
+    r"""GAT / AGNN attention (``normalize="neighbors"``) from sources ``x_src`` to targets
+    ``x_dst``: :math:`w_{ji} = \mathrm{softmax}_{j 	o i}(eta\, q_i \cdot q_j + \log b_{ji})`
+    over each target's incoming edges, with base weights :math:`b` (default :math:`1/\deg(i)`).
+    The other normalisations compare a node with the rest of its own node set, which a bipartite
+    pair does not give. Differentiable w.r.t. the features and a tensor ``beta``."""
+    src, dst = edge_index
+    num_dst = x_dst.size(0)
+    if edge_weight is None:
+        degree = scatter(torch.ones_like(dst, dtype=x_dst.dtype), dst, 0, num_dst, reduce="sum")
+        edge_weight = 1.0 / degree.index_select(0, dst)
+    q_src, q_dst = (F.normalize(x_src, dim=-1), F.normalize(x_dst, dim=-1)) if score == "cosine" \
+        else (x_src, x_dst)
+    scores = beta * (q_dst.index_select(0, dst) * q_src.index_select(0, src)).sum(-1)
+    return softmax(scores + edge_weight.log(), dst, num_nodes=num_dst)
 
 
 def _attention_features(x: Tensor, attention_x: Tensor | None, score: str) -> Tensor:
