@@ -92,8 +92,10 @@ class Model(torch.nn.Module):
 
 @pytest.mark.parametrize("conv", [
     ContrastiveConv(0.2), ContrastiveConv(0.2, attention=AttentionSpec(0.5, "positives", "cosine")),
-    AlignmentConv(0.4), AttentionAlignmentConv(0.4, 0.5, "neighbors", "cosine")],
-    ids=["contrastive", "contrastive-attention", "alignment", "attention-alignment"])
+    AlignmentConv(0.4), AttentionAlignmentConv(0.4, 0.5, "neighbors", "cosine"),
+    UniformityConv(0.2), UniformityConv(0.2, kernel="spectral", detach_targets=True)],
+    ids=["contrastive", "contrastive-attention", "alignment", "attention-alignment",
+         "uniformity-sparse", "uniformity-spectral"])
 def test_explainer_masks_the_augmentation_edges(gen, conv):
     """GNNExplainer trains an edge mask through the operator: every edge gets a mask value, and
     the mask changes the output (the edges go through propagate, where the mask applies)."""
@@ -107,3 +109,16 @@ def test_explainer_masks_the_augmentation_edges(gen, conv):
     mask = explanation.edge_mask
     assert mask.shape == (batch.edge_index.size(1),) and torch.isfinite(mask).all()
     assert mask.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kernel", ["infonce", "spectral"])
+@pytest.mark.parametrize("detach_targets", [False, True])
+def test_explained_sparse_uniformity_is_the_same_step(gen, kernel, detach_targets):
+    """Under an explainer the sparse uniformity's edges go through propagate: same step."""
+    _, batch = graphs(gen, sizes=(7,))
+    weight = torch.rand(batch.edge_index.size(1), generator=gen, dtype=torch.float64) + 0.1
+    anchor = torch.rand(7, generator=gen, dtype=torch.float64) + 0.5
+    conv = UniformityConv(0.3, kernel=kernel, detach_targets=detach_targets)
+    expected = conv.step(batch.x, batch.edge_index, weight, anchor)
+    explained = conv._explained_step(batch.x, batch.x, batch.edge_index, weight, anchor, True)
+    torch.testing.assert_close(-0.3 * explained, expected, atol=1e-12, rtol=0)
