@@ -18,10 +18,12 @@ Three tables:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -47,21 +49,23 @@ TARGET_LOSS_ERROR = 0.01
 TARGET_COSINE = 0.99
 
 
-def trained_features(checkpoint: str, count: int, seed: int) -> Tensor:
-    """Projections ``[count, 128]`` of augmented CIFAR-10 training images (two views per image,
-    as many images as needed) by the SimCLR encoder saved in ``checkpoint`` (eval mode)."""
+def trained_features(checkpoint: str, count: int, seed: int, data_root: str | None) -> Tensor:
+    """Projections ``[count, 128]`` of augmented CIFAR-10 training images (random images, one
+    augmentation each) by the SimCLR encoder saved in ``checkpoint`` (eval mode); the architecture
+    is read from the ``results.json`` beside it (the CPU preset's when there is none)."""
     from mp_contrastive.vision import ProjectionHead, SimCLRModel, resnet_cifar
     from mp_contrastive.vision.augment import SimCLRAugment
     from mp_contrastive.vision.data import load_cifar
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    extra = state.get("config", {}).get("extra", {})
-    backbone = resnet_cifar(extra.get("arch", "resnet10"), extra.get("width", 16))
+    results = Path(checkpoint).parent / "results.json"
+    settings = json.loads(results.read_text())["settings"] if results.exists() else {}
+    backbone = resnet_cifar(settings.get("arch", "resnet10"), settings.get("width", 16))
     model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim))
     weights = {k[len("model."):]: v for k, v in state["method"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
     model.eval()
-    images = load_cifar("cifar10", train=True).images
+    images = load_cifar("cifar10", data_root, train=True).images
     generator = torch.Generator().manual_seed(seed)
     augment = SimCLRAugment()
     out = []
@@ -182,6 +186,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--checkpoint", type=existing_file, default=None,
                         help="an image example's checkpoint.pt: measure accuracy on its "
                              "encoder's projections of CIFAR-10 (default: synthetic clusters)")
+    parser.add_argument("--data-root", default=None,
+                        help="CIFAR-10 for --checkpoint (default: $MP_CONTRASTIVE_DATA)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
     return parser
 
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     need = largest + args.batch
     source = "synthetic clusters"
     if args.checkpoint is not None:
-        features = trained_features(args.checkpoint, need, args.seed)
+        features = trained_features(args.checkpoint, need, args.seed, args.data_root)
         source = f"projections of augmented CIFAR-10 by {args.checkpoint}"
     else:
         features = clustered_features(need, args.dim, args.seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch_geometric.utils import scatter
 
 from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.attention import AttentionSpec
+from mp_contrastive.nn.functional.sparse import grad_tracked
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 from mp_contrastive.nn.inputs import (
     as_edge_index,
@@ -126,12 +128,18 @@ class ContrastiveConv(StepConv):
                   and dense and self.kernel == "infonce"
                   and not self.tiling.blockwise(num_dst, x_src.size(0)))
         similarity = x_dst @ x_src.T if shared else None
+        row_logsumexp = None
+        if similarity is not None and attention.beta == 1.0 and not grad_tracked(x_dst) \
+                and batch is None:
+            # At beta = 1 the attention's normaliser and the uniformity need the same row
+            # log-sum-exp: one explicit pass, handed to both.
+            row_logsumexp = torch.logsumexp(similarity.fill_diagonal_(-math.inf), 1)
         kappa = 1.0 if self.kernel == "infonce" else 2.0
         if attention is not None:
             edge_index, edge_weight, anchor_weight = self._attend(
                 attention, x_dst, edge_index, edge_weight,
                 affinity_index if same_nodes else None, anchor_weight, attention_x,
-                None if similarity is None else similarity.detach())
+                None if similarity is None else similarity.detach(), row_logsumexp)
         value = (torch.full_like(edge_index[0], kappa, dtype=dtype) if edge_weight is None
                  else kappa * edge_weight)
 
@@ -140,7 +148,8 @@ class ContrastiveConv(StepConv):
             affinity_index=affinity_index, affinity_weight=affinity_weight,
             anchor_weight=anchor_weight, kernel=self.kernel, need_step=need_step,
             need_energy=need_energy, similarity=similarity,
-            attraction=(edge_index, value) if dense else None, tiling=self.tiling, batch=batch)
+            attraction=(edge_index, value) if dense else None, tiling=self.tiling, batch=batch,
+            row_logsumexp=row_logsumexp)
         energy = grad = None
         if need_energy:
             src, dst = edge_index
@@ -157,13 +166,15 @@ class ContrastiveConv(StepConv):
 
     def _attend(self, attention: AttentionSpec, x: Tensor, edge_index: Tensor,
                 edge_weight: OptTensor, negative_index: Tensor | None, anchor_weight: OptTensor,
-                attention_x: OptTensor, similarity: OptTensor) -> tuple[Tensor, Tensor, OptTensor]:
+                attention_x: OptTensor, similarity: OptTensor,
+                row_logsumexp: OptTensor = None) -> tuple[Tensor, Tensor, OptTensor]:
         """Replace the augmentation weights by (detached) attention weights and, for the official
         ``"positives"`` normalisation, weight each anchor's uniformity term by its row sum."""
         with torch.no_grad():
             edge_index, weight = attention.weights(
                 x, edge_index, edge_weight, affinity_index=negative_index,
-                attention_x=attention_x, similarity=similarity, tiling=self.tiling)
+                attention_x=attention_x, similarity=similarity, row_logsumexp=row_logsumexp,
+                tiling=self.tiling)
         if attention.normalize == "positives":
             row_sum = scatter(weight, edge_index[1], 0, x.size(0), reduce="sum")
             anchor_weight = row_sum if anchor_weight is None else anchor_weight * row_sum

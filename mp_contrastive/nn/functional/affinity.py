@@ -35,7 +35,8 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
                need_step: bool = True, need_energy: bool = False,
                similarity: Tensor | None = None, attraction: Attraction | None = None,
                tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None,
-               batch: tuple[Tensor, Tensor] | None = None) -> Repulsion:
+               batch: tuple[Tensor, Tensor] | None = None,
+               row_logsumexp: Tensor | None = None) -> Repulsion:
     r"""Gradient w.r.t. the anchors ``h_dst`` and value of the uniformity energy (module docstring).
 
     ``K(i)`` is every other node (dense, ``affinity_index=None``) or the sources of the edges into
@@ -47,11 +48,13 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
     ``exclude`` (dense InfoNCE only; ``[2, P]`` pairs ``(src, dst)``) leaves pairs out of the dense
     graph; a sparse graph leaves them out by not having the edges. ``batch`` (dense only;
     ``(batch_src, batch_dst)``) keeps the dense graph within each graph of a PyG ``Batch``.
+    ``row_logsumexp`` (dense, with ``similarity``): see
+    :func:`~mp_contrastive.nn.functional.dense.dense_uniformity`.
     """
     if affinity_index is None:
         return dense_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
                                 need_step, need_energy, similarity, attraction, tiling, exclude,
-                                batch)
+                                batch, row_logsumexp)
     if batch is not None:
         raise ValueError("'batch' restricts the dense affinity graph to each graph of a batch; "
                          "a sparse 'affinity_index' already says which pairs are negatives")

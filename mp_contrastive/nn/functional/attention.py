@@ -61,21 +61,22 @@ class AttentionSpec:
 
     def weights(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None, *,
                 affinity_index: Tensor | None = None, attention_x: Tensor | None = None,
-                similarity: Tensor | None = None,
+                similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
                 tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
         """:func:`attention_weights` with this specification."""
         return attention_weights(x, edge_index, edge_weight, beta=self.beta,
                                  normalize=self.normalize, score=self.score,
                                  add_self_loops=self.add_self_loops,
                                  affinity_index=affinity_index, attention_x=attention_x,
-                                 similarity=similarity, tiling=tiling)
+                                 similarity=similarity, row_logsumexp=row_logsumexp,
+                                 tiling=tiling)
 
 
 def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None, *,
                       beta: float | Tensor = 1.0, normalize: str = "negatives",
                       score: str = "dot", add_self_loops: bool = False,
                       affinity_index: Tensor | None = None, attention_x: Tensor | None = None,
-                      similarity: Tensor | None = None,
+                      similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
                       tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
     """The attention graph ``(edge_index, weights)`` over the positive pairs ``edge_index``
     (including added self loops). Differentiable w.r.t. ``x``, ``attention_x`` and a tensor
@@ -85,7 +86,8 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
     anchor nor one of its positives). For the dense ``"negatives"`` normalisation with ``score="dot"``
     and no ``attention_x``, a caller that already has ``similarity = x @ x.T`` (read, not modified)
     may pass it: the attention then costs no extra matmul, only its own log-sum-exp pass over it
-    (tile by tile).
+    (tile by tile); for ``beta = 1`` a caller that has each row's ``row_logsumexp`` over the other
+    nodes may pass that instead, and the pass is saved too.
     """
     x = check_features(x)
     num_nodes = x.size(0)
@@ -107,8 +109,10 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
         log_mean = torch.logsumexp(scores, 0) - math.log(scores.numel())
         weight = base * (scores - log_mean).exp()
     else:
+        unit_beta = isinstance(beta, (int, float)) and beta == 1.0
         log_mean = _log_mean_negatives(query, edge_index, scores, beta, affinity_index,
-                                       similarity, tiling)
+                                       similarity, row_logsumexp if reusable and unit_beta
+                                       else None, tiling)
         weight = base * (scores - log_mean.index_select(0, dst)).exp()
     return edge_index, weight
 
@@ -159,7 +163,7 @@ def _edge_dots(query: Tensor, edge_index: Tensor, similarity: Tensor | None) -> 
 
 def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta: float | Tensor,
                         affinity_index: Tensor | None, similarity: Tensor | None,
-                        tiling: Tiling) -> Tensor:
+                        row_logsumexp: Tensor | None, tiling: Tiling) -> Tensor:
     r"""Per node :math:`\log \mathrm{mean}_{k \in \mathrm{neg}(i)} e^{\beta q_i \cdot q_k}`."""
     num_nodes = query.size(0)
     # Distinct positive pairs, self loops excluded: neg(i) = all nodes - {i} - pos(i).
@@ -168,7 +172,8 @@ def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta:
     key, slot = torch.unique(dst[not_self] * num_nodes + src[not_self], return_inverse=True)
     pos_dst, pos_src = key // num_nodes, key % num_nodes
     if affinity_index is None:
-        total = _dense_row_logsumexp(query, beta, similarity, tiling)
+        total = (row_logsumexp if row_logsumexp is not None
+                 else _dense_row_logsumexp(query, beta, similarity, tiling))
         # Duplicate edges carry the same score: any one of them stands for the pair.
         pos_score = scores.new_zeros(key.numel()).index_put((slot,), scores[not_self])
         # The positives' share of each row's softmax mass; the negatives hold the rest, so

@@ -20,14 +20,17 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
                      need_energy: bool, similarity: Tensor | None = None,
                      attraction: Attraction | None = None,
                      tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None,
-                     batch: tuple[Tensor, Tensor] | None = None) -> Repulsion:
+                     batch: tuple[Tensor, Tensor] | None = None,
+                     row_logsumexp: Tensor | None = None) -> Repulsion:
     """The uniformity on the dense affinity graph. Works in place on the ``N x M`` similarity
     matrix when no autograd graph has to be kept, so the peak is one matrix; above
     ``tiling.threshold`` entries it goes tile by tile (:func:`blockwise_uniformity`), unless the
     caller passes the ``similarity`` it computed (which is then overwritten). ``exclude``
     (``[2, P]`` pairs ``(src, dst)``, InfoNCE only) leaves those pairs out of the graph; ``batch``
     (``(batch_src, batch_dst)``, each node's graph in a PyG ``Batch``) keeps only the pairs within
-    one graph."""
+    one graph. ``row_logsumexp``: each row's log-sum-exp over the caller's ``similarity`` as it
+    will be masked here, computed by the caller (who needed it first); used when no autograd graph
+    is kept (it carries no gradient)."""
     if same_nodes and h_dst.size(0) < 2:
         raise ValueError("the dense affinity graph needs at least 2 nodes, got 1")
     if exclude is not None and kernel != "infonce":
@@ -50,7 +53,8 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
         if exclude is not None:
             sim = sim.index_put_((exclude[1], exclude[0]), sim.new_tensor(-math.inf)) if inplace \
                 else sim.index_put((exclude[1], exclude[0]), sim.new_tensor(-math.inf))
-        lse = torch.logsumexp(sim, dim=1)
+        lse = row_logsumexp if row_logsumexp is not None and inplace \
+            else torch.logsumexp(sim, dim=1)
         if need_energy:
             energy = lse.sum() if anchor_weight is None else (anchor_weight * lse).sum()
         if not need_step:
