@@ -191,6 +191,7 @@ class AlignmentConv(StepConv):
     def _pair(self, x: tuple[Tensor, Tensor] | list[Tensor]) -> tuple[Tensor, Tensor]:
         """A bipartite pair ``(x_src, x_dst)``, PyG's convention (``to_hetero``, layer-wise
         sampling): messages flow from ``x_src`` into ``x_dst``, and only ``x_dst`` moves."""
+        x_src, x_dst, _ = split_pair(x)
         if not self.detach_targets:
             raise ValueError("AlignmentConv with a bipartite pair (x_src, x_dst): only x_dst moves, "
                              "so use the GCN form, detach_targets=True (the gradient-step form "
@@ -201,7 +202,6 @@ class AlignmentConv(StepConv):
         if self.flow != "source_to_target":
             raise ValueError("AlignmentConv with a bipartite pair (x_src, x_dst) needs "
                              "flow='source_to_target' (messages flow into x_dst)")
-        x_src, x_dst, _ = split_pair(x)
         return x_src, x_dst
 
     def _bipartite(self, x_src: Tensor, x_dst: Tensor, edge_index: Adj,

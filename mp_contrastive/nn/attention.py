@@ -161,6 +161,7 @@ class AttentionAlignmentConv(StepConv):
                    attention_x: OptTensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(x_src, x_dst, edge_index, weights)`` of a bipartite pair, or a ``ValueError`` naming
         the form that works."""
+        x_src, x_dst, _ = split_pair(x)
         if self.normalize != "neighbors" or not self.detach_targets or self.add_self_loops:
             raise ValueError("AttentionAlignmentConv with a bipartite pair (x_src, x_dst) is the "
                              "GAT / AGNN form: use normalize='neighbors', detach_targets=True and "
@@ -169,7 +170,6 @@ class AttentionAlignmentConv(StepConv):
         if affinity_index is not None or attention_x is not None:
             raise ValueError("AttentionAlignmentConv with a bipartite pair takes no "
                              "affinity_index or attention_x")
-        x_src, x_dst, _ = split_pair(x)
         index, base = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
                                     "edge_index", "edge_weight", x_dst.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_attention):

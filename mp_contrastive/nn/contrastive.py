@@ -184,10 +184,10 @@ class ContrastiveConv(StepConv):
 def _nodes(x: object, negatives: OptTensor = None) -> tuple[Tensor, Tensor, bool]:
     """``(x_src, x_dst, same_nodes)``: the affinity graph's neighbours (``negatives`` or ``x``) and
     the nodes that move (``x``, which carries the augmentation edges)."""
-    if isinstance(x, (tuple, list)):
-        raise TypeError("ContrastiveConv takes one node set 'x' (its augmentation edges join nodes "
-                        "of x); pass other nodes that act as negatives (a memory bank) as "
-                        "negatives=..., not as a pair (x_src, x_dst)")
+    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(p, Tensor) for p in x):
+        raise TypeError("'x' must be a torch.Tensor: ContrastiveConv takes one node set (its "
+                        "augmentation edges join nodes of x); pass other nodes that act as "
+                        "negatives (a memory bank) as negatives=..., not as a pair (x_src, x_dst)")
     if negatives is None:
         return split_pair(x)
     return split_pair((negatives, x), "(negatives, x)")
