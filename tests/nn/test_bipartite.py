@@ -64,6 +64,17 @@ def test_forms_that_need_one_node_set_say_which_form_works(gen):
         AlignmentConv(detach_targets=True)((x_src, x_dst), edge_index + 10)
 
 
+def papers_and_authors(gen):
+    """A HeteroData with two node types and an edge type each way; and the author->paper edges."""
+    data = HeteroData()
+    data["paper"].x = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    data["author"].x = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    writes = torch.tensor([[0, 1, 2, 3, 3], [0, 1, 2, 3, 4]])
+    data["author", "writes", "paper"].edge_index = writes
+    data["paper", "written_by", "author"].edge_index = writes.flip(0)
+    return data, writes
+
+
 class GNN(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -76,12 +87,7 @@ class GNN(torch.nn.Module):
 
 
 def test_to_hetero_model_runs_on_heterodata(gen):
-    data = HeteroData()
-    data["paper"].x = torch.randn(5, 3, generator=gen, dtype=torch.float64)
-    data["author"].x = torch.randn(4, 3, generator=gen, dtype=torch.float64)
-    writes = torch.tensor([[0, 1, 2, 3, 3], [0, 1, 2, 3, 4]])
-    data["author", "writes", "paper"].edge_index = writes
-    data["paper", "written_by", "author"].edge_index = writes.flip(0)
+    data, writes = papers_and_authors(gen)
     model = to_hetero(GNN(), data.metadata(), aggr="sum")
     out = model(data.x_dict, data.edge_index_dict)
     assert out["paper"].shape == (5, 3) and out["author"].shape == (4, 3)
@@ -143,11 +149,6 @@ class AttentionGNN(torch.nn.Module):
 
 
 def test_to_hetero_attention_model_runs_on_heterodata(gen):
-    data = HeteroData()
-    data["paper"].x = torch.randn(5, 3, generator=gen, dtype=torch.float64)
-    data["author"].x = torch.randn(4, 3, generator=gen, dtype=torch.float64)
-    writes = torch.tensor([[0, 1, 2, 3, 3], [0, 1, 2, 3, 4]])
-    data["author", "writes", "paper"].edge_index = writes
-    data["paper", "written_by", "author"].edge_index = writes.flip(0)
+    data, writes = papers_and_authors(gen)
     out = to_hetero(AttentionGNN(), data.metadata(), aggr="sum")(data.x_dict, data.edge_index_dict)
     assert out["paper"].shape == (5, 3) and bool(torch.isfinite(out["author"]).all())
