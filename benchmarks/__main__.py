@@ -2,6 +2,7 @@
 
     python -m benchmarks run --suite quick [--domains images,graphs,synthetic] [--seeds N] --out DIR
     python -m benchmarks perf [--out DIR]
+    python -m benchmarks gpu-check [--dry-run] [--update-docs docs/performance.md]
 
 ``run`` executes the cross-domain matrix (method x dataset x seed; resumable, one JSON per cell)
 and writes results.csv, summary.md and summary.png; ``perf`` runs every performance comparison
@@ -181,6 +182,11 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu-check"]:  # its own parser and --help (benchmarks/gpu_check.py)
+        from benchmarks.gpu_check import main as gpu_check
+
+        return gpu_check(argv[1:])
     args = build_parser().parse_args(argv)
     return run(args) if args.command == "run" else perf(args)
 

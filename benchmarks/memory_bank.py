@@ -37,6 +37,7 @@ from mp_contrastive.cli import (
     nonnegative_int,
     positive_float,
     positive_int,
+    torch_device,
 )
 from mp_contrastive.graph import sphere_projection
 from mp_contrastive.knn import BankIndex
@@ -98,13 +99,16 @@ def mean_step_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[st
     """Mean wall time per call (ms) of each function over ``repeats`` calls, the functions taking
     turns so that drift of the machine hits all alike (means, not medians: the kNN path's
     re-training every ``repeats`` steps is part of its cost)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for fn in runs.values():
         fn()
     totals = dict.fromkeys(runs, 0.0)
     for _ in range(repeats):
         for name, fn in runs.items():
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             totals[name] += time.perf_counter() - start
     return {name: 1e3 * total / repeats for name, total in totals.items()}
 
@@ -116,11 +120,12 @@ def loss_step(loss: nn.Module, z0: Tensor, z1: Tensor) -> Callable[[], None]:
     return run
 
 
-def training_step(loss: nn.Module, dim: int, batch: int, seed: int) -> Callable[[], None]:
+def training_step(loss: nn.Module, dim: int, batch: int, seed: int,
+                  device: torch.device) -> Callable[[], None]:
     torch.manual_seed(seed)
-    encoder = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, dim))
+    encoder = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, dim)).to(device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
-    x0, x1 = torch.randn(2, batch, 512).unbind(0)
+    x0, x1 = torch.randn(2, batch, 512, device=device).unbind(0)
 
     def run() -> None:
         optimizer.zero_grad()
@@ -186,6 +191,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--checkpoint", type=existing_file, default=None,
                         help="an image example's checkpoint.pt: measure accuracy on its "
                              "encoder's projections of CIFAR-10 (default: synthetic clusters)")
+    parser.add_argument("--device", type=torch_device, default="cpu",
+                        help="where the losses and the bank live (e.g. cuda)")
     parser.add_argument("--data-root", default=None,
                         help="CIFAR-10 for --checkpoint (default: $MP_CONTRASTIVE_DATA)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
@@ -203,10 +210,12 @@ def main(argv: list[str] | None = None) -> None:
         source = f"projections of augmented CIFAR-10 by {args.checkpoint}"
     else:
         features = clustered_features(need, args.dim, args.seed)
+    device = torch.device(args.device)
+    features = features.to(device)
     dim = features.size(1)
     print(f"# Memory-bank NT-Xent, B={args.batch}, d={dim}, tau={args.temperature}, "
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; features: {source}\n")
+          f"torch {torch.__version__}, {device}; features: {source}\n")
     z0, z1 = features[:args.batch], features[args.batch:2 * args.batch]
     rows, step_rows, accuracy_rows, verdicts = [], [], [], []
     for size in args.sizes:
@@ -216,13 +225,14 @@ def main(argv: list[str] | None = None) -> None:
             return BankIndex(args.k, args.num_samples, retrain_every=args.repeats,
                              seed=args.seed)
 
-        losses = contenders(size, dim, args.temperature, bank, index())
+        losses = {name: loss.to(device) for name, loss in
+                  contenders(size, dim, args.temperature, bank, index()).items()}
         times = mean_step_ms({name: loss_step(loss, z0, z1) for name, loss in losses.items()},
                              args.repeats)
         peaks = {name: peak_memory(loss_step(copy.deepcopy(loss), z0, z1))
                  for name, loss in losses.items()}
         steps = mean_step_ms({name: training_step(copy.deepcopy(loss), dim, args.batch,
-                                                  args.seed)
+                                                  args.seed, device)
                               for name, loss in losses.items()}, max(5, args.repeats // 2))
         lightly = "lightly NTXentLoss"
         for name in losses:

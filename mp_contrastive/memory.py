@@ -57,8 +57,9 @@ class NegativeBank(nn.Module):
 
     Args:
         size (int): capacity (number of feature vectors).
-        dim (int, optional): feature dimension; ``None`` takes it from the first :meth:`push` (or
-            from the state dict a checkpoint loads), as lightly's ``memory_bank_size=K`` does.
+        dim (int, optional): feature dimension; ``None`` takes it (and the storage's device and,
+            unless ``dtype`` is given, its dtype) from the first :meth:`push`, or from the state
+            dict a checkpoint loads, as lightly's ``memory_bank_size=K`` does.
         dtype (torch.dtype, optional): floating-point storage dtype (default
             ``torch.get_default_dtype()``); pushed features are cast to it.
         device (torch.device, optional): storage device.
@@ -131,7 +132,10 @@ class NegativeBank(nn.Module):
         if self.dim is None:
             self.dim = x.size(1)
             self.bank = self.bank.new_zeros(self.size, self.dim,
-                                            dtype=None if self._dtype_given else x.dtype)
+                                            dtype=None if self._dtype_given else x.dtype,
+                                            device=x.device)
+            self.ids, self.ptr, self.count = (t.to(x.device) for t in (self.ids, self.ptr,
+                                                                      self.count))
         x = check_feature_dim(x, "x", self.dim, "batch_size", "the bank's dim")
         if x.device != self.bank.device:
             raise ValueError(f"'x' must be on the bank's device {self.bank.device}, got {x.device} "
