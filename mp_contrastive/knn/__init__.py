@@ -12,7 +12,11 @@ of nodes, it is a sparse graph found by :math:`k`-nearest-neighbour search:
   :math:`\sum_k w_{ik} e^{h_i \cdot h_k}` is an unbiased estimate of the full partition function:
   renormalising the softmax over the head alone gets the gradient's direction but not its size;
 * :class:`AffinityIndex` holds the searchable features (e.g. a memory bank) so that repeated
-  searches and samples do not rebuild the index.
+  searches and samples do not rebuild the index;
+* :class:`BankIndex` keeps the head-plus-tail graph of a
+  :class:`~mp_contrastive.memory.NegativeBank` up to date as the bank turns over (a faiss IVF
+  index whose overwritten slots are removed and new keys added, cells re-trained every few
+  hundred keys): ``SimCLRLoss(memory_bank_size=K, affinity="knn")``.
 
 Backends: ``"exact"`` is a tiled ``torch`` matmul + top-:math:`k` with a running merge, whose memory
 is bounded by the tile (``O((N + Q) d + Q k)``, never ``O(N Q)``; its size is the ``tiling=``
