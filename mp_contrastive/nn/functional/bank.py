@@ -14,8 +14,7 @@ uniformity of :func:`~mp_contrastive.nn.functional.affinity.uniformity` on the b
 bank -> anchors; the positive joins each denominator through the row log-sum-exp it returns.
 """
 
-from __future__ import annotations
-
+# Runtime annotations (no __future__ import): pdoc resolves the NamedTuple fields.
 from typing import NamedTuple
 
 import torch
