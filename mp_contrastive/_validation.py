@@ -140,7 +140,11 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
     return edge_index
 
 
-def check_edge_values(values: object, num_edges: int, name: str) -> Tensor:
+def check_edge_values(values: object, num_edges: int, name: str, *,
+                      nonnegative: bool = False) -> Tensor:
+    """Per-edge values ``[num_edges]``: floating point and finite (NaN or Inf would spread through
+    every sum they enter) and, with ``nonnegative`` (weights whose logarithm or square root is
+    taken), at least zero."""
     if not isinstance(values, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape [num_edges], "
                         f"got {type(values).__name__}")
@@ -149,7 +153,21 @@ def check_edge_values(values: object, num_edges: int, name: str) -> Tensor:
     if values.dim() != 1 or values.numel() != num_edges:
         raise ValueError(f"'{name}' must have shape [num_edges] = [{num_edges}], "
                          f"got {tuple(values.shape)}")
+    if values.numel() > 0 and not value_checks_skipped():
+        if not all_finite(values):
+            raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
+        if nonnegative and bool(values.detach().min() < 0):
+            raise ValueError(f"'{name}' must be non-negative (weights), got minimum "
+                             f"{float(values.detach().min())}")
     return values
+
+
+def check_float_dtype(dtype: object, name: str = "dtype") -> torch.dtype | None:
+    """``None`` or a floating-point ``torch.dtype`` (an integer or bool dtype would truncate or
+    round the values stored in it)."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"'{name}' must be a floating-point torch.dtype, got {dtype!r}")
+    return dtype
 
 
 def check_positive(value: float, name: str) -> float:

@@ -22,6 +22,7 @@ from torch_geometric.data import Data
 
 from mp_contrastive._validation import (
     check_features,
+    check_float_dtype,
     check_index_vector,
     check_positive,
     check_positive_int,
@@ -88,7 +89,7 @@ def augmentation_edges(sample: Tensor,
     keep = partner != pos
     dst, src = order[pos[keep]], order[partner[keep]]
     edge_index = torch.stack([src, dst])
-    dtype = torch.get_default_dtype() if dtype is None else dtype
+    dtype = torch.get_default_dtype() if dtype is None else check_float_dtype(dtype)
     edge_weight = 1.0 / (counts[group[dst]] - 1).to(dtype)
     return edge_index, edge_weight, view
 

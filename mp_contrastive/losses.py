@@ -222,7 +222,8 @@ class _ViewContrastiveLoss(nn.Module):
                                               "affinity_index").to(z.device)
             if affinity_weight is not None:
                 affinity_weight = check_edge_values(affinity_weight, affinity_index.size(1),
-                                                    "affinity_weight").to(z.device, z.dtype)
+                                                    "affinity_weight", nonnegative=True
+                                                    ).to(z.device, z.dtype)
         elif affinity_weight is not None:
             raise TypeError("'affinity_weight' needs 'affinity_index'")
         if self.reduction == "none":
@@ -386,12 +387,13 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
         rows' samples for a memory bank, as in :class:`SimCLRLoss`."""
         if isinstance(attention_features, (tuple, list)):
             attention_features = torch.cat(list(attention_features))
+        if attention_features is not None:  # the operator below runs on trusted inputs
+            attention_features = check_features(attention_features, "attention_features")
         if self.memory is not None:
             if affinity_index is not None or affinity_weight is not None:
                 raise ValueError("a loss with a memory bank builds its own affinity graph "
                                  "(affinity='dense' or 'knn'): pass no affinity_index")
             if attention_features is not None:
-                attention_features = check_features(attention_features, "attention_features")
                 if attention_features.size(0) != 2 * z0.size(0):
                     raise ValueError(f"'attention_features' must have one row per view "
                                      f"({2 * z0.size(0)}), got {attention_features.size(0)}")

@@ -30,7 +30,9 @@ from mp_contrastive._validation import (
     check_choice,
     check_feature_dim,
     check_features,
+    check_float_dtype,
     check_index_vector,
+    check_positive,
     check_positive_int,
 )
 from mp_contrastive.distributed import gather_no_grad, rank_and_world
@@ -75,9 +77,7 @@ class NegativeBank(nn.Module):
         super().__init__()
         self.size = check_positive_int(size, "size")
         self.dim = None if dim is None else check_positive_int(dim, "dim")
-        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-            raise TypeError(f"'dtype' must be a floating-point torch.dtype (an integer bank would "
-                            f"truncate the features it stores), got {dtype!r}")
+        check_float_dtype(dtype)  # an integer bank would truncate the features it stores
         # A bank whose dim comes from its first push also takes that push's dtype, unless given.
         self._dtype_given = dtype is not None
         rows, cols = (self.size, self.dim) if self.dim is not None else (0, 0)
@@ -233,7 +233,7 @@ class StageAggregation(nn.Module):
     def __init__(self, mode: str = "sum", gamma: float = 0.5) -> None:
         super().__init__()
         self.mode = check_choice(mode, "mode", (*AGGREGATIONS, "cat"))
-        self.gamma = gamma
+        self.gamma = check_positive(gamma, "gamma")
 
     def forward(self, xs: list[Tensor]) -> Tensor:
         if not xs:
@@ -273,7 +273,8 @@ class MultiStageMemory(nn.Module):
             check_positive_int(value, name)
         self.num_samples, self.dim, self.num_stages = num_samples, dim, num_stages
         self.aggr = check_choice(aggr, "aggr", AGGREGATIONS)
-        self.gamma = gamma
+        self.gamma = check_positive(gamma, "gamma")
+        check_float_dtype(dtype)
         self.register_buffer("features", torch.zeros(num_stages, num_samples, dim, dtype=dtype))
         self.register_buffer("written", torch.full((num_stages, num_samples), -1, dtype=torch.long))
 

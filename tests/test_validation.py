@@ -8,6 +8,7 @@ import torch
 from mp_contrastive._validation import check_labels, check_positive_int, check_rate
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.losses import AttentionSimCLRLoss, MessagePassingLoss, SimCLRLoss
+from mp_contrastive.memory import MultiStageMemory
 from mp_contrastive.nn import (
     AlignmentConv,
     AttentionAlignmentConv,
@@ -166,3 +167,56 @@ def test_check_labels():
         check_labels(torch.tensor([], dtype=torch.long), name="y")
     with pytest.raises(TypeError, match="'labels' must be an integer tensor"):
         check_labels(torch.zeros(3), 3)
+
+
+# -- silent wrong results found by a sweep of the public API (issue 26): now clear errors ------
+BAD_WEIGHTS = [(math.nan, "non-finite"), (math.inf, "non-finite"), (-1.0, "non-negative")]
+
+
+@pytest.mark.parametrize("value,match", BAD_WEIGHTS)
+def test_bad_weights_are_named(value, match):
+    h = torch.randn(6, 4)
+    edges = GRAPH.edge_index
+    bad = torch.ones(edges.size(1))
+    bad[0] = value
+    with pytest.raises(ValueError, match=f"'edge_weight' .*{match}|'edge_weight' contains {match}"):
+        UniformityConv()(h, edges, bad)
+    with pytest.raises(ValueError, match=f"'affinity_weight'.*{match}|'affinity_weight' contains"):
+        ContrastiveConv()(h, edges, affinity_index=edges, affinity_weight=bad)
+    with pytest.raises(ValueError, match="'edge_weight'"):
+        AttentionAlignmentConv()(h, edges, bad)
+    anchor = torch.ones(6)
+    anchor[2] = value
+    with pytest.raises(ValueError, match="'anchor_weight'"):
+        UniformityConv()(h, anchor_weight=anchor)
+    with pytest.raises(ValueError, match="'affinity_weight'"):  # the loss checks at its boundary
+        SimCLRLoss()(h[:3], h[3:], affinity_index=edges, affinity_weight=bad)
+
+
+def test_non_finite_attention_features_are_named():
+    z0, z1 = torch.randn(2, 4, 3).unbind(0)
+    features = torch.randn(8, 5)
+    features[1, 2] = math.nan
+    with pytest.raises(ValueError, match="'attention_features' contains non-finite"):
+        AttentionSimCLRLoss(normalize="positives")(z0, z1, attention_features=features)
+
+
+def test_dtypes_that_would_truncate_are_refused():
+    with pytest.raises(TypeError, match="'dtype' must be a floating-point"):
+        augmentation_graph(4, 2, dtype=torch.bool)
+    with pytest.raises(TypeError, match="'dtype' must be a floating-point"):
+        augmentation_graph(4, 2, dtype=torch.int64)
+    with pytest.raises(TypeError, match="'dtype' must be a floating-point"):
+        MultiStageMemory(4, 2, dtype=torch.int32)
+    for gamma in (math.nan, -2.0, 0.0):
+        with pytest.raises(ValueError, match="'gamma'"):
+            MultiStageMemory(4, 2, aggr="decay", gamma=gamma)
+
+
+@pytest.mark.parametrize("make", [lambda t: UniformityConv(tiling=t),
+                                  lambda t: ContrastiveConv(tiling=t),
+                                  lambda t: AttentionAlignmentConv(tiling=t),
+                                  lambda t: SimCLRLoss(tiling=t)])
+def test_tiling_must_be_a_tiling(make):
+    with pytest.raises(TypeError, match="'tiling' must be a Tiling"):
+        make("big")

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from mp_contrastive._validation import check_choice, check_positive_int
 from mp_contrastive.knn.exact import contains, exact_search, sort_by_key_then_index
 from mp_contrastive.knn.sampling import cluster_cells, sample_tail
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 
 __all__ = ["BankIndex", "BANK_BACKENDS"]
 
@@ -80,9 +80,7 @@ class BankIndex(nn.Module):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"'seed' must be an int, got {type(seed).__name__}")
         self.seed = seed
-        if not isinstance(tiling, Tiling):
-            raise TypeError(f"'tiling' must be a Tiling, got {type(tiling).__name__}")
-        self.tiling = tiling
+        self.tiling = check_tiling(tiling)
         # Empty until the first training: [nlist, d] centroids, each slot's cell (-1: empty).
         self.register_buffer("centroids", torch.zeros(0, 0))
         self.register_buffer("cell", torch.zeros(0, dtype=torch.long))

@@ -23,7 +23,7 @@ from mp_contrastive.knn.sampling import (
     kmeans_assignment,
     sample_tail,
 )
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 
 __all__ = ["SIMILARITY_METRICS", "BACKENDS", "INDEXES", "AffinityIndex", "choose_backend"]
 
@@ -83,8 +83,6 @@ class AffinityIndex:
         self.index = check_choice(index, "index", INDEXES)
         if self.index == "ivf" and self.backend == "exact":
             raise ValueError("index='ivf' is a faiss index: use backend='faiss' or 'auto'")
-        if not isinstance(tiling, Tiling):
-            raise TypeError(f"'tiling' must be a Tiling, got {type(tiling).__name__}")
         n = x.size(0)
         self.nlist = check_positive_int(nlist, "nlist") if nlist is not None else \
             max(1, min(int(4 * math.sqrt(n)), n // 39))
@@ -92,7 +90,7 @@ class AffinityIndex:
             raise ValueError(f"'nlist' must be at most the number of candidates ({n}), "
                              f"got {self.nlist}")
         self.seed = int(seed)
-        self.tiling = tiling
+        self.tiling = check_tiling(tiling)
         self.x = F.normalize(x, dim=1) if self.metric == "cos" else x
         self._sq_norm = self.x.pow(2).sum(1) if self.metric == "l2" else None
         #: The faiss index over ``x``, built on the first search (or clustering) that needs it.

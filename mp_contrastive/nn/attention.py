@@ -18,7 +18,7 @@ from mp_contrastive.nn.functional.attention import (
     attention_weights,
     bipartite_attention_weights,
 )
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.inputs import as_edge_index, split_pair
 from mp_contrastive.nn.step_conv import StepConv
 
@@ -95,7 +95,7 @@ class AttentionAlignmentConv(StepConv):
         if self.learn_beta and self.detach_attention:
             raise ValueError("'learn_beta=True' needs 'detach_attention=False' (beta gets its "
                              "gradient through the attention weights)")
-        self.tiling = tiling
+        self.tiling = check_tiling(tiling)
         self.beta: float | Parameter = (Parameter(torch.tensor([self.initial_beta]))
                                         if self.learn_beta else self.initial_beta)
 
@@ -171,7 +171,7 @@ class AttentionAlignmentConv(StepConv):
             raise ValueError("AttentionAlignmentConv with a bipartite pair takes no "
                              "affinity_index or attention_x")
         index, base = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
-                                    "edge_index", "edge_weight", x_dst.dtype)
+                                    "edge_index", "edge_weight", x_dst.dtype, nonnegative=True)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_attention):
             weight = bipartite_attention_weights(x_src, x_dst, index, base, beta=self.beta,
                                                  score=self.score)

@@ -14,7 +14,7 @@ from torch_geometric.utils import scatter
 from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.attention import AttentionSpec
 from mp_contrastive.nn.functional.sparse import grad_tracked
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.inputs import (
     as_edge_index,
     check_anchor_weight,
@@ -73,7 +73,7 @@ class ContrastiveConv(StepConv):
             raise TypeError(f"'attention' must be an AttentionSpec or None, "
                             f"got {type(attention).__name__}{hint}")
         self.attention = attention
-        self.tiling = tiling
+        self.tiling = check_tiling(tiling)
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
                 affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
@@ -98,14 +98,15 @@ class ContrastiveConv(StepConv):
         x_src, x_dst, same_nodes = _nodes(x, negatives)
         num_dst, dtype = x_dst.size(0), x_dst.dtype
         edge_index, edge_weight = as_edge_index(edge_index, edge_weight, num_dst, num_dst,
-                                                "edge_index", "edge_weight", dtype)
+                                                "edge_index", "edge_weight", dtype,
+                                                nonnegative=self.normalize)
         if self.normalize:
             edge_index, edge_weight = gcn_norm(edge_index, edge_weight, num_dst,
                                                add_self_loops=False, dtype=dtype)
         if affinity_index is not None:
             affinity_index, affinity_weight = as_edge_index(
                 affinity_index, affinity_weight, x_src.size(0), num_dst, "affinity_index",
-                "affinity_weight", dtype)
+                "affinity_weight", dtype, nonnegative=True)
         elif affinity_weight is not None:
             raise ValueError("'affinity_weight' needs an 'affinity_index' (the dense affinity "
                              "graph is unweighted)")

@@ -44,9 +44,11 @@ def split_pair(x: Tensor | PairTensor, name: str = "x") -> tuple[Tensor, Tensor,
 
 
 def as_edge_index(adj: Adj, edge_weight: Tensor | None, num_src: int, num_dst: int,
-                  name: str, weight_name: str, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+                  name: str, weight_name: str, dtype: torch.dtype, *,
+                  nonnegative: bool = False) -> tuple[Tensor, Tensor | None]:
     """Bring an ``edge_index`` tensor, a torch sparse ``adj_t`` or a ``SparseTensor`` ``adj_t`` to
-    ``(edge_index, edge_weight)`` form with checked ranges and the features' dtype."""
+    ``(edge_index, edge_weight)`` form with checked ranges, finite weights (non-negative with
+    ``nonnegative``: weights whose logarithm or square root is taken) and the features' dtype."""
     if is_sparse(adj):
         if edge_weight is not None:
             raise ValueError(f"'{weight_name}' must be None when '{name}' is a sparse matrix "
@@ -59,7 +61,8 @@ def as_edge_index(adj: Adj, edge_weight: Tensor | None, num_src: int, num_dst: i
     else:
         edge_index = check_edge_index(adj, num_src, num_dst, name)
         if edge_weight is not None:
-            edge_weight = check_edge_values(edge_weight, edge_index.size(1), weight_name)
+            edge_weight = check_edge_values(edge_weight, edge_index.size(1), weight_name,
+                                            nonnegative=nonnegative)
     if edge_weight is not None:
         edge_weight = edge_weight.to(dtype)
     return edge_index, edge_weight
@@ -75,6 +78,7 @@ def check_anchor_weight(anchor_weight: Tensor | None, num_dst: int,
     if anchor_weight.dim() != 1 or anchor_weight.numel() != num_dst:
         raise ValueError(f"'anchor_weight' must have shape [num_nodes] = [{num_dst}], "
                          f"got {tuple(anchor_weight.shape)}")
+    check_edge_values(anchor_weight, num_dst, "anchor_weight", nonnegative=True)
     return anchor_weight.detach().to(dtype)
 
 

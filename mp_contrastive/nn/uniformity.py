@@ -9,7 +9,7 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import softmax
 
 from mp_contrastive.nn.functional.affinity import uniformity
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.inputs import (
     as_edge_index,
     check_anchor_weight,
@@ -62,7 +62,7 @@ class UniformityConv(StepConv):
                  tiling: Tiling = DEFAULT_TILING, **kwargs: Any) -> None:
         super().__init__(alpha, detach_targets, **kwargs)
         self.kernel = check_kernel(kernel)
-        self.tiling = tiling
+        self.tiling = check_tiling(tiling)
 
     def forward(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
                 edge_weight: OptTensor = None, anchor_weight: OptTensor = None,
@@ -85,7 +85,7 @@ class UniformityConv(StepConv):
         else:
             edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_src.size(0),
                                                     x_dst.size(0), "edge_index", "edge_weight",
-                                                    x_dst.dtype)
+                                                    x_dst.dtype, nonnegative=True)
         anchor_weight = check_anchor_weight(anchor_weight, x_dst.size(0), x_dst.dtype)
         if self.explain and edge_index is not None and need_step and not need_energy:
             return self._explained_step(x_src, x_dst, edge_index, edge_weight, anchor_weight,

@@ -92,7 +92,7 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
     x = check_features(x)
     num_nodes = x.size(0)
     edge_index, base = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
-                                     "edge_index", "edge_weight", x.dtype)
+                                     "edge_index", "edge_weight", x.dtype, nonnegative=True)
     if add_self_loops:
         edge_index, base = add_remaining_self_loops(edge_index, base, 1.0, num_nodes)
     dst = edge_index[1]

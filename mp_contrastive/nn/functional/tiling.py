@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mp_contrastive._validation import check_positive_int
 
-__all__ = ["Tiling", "DEFAULT_TILING"]
+__all__ = ["Tiling", "DEFAULT_TILING", "check_tiling"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,11 @@ class Tiling:
 
 #: The tiling operators use unless given another.
 DEFAULT_TILING = Tiling()
+
+
+def check_tiling(tiling: object) -> Tiling:
+    """``tiling`` must be a :class:`Tiling` (a ``TypeError`` names the argument otherwise)."""
+    if not isinstance(tiling, Tiling):
+        raise TypeError(f"'tiling' must be a Tiling (mp_contrastive.nn.functional.Tiling), "
+                        f"got {type(tiling).__name__}")
+    return tiling
