@@ -22,6 +22,7 @@ from mp_contrastive.nn.functional.sparse import (
     csr_aggregate_transposed,
     csr_eligible,
     csr_pattern,
+    grad_tracked,
     scatter_logsumexp,
     sddmm,
 )
@@ -74,6 +75,12 @@ def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
                       need_energy: bool) -> Repulsion:
     """The uniformity on the edges ``affinity_index`` (source = neighbour, target = anchor)."""
     num_dst, num_src = h_dst.size(0), h_src.size(0)
+    if affinity_weight is not None and not grad_tracked(affinity_weight) \
+            and bool((affinity_weight == 0).any()):
+        # A zero weight is no edge: dropped, an anchor whose weights are all zero has no term
+        # (instead of the NaN of log 0 - log 0).
+        keep = affinity_weight != 0
+        affinity_index, affinity_weight = affinity_index[:, keep], affinity_weight[keep]
     if (kernel == "infonce" and need_step and not need_energy
             and csr_eligible(h_src, h_dst, affinity_index, check_grad=False)):
         # The step alone: sparse kernels forward and, under autograd, a hand-written backward

@@ -50,3 +50,16 @@ def test_repeated_pairs_beyond_the_dense_size(gen):
                           **common)
     torch.testing.assert_close(repeated.grad, weighted.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(repeated.energy, weighted.energy, atol=1e-5, rtol=1e-5)
+
+
+def test_zero_weights_are_no_edges(gen):
+    """An anchor whose affinity weights are all zero has no term (no NaN spreading from log 0)."""
+    h = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    edges = torch.tensor([[1, 2, 0, 3], [0, 0, 1, 2]])
+    weight = torch.tensor([0.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    common = dict(same_nodes=True, both_sides=True, need_energy=True)
+    zero = uniformity(h, h, affinity_index=edges, affinity_weight=weight, **common)
+    dropped = uniformity(h, h, affinity_index=edges[:, 2:], affinity_weight=weight[2:], **common)
+    assert bool(torch.isfinite(zero.grad).all())
+    torch.testing.assert_close(zero.grad, dropped.grad, atol=1e-12, rtol=0)
+    torch.testing.assert_close(zero.energy, dropped.energy, atol=1e-12, rtol=0)
