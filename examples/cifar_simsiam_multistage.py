@@ -11,11 +11,19 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
 
-from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int, run_cli
+from mp_contrastive.cli import (
+    ArgumentParser,
+    argument_error,
+    make_parser,
+    nonnegative_int,
+    positive_int,
+    run_cli,
+)
 from mp_contrastive.vision import resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_image_arguments,
@@ -44,13 +52,17 @@ PRESETS = {
 
 def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__)
-    add_image_arguments(parser, PRESETS, "runs/simsiam_<multistage>_<preset>_seed<seed>")
+    add_image_arguments(parser, PRESETS, "runs/simsiam_<multistage>_<preset>_seed<seed>",
+                        lr_note="base rate, multiplied by batch_size / 256 (SimSiam's linear "
+                                "scaling rule, as solo-learn)")
     parser.add_argument("--multistage", choices=MULTISTAGE_MODES, default="official",
                         help="multi-stage aggregation (off: plain SimSiam)")
-    parser.add_argument("--stages", type=positive_int, default=1,
-                        help="epochs kept per sample (k; official: 1)")
-    parser.add_argument("--aggr", choices=["sum", "mean", "max", "decay"], default="mean",
-                        help="how the stored epochs are aggregated (official: mean)")
+    parser.add_argument("--stages", type=positive_int, default=None,
+                        help="epochs kept per sample (k; default 1, the only value of "
+                             "--multistage official)")
+    parser.add_argument("--aggr", choices=["sum", "mean", "max", "decay"], default=None,
+                        help="how the stored epochs are aggregated (default mean, the only "
+                             "value of --multistage official)")
     parser.add_argument("--multistage-warmup", type=nonnegative_int,
                         help=preset_help(PRESETS, "multistage_warmup", "epochs of plain SimSiam "
                                                                         "first"))
@@ -58,6 +70,24 @@ def build_parser() -> ArgumentParser:
                         help=preset_help(PRESETS, "proj_dim", "projector width"))
     parser.add_argument("--pred-dim", type=positive_int,
                         help=preset_help(PRESETS, "pred_dim", "predictor hidden width"))
+
+    def check(args: argparse.Namespace) -> None:
+        # The official code keeps one epoch, averaged: other values are never replaced silently.
+        if args.multistage == "official":
+            if args.stages not in (None, 1):
+                raise argument_error("--stages", f"--multistage official keeps one stored epoch "
+                                     f"(k = 1), got {args.stages}: use --multistage paper for "
+                                     f"k > 1")
+            if args.aggr not in (None, "mean"):
+                raise argument_error("--aggr", f"--multistage official averages (mean), got "
+                                     f"'{args.aggr}': use --multistage paper for another "
+                                     f"aggregation")
+        if args.stages is None:
+            args.stages = 1
+        if args.aggr is None:
+            args.aggr = "mean"
+
+    parser.add_check(check)
     return parser
 
 
@@ -70,8 +100,6 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     device = setup_distributed(args.device)
     settings = resolve_preset(args, PRESETS)
-    if args.multistage == "official":
-        args.stages, args.aggr = 1, "mean"
     settings.update(multistage=args.multistage, stages=args.stages, aggr=args.aggr, seed=args.seed)
     splits = load_splits(settings, args.data_root, args.download, args.seed)
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch_geometric.data import Data
 
+from mp_contrastive._files import write_text_atomic
 from mp_contrastive.cli import DATA_ENV, ArgumentParser, add_common_arguments, positive_int
 from mp_contrastive.gnn.data import PLANETOID_NAMES, load_planetoid
 
@@ -99,9 +100,8 @@ class ResultStore:
                 if stored.get("settings") == self.settings:
                     self.runs = {**stored.get("runs", {}), **self.runs}
             self.runs[key] = result
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"settings": self.settings, "runs": self.runs}, indent=1))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps({"settings": self.settings,
+                                                     "runs": self.runs}, indent=1))
         return self.runs[key]
 
 

@@ -61,9 +61,10 @@ def preset_help(presets: dict[str, dict[str, Any]], key: str, text: str) -> str:
 
 
 def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any]],
-                        out_pattern: str) -> None:
+                        out_pattern: str, lr_note: str | None = None) -> None:
     """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and the image
     examples' own; an option left out takes the chosen preset's value (``--help`` lists them).
+    ``lr_note`` adds to ``--lr``'s help what the example does with the rate (e.g. its scaling).
     ``out_pattern`` describes ``--out``'s default, e.g. ``runs/simclr_<attention>_<preset>_seed<seed>``.
     """
     def preset(key: str, text: str) -> str:
@@ -82,7 +83,8 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
     parser.add_argument("--epochs", type=positive_int, help=preset("epochs", "training epochs"))
     parser.add_argument("--optimizer", choices=["lars", "sgd", "adamw"],
                         help=preset("optimizer", "optimiser"))
-    parser.add_argument("--lr", type=positive_float, help=preset("lr", "learning rate"))
+    parser.add_argument("--lr", type=positive_float,
+                        help=preset("lr", "learning rate" + (f"; {lr_note}" if lr_note else "")))
     parser.add_argument("--weight-decay", type=nonnegative_float,
                         help=preset("weight_decay", "weight decay"))
     parser.add_argument("--warmup", type=fraction,

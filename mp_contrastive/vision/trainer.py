@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mp_contrastive._files import write_text_atomic
 from mp_contrastive._validation import check_positive_int
 from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
@@ -254,7 +255,7 @@ class Trainer:
         path = self.out_dir / "results.json"
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2, default=float))
+            write_text_atomic(path, json.dumps(results, indent=2, default=float))
         return path
 
 

@@ -48,7 +48,10 @@ CASES = {
     "cifar_simsiam_multistage": IMAGE + [
         (["--stages", "0"], "--stages"), (["--multistage-warmup", "-1"], "--multistage-warmup"),
         (["--proj-dim", "0"], "--proj-dim"), (["--pred-dim", "0"], "--pred-dim"),
-        (["--aggr", "median"], "--aggr"), (["--multistage", "on"], "--multistage")],
+        (["--aggr", "median"], "--aggr"), (["--multistage", "on"], "--multistage"),
+        (["--multistage", "official", "--stages", "4"], "--stages"),
+        (["--stages", "2", "--aggr", "sum"], "--stages"),  # official is the default mode
+        (["--multistage", "official", "--aggr", "sum"], "--aggr")],
     "multistage_collapse": [
         (["--stages", "0"], "--stages"), (["--stages", "1", "-2"], "--stages"),
         (["--epochs", "0"], "--epochs"), (["--train-subset", "-1"], "--train-subset"),
