@@ -125,8 +125,9 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape [2, num_edges], "
                         f"got {type(edge_index).__name__}")
-    if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
-        raise TypeError(f"'{name}' must be an integer tensor, got dtype {edge_index.dtype}")
+    if edge_index.dtype not in (torch.int64, torch.int32):  # what PyG's scatter and gathers take
+        raise TypeError(f"'{name}' must be an int64 (or int32) tensor, got dtype "
+                        f"{edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"'{name}' must have shape [2, num_edges], got {tuple(edge_index.shape)}")
     if edge_index.numel() > 0 and not value_checks_skipped():
@@ -196,6 +197,22 @@ def check_positive_int(value: object, name: str) -> int:
     if value < 1:
         raise ValueError(f"'{name}' must be a positive int, got {value!r}")
     return value
+
+
+def check_nonnegative_int(value: object, name: str) -> int:
+    """``value`` must be an int (not a bool) of at least zero (an epoch, a seed)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"'{name}' must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"'{name}' must be a non-negative int, got {value!r}")
+    return value
+
+
+def check_generator(generator: object) -> None:
+    """``generator`` must be ``None`` or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"'generator' must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
 
 
 def check_rate(value: object, name: str) -> float:

@@ -32,6 +32,7 @@ from mp_contrastive._validation import (
     check_features,
     check_float_dtype,
     check_index_vector,
+    check_nonnegative_int,
     check_positive,
     check_positive_int,
 )
@@ -290,6 +291,7 @@ class MultiStageMemory(nn.Module):
         """``(aggregate [B, dim], number of valid stages [B])`` for samples ``index`` at ``epoch``:
         stage ``s`` is the feature written at epoch ``epoch - s``, ``1 <= s <= k``."""
         index = self._check_index(index)
+        check_nonnegative_int(epoch, "epoch")
         written = self.written[:, index]  # [k, B], -1 = never
         age = epoch - written
         valid = (written >= 0) & (age >= 1) & (age <= self.num_stages)
@@ -305,6 +307,7 @@ class MultiStageMemory(nn.Module):
         """Store ``features`` ``[B, dim]`` of samples ``index`` as their epoch-``epoch`` stage
         (over DDP, every rank's batch is written on every rank)."""
         index = self._check_index(index)
+        check_nonnegative_int(epoch, "epoch")
         features = check_features(features, "features")
         if features.size(0) != index.numel() or features.size(1) != self.dim:
             raise ValueError(f"'features' must have shape [len(index), dim] = [{index.numel()}, "

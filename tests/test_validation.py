@@ -7,6 +7,7 @@ import torch
 
 from mp_contrastive._validation import check_labels, check_positive_int, check_rate
 from mp_contrastive.graph import augmentation_graph
+from mp_contrastive.knn import AffinityIndex
 from mp_contrastive.losses import AttentionSimCLRLoss, MessagePassingLoss, SimCLRLoss
 from mp_contrastive.memory import MultiStageMemory
 from mp_contrastive.nn import (
@@ -51,7 +52,7 @@ def test_bad_features(conv, x, exc, match):
     (torch.tensor([[0, 6], [1, 0]]), "'edge_index' is out of range"),
     (torch.tensor([[0, -1], [1, 0]]), "'edge_index' is out of range"),
     (torch.tensor([0, 1]), "'edge_index' must have shape \\[2, num_edges\\]"),
-    (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), "'edge_index' must be an integer"),
+    (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), "'edge_index' must be an int64"),
 ])
 def test_bad_edge_index(conv, edge_index, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -220,3 +221,22 @@ def test_dtypes_that_would_truncate_are_refused():
 def test_tiling_must_be_a_tiling(make):
     with pytest.raises(TypeError, match="'tiling' must be a Tiling"):
         make("big")
+
+
+def test_confusing_errors_are_clear():
+    h = torch.randn(6, 4)
+    with pytest.raises(TypeError, match="'edge_index' must be an int64"):
+        AlignmentConv()(h, GRAPH.edge_index.to(torch.uint8))
+    for normalize in ("negatives", "positives", "neighbors"):  # no positive pair: no update
+        no_edges = torch.zeros(2, 0, dtype=torch.long)
+        torch.testing.assert_close(AttentionAlignmentConv(normalize=normalize)(h, no_edges), h)
+    memory = MultiStageMemory(4, 2)
+    with pytest.raises(TypeError, match="'epoch' must be an int"):
+        memory.write(torch.arange(2), torch.randn(2, 2), epoch=0.5)
+    with pytest.raises(TypeError, match="'epoch' must be an int"):
+        memory.read(torch.arange(2), epoch=1.5)
+    x = torch.randn(50, 4)
+    with pytest.raises(TypeError, match="'seed' must be an int"):
+        AffinityIndex(x, seed="a")
+    with pytest.raises(TypeError, match="'generator' must be a torch.Generator"):
+        AffinityIndex(x).sample(4, 8, x[:3], generator=0)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mp_contrastive._validation import check_choice, check_positive_int
+from mp_contrastive._validation import check_choice, check_nonnegative_int, check_positive_int
 from mp_contrastive.knn.exact import contains, exact_search, sort_by_key_then_index
 from mp_contrastive.knn.sampling import cluster_cells, sample_tail
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
@@ -77,9 +77,7 @@ class BankIndex(nn.Module):
         self.nprobe = None if nprobe is None else check_positive_int(nprobe, "nprobe")
         self.retrain_every = check_positive_int(retrain_every, "retrain_every")
         self.backend = check_choice(backend, "backend", BANK_BACKENDS)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"'seed' must be an int, got {type(seed).__name__}")
-        self.seed = seed
+        self.seed = check_nonnegative_int(seed, "seed")
         self.tiling = check_tiling(tiling)
         # Empty until the first training: [nlist, d] centroids, each slot's cell (-1: empty).
         self.register_buffer("centroids", torch.zeros(0, 0))

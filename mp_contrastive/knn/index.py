@@ -12,6 +12,8 @@ from mp_contrastive._validation import (
     check_choice,
     check_edge_index,
     check_features,
+    check_generator,
+    check_nonnegative_int,
     check_positive_int,
 )
 from mp_contrastive.knn.exact import exact_search, to_edges
@@ -89,7 +91,7 @@ class AffinityIndex:
         if self.nlist > n:
             raise ValueError(f"'nlist' must be at most the number of candidates ({n}), "
                              f"got {self.nlist}")
-        self.seed = int(seed)
+        self.seed = check_nonnegative_int(seed, "seed")
         self.tiling = check_tiling(tiling)
         self.x = F.normalize(x, dim=1) if self.metric == "cos" else x
         self._sq_norm = self.x.pow(2).sum(1) if self.metric == "l2" else None
@@ -148,6 +150,7 @@ class AffinityIndex:
             raise ValueError(f"sampling estimates the partition function of inner products: the "
                              f"index needs metric='ip', got {self.metric!r}")
         num_samples = check_positive_int(num_samples, "num_samples")
+        check_generator(generator)
         check_choice(proposal, "proposal", PROPOSALS)
         q, same, k, exclude = _check_search(self, k, queries, exclude_self, exclude)
         head, head_key = self._search(q, k, same, exclude)

@@ -106,6 +106,8 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
     if normalize == "neighbors":
         weight = softmax(scores + base.log(), dst, num_nodes=num_nodes)
     elif normalize == "positives":
+        if scores.numel() == 0:  # no positive pair: no weight to normalise
+            return edge_index, base
         log_mean = torch.logsumexp(scores, 0) - math.log(scores.numel())
         weight = base * (scores - log_mean).exp()
     else:
