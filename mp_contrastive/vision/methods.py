@@ -41,13 +41,13 @@ class SimCLRMethod(nn.Module):
     :class:`~mp_contrastive.losses.SimCLRLoss`. Under DDP each rank then contrasts its own
     anchors (the bank receives every rank's keys), as lightly does. Unlike lightly, an image's own
     keys from earlier epochs are left out of its negatives (``sample_ids``): on a data set not
-    much larger than the bank they are a near copy of the positive, and contrasting them away
-    made the CPU preset unlearn (kNN 29.4% -> 27.6% after 4 epochs with a 16,384-key bank on
-    8,192 images). ``key_momentum=m > 0`` takes the keys (the second view's projections, no
-    gradient) from an exponential moving average of the model, as MoCo does: with keys from the
-    model itself (``m = 0``, lightly's ``NTXentLoss``) the bank holds features of many past
-    encoders, which a fast-moving encoder tells apart from its own (MoCo, He et al. 2020, table
-    on the momentum: ``m = 0`` fails to train).
+    much larger than the bank they are near copies of the positive. ``key_momentum=m > 0`` takes
+    the keys (the second view's projections, no gradient) from an exponential moving average of
+    the model, as MoCo does: with keys from the model itself (``m = 0``, lightly's ``NTXentLoss``)
+    the bank holds features of many past encoders, which a fast-moving encoder tells apart from
+    its own, and the CPU preset unlearned with a 16,384-key bank (kNN 29.4% -> 27.6% after 4 of 10
+    epochs; MoCo, He et al. 2020, reports that ``m = 0`` fails to train). See
+    ``docs/results.md``.
     """
 
     def __init__(self, model: nn.Module, temperature: float = 0.5, attention: str = "off",
