@@ -77,7 +77,12 @@ def load_cifar(name: str = "cifar10", root: str | Path | None = None, train: boo
         except RuntimeError:
             attempts.append(str(folder))
     if download:
-        return _select(_load_torchvision(name, root, train, download=True), select)
+        try:
+            return _select(_load_torchvision(name, root, train, download=True), select)
+        except OSError as error:  # urllib's URLError is an OSError: offline, refused, DNS
+            raise FileNotFoundError(
+                f"{name} ({split}) could not be downloaded into '{root}' ({error}): this machine "
+                f"may be offline; point --data-root at a folder that has it instead") from None
     raise FileNotFoundError(
         f"{name} ({split}) not found. Looked for the packed copy and torchvision's layout in: "
         f"{', '.join(attempts)}. Either point --data-root at a folder that has it, or add "

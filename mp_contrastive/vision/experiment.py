@@ -7,6 +7,7 @@ import argparse
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -126,10 +127,17 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
         name, _ = _preset_name(args.preset)
         settings = _settings(args, presets, name)
         batch, subset = settings["batch_size"], settings["train_subset"]
-        given = "--train-subset" if args.train_subset is not None else f"the {name} preset's"
+        given = "--train-subset" if args.train_subset is not None else \
+            f"the {name} preset's train_subset"
         if subset and batch > subset:
             raise argument_error("--batch-size", f"{batch} is larger than the training set "
-                                                 f"({subset} images, {given} train_subset)")
+                                                 f"({subset} images, {given})")
+        # Files a directory stands in the way of are found now, not after training.
+        out = args.out or ""
+        for file in ("checkpoint.pt", "results.json"):
+            if out and (Path(out) / file).is_dir():
+                raise argument_error("--out", f"'{Path(out) / file}' is a folder: the run writes "
+                                              f"its {file} there; remove it or pick another --out")
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if batch % world:
             raise argument_error("--batch-size", f"{batch} must be divisible by the number of "
@@ -273,7 +281,7 @@ def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
         })
         path = trainer.write_results(results)
         initial, final = results["knn_top1_initial"], results["knn_top1_final"]
-        gain = f" (random init {initial:.2f}%, +{final - initial:.2f} points)" if (
+        gain = f" (random init {initial:.2f}%, {final - initial:+.2f} points)" if (
             initial is not None and final is not None) else ""
         knn = "n/a (not evaluated)" if final is None else f"{final:.2f}%"
         print(f"kNN top-1 {knn}{gain}; linear probe top-1 {probe['test_top1']:.2f}%; "

@@ -201,3 +201,14 @@ def test_defaults_and_valid_values_parse(name, data_root, monkeypatch):
     if name in ("oversmoothing", "planetoid_gnn", "planetoid_grace"):
         assert args.num_seeds == 10 and args.datasets == ["Cora", "CiteSeer"]
         assert parser.parse_args(["--num-seeds", "1", "--threads", "1"]).num_seeds == 1
+
+
+@pytest.mark.parametrize("name", ["cifar_simclr_gat", "cifar_simsiam_multistage"])
+@pytest.mark.parametrize("blocked", ["checkpoint.pt", "results.json"])
+def test_a_folder_in_the_way_of_an_output_file_is_found_before_training(name, blocked, workdir,
+                                                                          capsys):
+    out = workdir / "out"
+    (out / blocked).mkdir(parents=True)
+    last = refused(EXAMPLES[name], ["--out", str(out)], capsys).strip().splitlines()[-1]
+    assert re.search(r"error: argument --out: .*" + re.escape(blocked) + "' is a folder", last)
+    assert sorted(p.name for p in out.iterdir()) == [blocked]

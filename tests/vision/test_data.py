@@ -55,3 +55,18 @@ def test_stratified_subset():
     assert counts.max() - counts.min() <= 1
     with pytest.raises(ValueError, match="'size'"):
         stratified_subset(labels, 0, torch.Generator())
+
+
+def test_an_offline_download_is_one_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    from mp_contrastive.vision import data as data_module
+
+    def offline(name, root, train, download):
+        if not download:  # torchvision's answer when the files are not there
+            raise RuntimeError("Dataset not found or corrupted.")
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data_module, "_load_torchvision", offline)
+    with pytest.raises(FileNotFoundError, match="could not be downloaded .*offline"):
+        data_module.load_cifar("cifar10", tmp_path, download=True)
