@@ -250,7 +250,7 @@ class DynamicsMonitor:
     Args:
         every (int): logging period in steps (default :data:`DEFAULT_EVERY`).
         log_dir (str or Path, optional): write ``log_dir/dynamics.csv``, and TensorBoard events
-            into ``log_dir`` when ``tensorboard`` is installed.
+            into ``log_dir/tensorboard`` when ``tensorboard`` is installed.
         loggers (MetricLogger or list, optional): further loggers (e.g. a
             :class:`TensorBoardLogger` around the trainer's own ``SummaryWriter``).
         metrics (str or list): ``"auto"`` (every metric of :data:`METRICS` whose inputs are given,
@@ -261,12 +261,14 @@ class DynamicsMonitor:
             are already :math:`H`.
         max_nodes (int): subsample size for the quadratic metrics (default 2048).
         seed (int): seed of the subsampling.
+        resume (bool): keep the rows of an existing ``dynamics.csv`` (a resumed run; call
+            :meth:`truncate_logs` with the step it resumes from).
     """
 
     def __init__(self, every: int = DEFAULT_EVERY, *, log_dir: str | os.PathLike | None = None,
                  loggers: MetricLogger | Sequence[MetricLogger] | None = None,
                  metrics: str | Iterable[str] = "auto", temperature: float | None = None,
-                 max_nodes: int = 2048, seed: int = 0) -> None:
+                 max_nodes: int = 2048, seed: int = 0, resume: bool = False) -> None:
         self.every = check_positive_int(every, "every")
         if check_positive_int(max_nodes, "max_nodes") < 2:
             raise ValueError(f"'max_nodes' must be an int >= 2, got {max_nodes!r}")
@@ -278,9 +280,10 @@ class DynamicsMonitor:
         if log_dir is not None:
             if not isinstance(log_dir, (str, os.PathLike)):
                 raise TypeError(f"'log_dir' must be a str or path, got {type(log_dir).__name__}")
-            self.loggers.append(CSVLogger(Path(log_dir) / "dynamics.csv"))
-            if tensorboard_available():
-                self.loggers.append(TensorBoardLogger(log_dir))
+            # A resumed run keeps the rows written before its checkpoint (see truncate_logs).
+            self.loggers.append(CSVLogger(Path(log_dir) / "dynamics.csv", append=bool(resume)))
+            if tensorboard_available():  # beside the trainer's events: one TensorBoard folder
+                self.loggers.append(TensorBoardLogger(Path(log_dir) / "tensorboard"))
         if loggers is not None:
             extra = [loggers] if isinstance(loggers, MetricLogger) else list(loggers)
             for logger in extra:
@@ -331,6 +334,12 @@ class DynamicsMonitor:
             logger.log(step, row)
         self.history.append({"step": step, **row})
         return row
+
+    def truncate_logs(self, below: int) -> None:
+        """Drop the CSV rows of steps ``>= below`` (a resumed run redoes them)."""
+        for logger in self.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.truncate(below)
 
     def close(self) -> None:
         for logger in self.loggers:

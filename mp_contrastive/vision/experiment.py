@@ -227,7 +227,8 @@ def dynamics_monitor(args: argparse.Namespace, out_dir: str,
     """The learning-dynamics monitor the examples attach (``--dynamics-every``, 0 = none)."""
     if not args.dynamics_every:
         return None
-    return DynamicsMonitor(args.dynamics_every, log_dir=out_dir, temperature=temperature)
+    return DynamicsMonitor(args.dynamics_every, log_dir=out_dir, temperature=temperature,
+                           resume=args.resume)
 
 
 def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,

@@ -171,6 +171,8 @@ class Trainer:
         self.history = state["history"]
         self.epoch = state["epoch"]
         self.logs.truncate(self.epoch, self.steps_per_epoch)
+        if self.dynamics is not None and self.rank == 0:
+            self.dynamics.truncate_logs(self.epoch * self.steps_per_epoch)
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, until_epoch: int | None = None) -> dict[str, list]:

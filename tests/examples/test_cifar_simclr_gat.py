@@ -28,9 +28,13 @@ def test_flagship_runs_and_resumes(data_root, tmp_path):
     assert results["settings"]["attention"] == "paper"
     assert len(results["knn_top1_per_epoch"]) == 2 and results["knn_top1_initial"] is not None
     assert (out / "checkpoint.pt").is_file() and (out / "steps.csv").is_file()
+    dynamics = (out / "dynamics.csv").read_text()
+    assert dynamics.count("\n") >= 2  # a header and at least one measured step
     again = run(*TINY, "--attention", "paper", "--out", str(out), "--resume", env_root=data_root)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "epoch 1/2" not in again.stdout  # nothing left to train: straight to evaluation
+    assert (out / "dynamics.csv").read_text() == dynamics  # the resumed run keeps its rows
+    assert not list(out.glob("events.out.tfevents*"))  # one TensorBoard folder: tensorboard/
 
 
 def test_wrong_data_root_is_a_clear_error(tmp_path):
