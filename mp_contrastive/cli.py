@@ -103,13 +103,18 @@ def make_parser(doc: str | None, **kwargs: Any) -> ArgumentParser:
 
 def run_cli(main: Callable[[], object]) -> None:
     """Run a script's ``main``; a user error found after parsing (missing data, a checkpoint that
-    does not fit, a setting the library rejects) is printed as one line, exit status 2. Anything
-    else keeps its traceback: the arguments were validated when parsed, so it is a bug."""
+    does not fit, a setting the library rejects) is printed as one line, exit status 2; Ctrl-C is
+    one line too, exit status 130. Anything else keeps its traceback: the arguments were
+    validated when parsed, so it is a bug."""
     try:
         main()
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        print("interrupted: stopped before the end; the image examples resume from their last "
+              "checkpoint (written at each epoch's end) with --resume", file=sys.stderr)
+        sys.exit(130)
 
 
 def argument_error(flag: str, message: str) -> ValueError:

@@ -108,3 +108,16 @@ def test_output_dir_refuses_a_file(tmp_path):
     with pytest.raises(argparse.ArgumentTypeError, match="is a file"):
         cli.output_dir(str(tmp_path / "file" / "below"))
     assert cli.output_dir(str(tmp_path / "new" / "deeper")) == str(tmp_path / "new" / "deeper")
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys):
+    from mp_contrastive.cli import run_cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(interrupted)
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted:") and "--resume" in err
