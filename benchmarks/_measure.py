@@ -33,9 +33,12 @@ def peak_memory(fn: Callable[[], object]) -> int:
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int,
-                      warmup: int = 2) -> dict[str, float]:
-    """Median wall time (seconds) of each function, run round-robin so that drift of the machine
-    (other load, frequency) hits every contender alike."""
+                      warmup: int = 2,
+                      statistic: Callable[[list[float]], float] = statistics.median
+                      ) -> dict[str, float]:
+    """Wall time (seconds; the median of the repeats, or another ``statistic`` such as the mean
+    when rare slow calls are part of the cost) of each function, run round-robin so that drift of
+    the machine (other load, frequency) hits every contender alike."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
@@ -48,7 +51,7 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int,
             fn()
             sync()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: statistic(values) for name, values in samples.items()}
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

@@ -21,7 +21,7 @@ import copy
 import json
 import math
 import platform
-import time
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks._measure import markdown_table, peak_memory
+from benchmarks._measure import interleaved_times, markdown_table, peak_memory
 from mp_contrastive.cli import (
     ArgumentParser,
     existing_file,
@@ -96,21 +96,10 @@ def filled(loss: nn.Module, bank: Tensor) -> nn.Module:
 
 
 def mean_step_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Mean wall time per call (ms) of each function over ``repeats`` calls, the functions taking
-    turns so that drift of the machine hits all alike (means, not medians: the kNN path's
-    re-training every ``repeats`` steps is part of its cost)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for fn in runs.values():
-        fn()
-    totals = dict.fromkeys(runs, 0.0)
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            totals[name] += time.perf_counter() - start
-    return {name: 1e3 * total / repeats for name, total in totals.items()}
+    """Mean wall time per call (ms), the functions taking turns (means, not medians: the kNN
+    path's re-training every ``repeats`` steps is part of its cost)."""
+    times = interleaved_times(runs, repeats, warmup=1, statistic=statistics.mean)
+    return {name: 1e3 * seconds for name, seconds in times.items()}
 
 
 def loss_step(loss: nn.Module, z0: Tensor, z1: Tensor) -> Callable[[], None]:
