@@ -6,7 +6,6 @@ from typing import Any
 
 from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor, PairTensor
-from torch_geometric.utils import softmax
 
 from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
@@ -87,34 +86,15 @@ class UniformityConv(StepConv):
                                                     x_dst.size(0), "edge_index", "edge_weight",
                                                     x_dst.dtype, nonnegative=True)
         anchor_weight = check_anchor_weight(anchor_weight, x_dst.size(0), x_dst.dtype)
-        if self.explain and edge_index is not None and need_step and not need_energy:
-            return self._explained_step(x_src, x_dst, edge_index, edge_weight, anchor_weight,
-                                        same_nodes), None
+        # Under an explainer the sparse edges go through propagate, where its edge mask applies
+        # (the fused kernels bypass it).
+        explained = self.explain and edge_index is not None
         repulsion = uniformity(x_src, x_dst, same_nodes=same_nodes,
                                both_sides=same_nodes and not self.detach_targets,
                                affinity_index=edge_index, affinity_weight=edge_weight,
                                anchor_weight=anchor_weight, kernel=self.kernel,
                                need_step=need_step, need_energy=need_energy, tiling=self.tiling,
                                batch=check_batch(batch, x_src.size(0), x_dst.size(0), same_nodes,
-                                                 edge_index is None))
+                                                 edge_index is None),
+                               aggregate=self.weighted_sum if explained else None)
         return repulsion.grad, repulsion.energy
-
-    def _explained_step(self, x_src: Tensor, x_dst: Tensor, edge_index: Tensor,
-                        edge_weight: OptTensor, anchor_weight: OptTensor,
-                        same_nodes: bool) -> Tensor:
-        """The sparse step with its affinity edges through ``propagate``, where an explainer's
-        edge mask applies (the fused kernels bypass it); the same values otherwise."""
-        src, dst = edge_index
-        num_dst = x_dst.size(0)
-        score = (x_dst.index_select(0, dst) * x_src.index_select(0, src)).sum(-1)
-        if self.kernel == "infonce":
-            coef = softmax(score if edge_weight is None else score + edge_weight.log(), dst,
-                           num_nodes=num_dst)
-        else:
-            coef = 2 * (score if edge_weight is None else score * edge_weight)
-        if anchor_weight is not None:
-            coef = coef * anchor_weight.index_select(0, dst)
-        grad = self.weighted_sum(edge_index, coef, x_src, num_dst)
-        if same_nodes and not self.detach_targets:
-            grad = grad + self.weighted_sum(edge_index.flip(0), coef, x_dst, x_src.size(0))
-        return grad

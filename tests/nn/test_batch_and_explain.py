@@ -115,10 +115,14 @@ def test_explainer_masks_the_augmentation_edges(gen, conv):
 @pytest.mark.parametrize("detach_targets", [False, True])
 def test_explained_sparse_uniformity_is_the_same_step(gen, kernel, detach_targets):
     """Under an explainer the sparse uniformity's edges go through propagate: same step."""
+    from mp_contrastive.nn.functional import uniformity
+
     _, batch = graphs(gen, sizes=(7,))
     weight = torch.rand(batch.edge_index.size(1), generator=gen, dtype=torch.float64) + 0.1
     anchor = torch.rand(7, generator=gen, dtype=torch.float64) + 0.5
     conv = UniformityConv(0.3, kernel=kernel, detach_targets=detach_targets)
     expected = conv.step(batch.x, batch.edge_index, weight, anchor)
-    explained = conv._explained_step(batch.x, batch.x, batch.edge_index, weight, anchor, True)
-    torch.testing.assert_close(-0.3 * explained, expected, atol=1e-12, rtol=0)
+    explained = uniformity(batch.x, batch.x, same_nodes=True, both_sides=not detach_targets,
+                           affinity_index=batch.edge_index, affinity_weight=weight,
+                           anchor_weight=anchor, kernel=kernel, aggregate=conv.weighted_sum)
+    torch.testing.assert_close(-0.3 * explained.grad, expected, atol=1e-12, rtol=0)

@@ -11,6 +11,8 @@ on the dense graph (:mod:`~mp_contrastive.nn.functional.dense`, tiled above a si
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 from torch_geometric.utils import scatter
 
@@ -22,13 +24,15 @@ from mp_contrastive.nn.functional.sparse import (
     csr_aggregate_transposed,
     csr_eligible,
     csr_pattern,
-    grad_tracked,
     scatter_logsumexp,
     sddmm,
 )
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 
 __all__ = ["uniformity", "sparse_uniformity", "edge_sum"]
+
+#: ``aggregate(edge_index, weight, x_src, num_dst)``: :math:`\sum_{(j, i)} w_{ji} x_j` per target.
+EdgeSum = Callable[[Tensor, Tensor, Tensor, int], Tensor]
 
 def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bool,
                affinity_index: Tensor | None = None, affinity_weight: Tensor | None = None,
@@ -37,7 +41,8 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
                similarity: Tensor | None = None, attraction: Attraction | None = None,
                tiling: Tiling = DEFAULT_TILING, exclude: Tensor | None = None,
                batch: tuple[Tensor, Tensor] | None = None,
-               row_logsumexp: Tensor | None = None) -> Repulsion:
+               row_logsumexp: Tensor | None = None,
+               aggregate: EdgeSum | None = None) -> Repulsion:
     r"""Gradient w.r.t. the anchors ``h_dst`` and value of the uniformity energy (module docstring).
 
     ``K(i)`` is every other node (dense, ``affinity_index=None``) or the sources of the edges into
@@ -50,7 +55,8 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
     graph; a sparse graph leaves them out by not having the edges. ``batch`` (dense only;
     ``(batch_src, batch_dst)``) keeps the dense graph within each graph of a PyG ``Batch``.
     ``row_logsumexp`` (dense, with ``similarity``): see
-    :func:`~mp_contrastive.nn.functional.dense.dense_uniformity`.
+    :func:`~mp_contrastive.nn.functional.dense.dense_uniformity`. ``aggregate`` (sparse only): see
+    :func:`sparse_uniformity`.
     """
     if affinity_index is None:
         return dense_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
@@ -66,22 +72,21 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
         raise ValueError("an attraction can only be folded into a dense affinity graph")
     return sparse_uniformity(h_src, h_dst, affinity_index, affinity_weight, anchor_weight,
                              kernel=kernel, both_sides=both_sides, need_step=need_step,
-                             need_energy=need_energy)
+                             need_energy=need_energy, aggregate=aggregate)
 
 
 def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
                       affinity_weight: Tensor | None, anchor_weight: Tensor | None, *,
                       kernel: str, both_sides: bool, need_step: bool,
-                      need_energy: bool) -> Repulsion:
-    """The uniformity on the edges ``affinity_index`` (source = neighbour, target = anchor)."""
+                      need_energy: bool, aggregate: EdgeSum | None = None) -> Repulsion:
+    """The uniformity on the edges ``affinity_index`` (source = neighbour, target = anchor).
+
+    ``aggregate`` replaces the sum over the edges (default :func:`edge_sum`, or fused CSR kernels
+    where they apply), e.g. by an operator's ``weighted_sum``, which goes through ``propagate``
+    where an explainer's edge mask applies; the edges are then kept in their order."""
     num_dst, num_src = h_dst.size(0), h_src.size(0)
-    if affinity_weight is not None and not grad_tracked(affinity_weight) \
-            and bool((affinity_weight == 0).any()):
-        # A zero weight is no edge: dropped, an anchor whose weights are all zero has no term
-        # (instead of the NaN of log 0 - log 0).
-        keep = affinity_weight != 0
-        affinity_index, affinity_weight = affinity_index[:, keep], affinity_weight[keep]
-    if (kernel == "infonce" and need_step and not need_energy
+    fused = aggregate is None
+    if (fused and kernel == "infonce" and need_step and not need_energy
             and csr_eligible(h_src, h_dst, affinity_index, check_grad=False)):
         # The step alone: sparse kernels forward and, under autograd, a hand-written backward
         # (several times faster than autograd through [E, d] gathers and scatters).
@@ -92,7 +97,7 @@ def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
                                        affinity_index[0], affinity_index[1], both_sides)
         return Repulsion(grad, None)
     crow = None
-    if csr_eligible(h_src, h_dst, affinity_index, affinity_weight, anchor_weight):
+    if fused and csr_eligible(h_src, h_dst, affinity_index, affinity_weight, anchor_weight):
         # No autograd graph to keep: score with an SDDMM and aggregate with a fused
         # gather-reduce instead of materialising [E, d] gathers (several times faster).
         affinity_index, affinity_weight, crow = csr_pattern(affinity_index, affinity_weight,
@@ -129,9 +134,10 @@ def sparse_uniformity(h_src: Tensor, h_dst: Tensor, affinity_index: Tensor,
         if both_sides:
             grad += csr_aggregate_transposed(src, dst, coef, h_dst, num_src)
     else:
-        grad = edge_sum(affinity_index, coef, h_src, num_dst)
+        aggregate = edge_sum if aggregate is None else aggregate
+        grad = aggregate(affinity_index, coef, h_src, num_dst)
         if both_sides:
-            grad = grad + edge_sum(affinity_index.flip(0), coef, h_dst, num_src)
+            grad = grad + aggregate(affinity_index.flip(0), coef, h_dst, num_src)
     return Repulsion(grad, energy, lse)
 
 

@@ -25,8 +25,10 @@ __all__ = [
 
 
 def scatter_logsumexp(logit: Tensor, index: Tensor, num_segments: int) -> tuple[Tensor, Tensor]:
-    """Per-segment log-sum-exp and the mask of non-empty segments (whose value is meaningless)."""
+    """Per-segment log-sum-exp and the mask of non-empty segments (whose value is meaningless).
+    A segment whose logits are all ``-inf`` (zero weights) counts as empty, not as NaN."""
     peak = scatter(logit.detach(), index, 0, num_segments, reduce="max")
+    peak = peak.masked_fill(torch.isneginf(peak), 0.0)
     total = scatter((logit - peak.index_select(0, index)).exp(), index, 0, num_segments,
                     reduce="sum")
     nonempty = total > 0
