@@ -120,16 +120,12 @@ class AttentionAlignmentConv(StepConv):
         ``GATConv`` (the edge index includes the added self loops, if any). ``x`` may be PyG's
         bipartite pair ``(x_src, x_dst)`` for the GAT / AGNN form (``normalize="neighbors"``,
         ``detach_targets=True``): ``x_dst`` moves towards the attention-weighted ``x_src``."""
-        if isinstance(x, (tuple, list)):
-            x_src, x_dst, index, weight = self._bipartite(x, edge_index, edge_weight,
-                                                          affinity_index, attention_x)
-            out = x_dst - self.alpha * self._pull(x_src, x_dst, index, weight)
-            return (out, (index, weight)) if return_attention_weights else out
-        attention = self.attention(x, edge_index, edge_weight, affinity_index, attention_x)
-        grad, _ = self._descend(x, *attention, need_step=True, need_energy=False)
+        x_src, x_dst, *attention = self._attention_graph(x, edge_index, edge_weight,
+                                                         affinity_index, attention_x)
+        grad, _ = self._descend(x_src, x_dst, *attention, need_step=True, need_energy=False)
         assert grad is not None
-        out = x - self.alpha * grad
-        return (out, attention) if return_attention_weights else out
+        out = x_dst - self.alpha * grad
+        return (out, tuple(attention)) if return_attention_weights else out
 
     def attention(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
                   affinity_index: Adj | None = None,
@@ -146,15 +142,18 @@ class AttentionAlignmentConv(StepConv):
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
                  affinity_index: Adj | None = None, attention_x: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
-        if isinstance(x, (tuple, list)):  # sources constant: E = sum_e w_e |x_dst_i - x_src_j|^2 / 2
-            x_src, x_dst, index, weight = self._bipartite(x, edge_index, edge_weight,
-                                                          affinity_index, attention_x)
-            src, dst = index
-            energy = 0.5 * (weight * (x_dst.index_select(0, dst) - x_src.index_select(0, src))
-                            .pow(2).sum(-1)).sum() if need_energy else None
-            return (self._pull(x_src, x_dst, index, weight) if need_step else None), energy
-        attention = self.attention(x, edge_index, edge_weight, affinity_index, attention_x)
-        return self._descend(x, *attention, need_step=need_step, need_energy=need_energy)
+        return self._descend(*self._attention_graph(x, edge_index, edge_weight, affinity_index,
+                                                    attention_x),
+                             need_step=need_step, need_energy=need_energy)
+
+    def _attention_graph(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor,
+                         affinity_index: Adj | None, attention_x: OptTensor
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x_src, x_dst, edge_index, weights)``: the attention graph of one node set (``x_src``
+        is ``x_dst``) or of a bipartite pair."""
+        if isinstance(x, (tuple, list)):
+            return self._bipartite(x, edge_index, edge_weight, affinity_index, attention_x)
+        return x, x, *self.attention(x, edge_index, edge_weight, affinity_index, attention_x)
 
     def _bipartite(self, x: tuple[Tensor, Tensor] | list[Tensor], edge_index: Adj,
                    edge_weight: OptTensor, affinity_index: Adj | None,
@@ -177,28 +176,25 @@ class AttentionAlignmentConv(StepConv):
                                                  score=self.score)
         return x_src, x_dst, index, weight
 
-    def _pull(self, x_src: Tensor, x_dst: Tensor, edge_index: Tensor, weight: Tensor) -> Tensor:
-        """The gradient w.r.t. ``x_dst`` of the bipartite energy: ``deg_i x_dst_i - sum w x_src``."""
-        degree = scatter(weight, edge_index[1], 0, x_dst.size(0), reduce="sum")
-        return degree.unsqueeze(1) * x_dst - self.weighted_sum(edge_index, weight, x_src,
-                                                               x_dst.size(0))
-
-    def _descend(self, x: Tensor, edge_index: Tensor, weight: Tensor, *, need_step: bool,
-                 need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
-        """Gradient and value of the Laplacian energy of the attention graph."""
+    def _descend(self, x_src: Tensor, x_dst: Tensor, edge_index: Tensor, weight: Tensor, *,
+                 need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
+        r"""Gradient w.r.t. ``x_dst`` and value of the Laplacian energy of the attention graph,
+        :math:`\tfrac12 \sum_e w_e \|x^{dst}_i - x^{src}_j\|^2`. On one node set without
+        ``detach_targets`` the sources move too; on a bipartite pair only ``x_dst`` does."""
         src, dst = edge_index
-        num_nodes = x.size(0)
         grad = energy = None
         if need_energy:
-            energy = 0.5 * (weight * (x.index_select(0, dst) - x.index_select(0, src))
+            energy = 0.5 * (weight * (x_dst.index_select(0, dst) - x_src.index_select(0, src))
                             .pow(2).sum(-1)).sum()
         if need_step:
-            out_degree = scatter(weight, dst, 0, num_nodes, reduce="sum")
-            grad = out_degree.unsqueeze(1) * x - self.weighted_sum(edge_index, weight, x, num_nodes)
-            if not self.detach_targets:
-                in_degree = scatter(weight, src, 0, num_nodes, reduce="sum")
-                grad = grad + in_degree.unsqueeze(1) * x - self.weighted_sum(
-                    edge_index.flip(0), weight, x, num_nodes)
+            num_dst = x_dst.size(0)
+            out_degree = scatter(weight, dst, 0, num_dst, reduce="sum")
+            grad = out_degree.unsqueeze(1) * x_dst - self.weighted_sum(edge_index, weight, x_src,
+                                                                       num_dst)
+            if x_src is x_dst and not self.detach_targets:
+                in_degree = scatter(weight, src, 0, num_dst, reduce="sum")
+                grad = grad + in_degree.unsqueeze(1) * x_dst - self.weighted_sum(
+                    edge_index.flip(0), weight, x_dst, num_dst)
         return grad, energy
 
     def _repr_args(self) -> list[str]:
