@@ -123,7 +123,7 @@ def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor
                                 edge_weight: Tensor | None = None, *, beta: float | Tensor = 1.0,
                                 score: str = "dot") -> Tensor:
     r"""GAT / AGNN attention (``normalize="neighbors"``) from sources ``x_src`` to targets
-    ``x_dst``: :math:`w_{ji} = \mathrm{softmax}_{j 	o i}(eta\, q_i \cdot q_j + \log b_{ji})`
+    ``x_dst``: :math:`w_{ji} = \mathrm{softmax}_{j \to i}(\beta\, q_i \cdot q_j + \log b_{ji})`
     over each target's incoming edges, with base weights :math:`b` (default :math:`1/\deg(i)`).
     The other normalisations compare a node with the rest of its own node set, which a bipartite
     pair does not give. Differentiable w.r.t. the features and a tensor ``beta``."""
