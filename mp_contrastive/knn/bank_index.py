@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from mp_contrastive._validation import check_choice, check_nonnegative_int, check_positive_int
-from mp_contrastive.knn.exact import contains, exact_search, sort_by_key_then_index
+from mp_contrastive.knn.exact import exact_search
+from mp_contrastive.knn.faiss_backend import ranked_results
 from mp_contrastive.knn.sampling import cluster_cells, sample_tail
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 
@@ -196,13 +197,8 @@ class BankIndex(nn.Module):
         k = min(self.k, count)
         if self._head_backend(bank) == "exact":
             head, key = exact_search(filled, queries, k, "ip", False, exclude, None, self.tiling)
-        else:
-            head, key = self._ivf_search(bank, count, queries, k)
-            if exclude is not None and exclude.numel() > 0:  # the head may come out shorter
-                rows = torch.arange(queries.size(0), device=queries.device).unsqueeze(1)
-                dropped = contains(exclude[1] * count + exclude[0], rows * count + head)
-                key = key.masked_fill(dropped, -math.inf)
-                key, head = sort_by_key_then_index(key, head.masked_fill(dropped, count))
+        else:  # excluded pairs leave the head shorter
+            head, key = self._ivf_search(bank, count, queries, k, exclude)
         cells = cluster_cells(filled, self.cell[:count], self.centroids.size(0), self.cell_mean)
         generator = torch.Generator(device=bank.device)
         generator.manual_seed(self.seed * 1_000_003 + int(self.draws))
@@ -215,19 +211,14 @@ class BankIndex(nn.Module):
             return "exact" if bank.device.type == "cuda" else "faiss"
         return self.backend
 
-    def _ivf_search(self, bank: Tensor, count: int, queries: Tensor,
-                    k: int) -> tuple[Tensor, Tensor]:
-        ivf = self._index(bank, count)
-        score, ids = ivf.search(_numpy(queries), k)
-        score = torch.from_numpy(score).to(queries.device, queries.dtype)
-        ids = torch.from_numpy(ids).to(queries.device)
-        missing = ids < 0  # fewer than k keys in the probed cells
-        score.masked_fill_(missing, -math.inf)
-        ids.masked_fill_(missing, count)
-        # Ties and list order: sorted by score, then slot, so that a rebuilt index (a resumed
-        # run) gives the same head as the incrementally updated one.
-        key, ids = sort_by_key_then_index(score, ids)
-        return ids, key
+    def _ivf_search(self, bank: Tensor, count: int, queries: Tensor, k: int,
+                    exclude: Tensor | None) -> tuple[Tensor, Tensor]:
+        score, ids = self._index(bank, count).search(_numpy(queries), k)
+        # Sorted by score, then slot (not by list order), so that a rebuilt index (a resumed run)
+        # gives the same head as the incrementally updated one.
+        return ranked_results(torch.from_numpy(score).to(queries.device, queries.dtype),
+                              torch.from_numpy(ids).to(queries.device), count, "ip", False,
+                              exclude)
 
     def extra_repr(self) -> str:
         nlist = "auto" if self.nlist is None else self.nlist

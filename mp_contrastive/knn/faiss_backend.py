@@ -12,7 +12,7 @@ from torch import Tensor
 
 from mp_contrastive.knn.exact import contains, sort_by_key_then_index
 
-__all__ = ["FAISS_GPU_MAX_K", "faiss_gpu_available", "FaissIndex"]
+__all__ = ["FAISS_GPU_MAX_K", "faiss_gpu_available", "FaissIndex", "ranked_results"]
 
 #: faiss's GPU indexes return at most this many neighbours per query.
 FAISS_GPU_MAX_K = 2048
@@ -121,19 +121,8 @@ class FaissIndex:
             score_np, index_np = index.search(np.ascontiguousarray(q.detach().float().cpu()
                                                                    .numpy()), fetch)
             score, index_ = torch.from_numpy(score_np), torch.from_numpy(index_np)
-        score = score.to(device=q.device, dtype=q.dtype)
-        index_ = index_.to(q.device)
-        # Rank key: larger is nearer. Missing (-1), self and excluded entries go last as -inf.
-        key = -score if self.metric == "l2" else score.clone()
-        invalid = index_ < 0
-        rows = torch.arange(q.size(0), device=q.device).unsqueeze(1)
-        if same:
-            invalid |= index_ == rows
-        if exclude is not None and exclude.numel() > 0:
-            invalid |= contains(exclude[1] * n + exclude[0], rows * n + index_)
-        key.masked_fill_(invalid, -math.inf)
-        index_ = index_.masked_fill(invalid, n)  # sorts after every real candidate on ties
-        key, index_ = sort_by_key_then_index(key, index_)
+        index_, key = ranked_results(score.to(device=q.device, dtype=q.dtype),
+                                     index_.to(q.device), n, self.metric, same, exclude)
         return index_[:, :k], key[:, :k]
 
     def cell_assignment(self) -> Tensor | None:
@@ -154,3 +143,21 @@ class FaissIndex:
                 ids = faiss.rev_swig_ptr(invlists.get_ids(cell), size)
                 assign[torch.from_numpy(ids.copy())] = cell
         return assign
+
+
+def ranked_results(score: Tensor, index: Tensor, n: int, metric: str, same: bool,
+                   exclude: Tensor | None) -> tuple[Tensor, Tensor]:
+    """faiss's ``[Q, k]`` scores and ids as ``(ids, rank keys)`` in the order every backend uses:
+    larger key is nearer, ties by the smaller id; missing (-1), self and ``exclude``d entries
+    (``[2, P]`` (candidate, query) pairs among ``n`` candidates) go last as ``(n, -inf)``."""
+    key = -score if metric == "l2" else score.clone()
+    invalid = index < 0
+    rows = torch.arange(index.size(0), device=index.device).unsqueeze(1)
+    if same:
+        invalid |= index == rows
+    if exclude is not None and exclude.numel() > 0:
+        invalid |= contains(exclude[1] * n + exclude[0], rows * n + index)
+    key.masked_fill_(invalid, -math.inf)
+    index = index.masked_fill(invalid, n)  # sorts after every real candidate on ties
+    key, index = sort_by_key_then_index(key, index)
+    return index, key
