@@ -85,12 +85,12 @@ class MemoryBankContrast(nn.Module):
         with torch.no_grad():
             scale = 1.0 / math.sqrt(temperature)
             count = len(self.bank)
-            negatives = self.bank.features.to(h0.dtype)
+            storage = self.bank.bank.to(h0.dtype)  # one copy at most, for the kernel and index
+            negatives = storage[:count]
             exclude = None if sample_ids is None else self.bank.same_sample(sample_ids)
             graph = None
             if self.index is not None and count > 0:
-                graph = self.index.graph(self.bank.bank.to(h0.dtype), count,
-                                         (h0 * scale).detach(), exclude)
+                graph = self.index.graph(storage, count, (h0 * scale).detach(), exclude)
             affinity_index, affinity_weight = graph if graph is not None else (None, None)
             dense_exclude = exclude if graph is None else None
             anchor_weight = positive_weight = None
