@@ -154,6 +154,11 @@ def check_edge_values(values: object, num_edges: int, name: str, *,
     if values.dim() != 1 or values.numel() != num_edges:
         raise ValueError(f"'{name}' must have shape [num_edges] = [{num_edges}], "
                          f"got {tuple(values.shape)}")
+    return check_weight_values(values, name, nonnegative=nonnegative)
+
+
+def check_weight_values(values: Tensor, name: str, *, nonnegative: bool = False) -> Tensor:
+    """The values of floating-point weights: finite and, with ``nonnegative``, at least zero."""
     if values.numel() > 0 and not value_checks_skipped():
         if not all_finite(values):
             raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")

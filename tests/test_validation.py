@@ -240,3 +240,16 @@ def test_confusing_errors_are_clear():
         AffinityIndex(x, seed="a")
     with pytest.raises(TypeError, match="'generator' must be a torch.Generator"):
         AffinityIndex(x).sample(4, 8, x[:3], generator=0)
+
+
+def test_non_finite_values_of_a_sparse_adj_t_are_named():
+    """A sparse adj_t's values are the weights: checked like an edge_weight, for every layer."""
+    from torch_geometric.utils import to_torch_csr_tensor
+
+    h = torch.randn(6, 4)
+    values = torch.ones(GRAPH.edge_index.size(1))
+    values[1] = math.nan
+    adj_t = to_torch_csr_tensor(GRAPH.edge_index.flip(0), values, size=(6, 6))
+    for conv in (AlignmentConv(), UniformityConv()):
+        with pytest.raises(ValueError, match="'edge_weight' contains non-finite"):
+            conv(h, adj_t)

@@ -10,7 +10,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import is_sparse, is_torch_sparse_tensor, scatter
 
-from mp_contrastive._validation import all_finite, check_features, value_checks_skipped
+from mp_contrastive._validation import check_features, value_checks_skipped
 from mp_contrastive.nn.inputs import as_edge_index, split_pair
 from mp_contrastive.nn.step_conv import StepConv
 
@@ -230,8 +230,7 @@ class AlignmentConv(StepConv):
                               size=(x_src.size(0), x_dst.size(0)))
 
     def _check_weights(self, weight: Tensor) -> None:
-        if not all_finite(weight):
-            raise ValueError("'edge_weight' contains non-finite values (NaN or Inf)")
+        # Finiteness is as_edge_index's (for every layout); the sign depends on normalize.
         lowest = weight.detach().min() if weight.numel() > 0 else None
         if self.normalize and lowest is not None and bool(lowest < 0):
             raise ValueError(f"'edge_weight' must be non-negative with normalize=True (the "

@@ -13,6 +13,7 @@ from mp_contrastive._validation import (
     check_edge_values,
     check_features,
     check_index_vector,
+    check_weight_values,
 )
 
 __all__ = ["KERNELS", "split_pair", "as_edge_index", "check_anchor_weight", "check_kernel",
@@ -58,6 +59,9 @@ def as_edge_index(adj: Adj, edge_weight: Tensor | None, num_src: int, num_dst: i
                              f"[{num_dst}, {num_src}], got {list(adj.size())}")
         index, edge_weight = to_edge_index(adj)
         edge_index = index.flip(0)
+        if edge_weight is not None:  # the matrix's values are the weights: checked like them
+            edge_weight = check_weight_values(edge_weight.to(dtype), weight_name,
+                                              nonnegative=nonnegative)
     else:
         edge_index = check_edge_index(adj, num_src, num_dst, name)
         if edge_weight is not None:
