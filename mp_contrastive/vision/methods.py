@@ -87,7 +87,6 @@ class SimCLRMethod(nn.Module):
             return self.loss(z, sample, attention_features=features)
         return self.loss(z, sample)
 
-
     def _bank_forward(self, views: list[Tensor], index: Tensor) -> Tensor:
         if len(views) != 2:
             raise ValueError(f"a memory bank takes 2 views, got {len(views)}")
@@ -111,7 +110,6 @@ class SimCLRMethod(nn.Module):
             return self.loss(z0, z1, attention_features=_full_precision(h).detach(),
                              sample_ids=index)
         return self.loss(z0, z1, sample_ids=index)
-
 
     @torch.no_grad()
     def _update_key_model(self) -> None:
