@@ -30,11 +30,12 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from benchmarks._measure import markdown_table
+from benchmarks._measure import interleaved_times, markdown_table
 from benchmarks.suite import docs_markers, replace_marked_section
 from mp_contrastive.cli import ArgumentParser, existing_file, make_parser, output_dir, positive_int
 
@@ -89,18 +90,12 @@ def faiss_against_exact(device: torch.device, dry_run: bool) -> str:
     gen = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(n, 128, generator=gen), dim=1).to(device)
     queries = x[:1024]
-    times, edges = {}, {}
     backends = ["exact"] + (["faiss"] if device.type == "cpu" or faiss_gpu_available() else [])
-    for backend in backends:
-        affinity_graph(x, k, queries=queries, backend=backend)  # warm-up / index build
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        edges[backend], _ = affinity_graph(x, k, queries=queries, backend=backend)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times[backend] = 1e3 * (time.perf_counter() - started)
-    rows = [[backend, f"{times[backend]:.1f}"] for backend in backends]
+    searches = {backend: partial(affinity_graph, x, k, queries=queries, backend=backend)
+                for backend in backends}
+    times = interleaved_times(searches, repeats=1, warmup=1)  # the warm-up builds the index
+    edges = {backend: search()[0] for backend, search in searches.items()}
+    rows = [[backend, f"{1e3 * times[backend]:.1f}"] for backend in backends]
     if "faiss" not in edges:
         return markdown_table(["backend", "ms"], rows) + "\n\nfaiss has no GPU support here: " \
             "exact tiles only"
