@@ -30,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from functools import partial
 from pathlib import Path
 
@@ -37,6 +38,7 @@ import torch
 
 from benchmarks._measure import interleaved_times, markdown_table
 from benchmarks.suite import docs_markers, replace_marked_section
+from mp_contrastive._files import write_text_atomic
 from mp_contrastive.cli import ArgumentParser, existing_file, make_parser, output_dir, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,12 +136,48 @@ def nccl_gather(out: Path) -> str:
     return f"2-process NCCL gather with gradients: {'PASS' if ok else 'FAIL'}"
 
 
+SECTIONS = ("flagship", "losses", "memory-bank", "faiss", "nccl")
+
+
+def flagship_section(out: Path, steps: int, dry_run: bool) -> str:
+    bank = "128" if dry_run else "65536"
+    preset = "tiny cpu preset" if dry_run else "paper preset, bf16"
+    runs = {  # (folder, extra arguments); compiling the bank run would break at faiss's calls
+        preset + ("" if dry_run else ", compile"): ("flagship", [] if dry_run else ["--compile"]),
+        f"{preset}, bank {bank}, kNN":
+            ("flagship_bank", ["--memory-bank", bank, "--affinity", "knn", "--key-momentum",
+                               "0.99"])}
+    rows = []
+    for label, (folder, extra) in runs.items():
+        result = flagship(out / folder, steps, dry_run, extra)
+        verdict = "PASS" if result["minutes_200"] <= TARGET_MINUTES else "FAIL"
+        rows.append([label, f"{result['images_per_s']:.0f}", f"{result['peak_gib']:.1f}",
+                     f"{result['minutes_200']:.1f}", f"{verdict} (target <= {TARGET_MINUTES:.0f})"])
+    return (f"### Flagship, {steps} steps" + (" (dry run)" if dry_run else "") + "\n\n"
+            + markdown_table(["run", "images/s", "peak GiB", "200 epochs (min)", "verdict"], rows))
+
+
+def losses_section(device: torch.device, dry_run: bool) -> str:
+    sizes = ["--sizes", "64", "--repeats", "2"] if dry_run else ["--sizes", "8192", "--repeats", "10"]
+    return ("### Losses at batch 4096 against lightly\n\n"
+            + captured("losses", [*sizes, "--device", device.type]))
+
+
+def memory_bank_section(device: torch.device, dry_run: bool) -> str:
+    argv = (["--sizes", "256", "--batch", "16", "--dim", "8", "--repeats", "2", "--draws", "2",
+             "--k", "4", "--num-samples", "8"] if dry_run else
+            ["--sizes", "65536", "--repeats", "20", "--draws", "5"])
+    return "### Memory bank\n\n" + captured("memory_bank", [*argv, "--device", device.type])
+
+
 def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__, prog="python -m benchmarks gpu-check")
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes on the CPU: checks that every section starts")
     parser.add_argument("--steps", type=positive_int, default=60,
                         help="flagship training steps per run (the first 3 are not timed)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="the sections to run (all by default)")
     parser.add_argument("--out", type=output_dir, default="runs/gpu_check",
                         help="output folder (the flagship runs, gpu_check.md)")
     parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
@@ -163,40 +201,33 @@ def main(argv: list[str] | None = None) -> int:
     sections = [f"GPU check, {datetime.date.today().isoformat()}, {name}, torch "
                 f"{torch.__version__}" + (" (dry run: tiny sizes, not a measurement)"
                                           if args.dry_run else "")]
-    bank = "128" if args.dry_run else "65536"
-    preset = "tiny cpu preset" if args.dry_run else "paper preset, bf16"
-    runs = {  # (folder, extra arguments); compiling the bank run would break at faiss's calls
-        preset + ("" if args.dry_run else ", compile"):
-            ("flagship", [] if args.dry_run else ["--compile"]),
-        f"{preset}, bank {bank}, kNN":
-            ("flagship_bank", ["--memory-bank", bank, "--affinity", "knn", "--key-momentum",
-                               "0.99"])}
-    rows = []
-    for label, (folder, extra) in runs.items():
-        result = flagship(out / folder, args.steps, args.dry_run, extra)
-        verdict = "PASS" if result["minutes_200"] <= TARGET_MINUTES else "FAIL"
-        rows.append([label, f"{result['images_per_s']:.0f}", f"{result['peak_gib']:.1f}",
-                     f"{result['minutes_200']:.1f}", f"{verdict} (target <= {TARGET_MINUTES:.0f})"])
-    sections.append("### Flagship, " + (f"{args.steps} steps" if not args.dry_run else "dry run")
-                    + "\n\n" + markdown_table(["run", "images/s", "peak GiB",
-                                               "200 epochs (min)", "verdict"], rows))
-    sizes = ["--sizes", "64", "--repeats", "2"] if args.dry_run else \
-        ["--sizes", "8192", "--repeats", "10"]
-    sections.append("### Losses at batch 4096 against lightly\n\n" + captured("losses", sizes))
-    bank_argv = (["--sizes", "256", "--batch", "16", "--dim", "8", "--repeats", "2", "--draws",
-                  "2", "--k", "4", "--num-samples", "8"] if args.dry_run else
-                 ["--sizes", "65536", "--repeats", "20", "--draws", "5", "--device", "cuda"])
-    sections.append("### Memory bank\n\n" + captured("memory_bank", bank_argv))
-    sections.append("### faiss against the exact search\n\n" + faiss_against_exact(device,
-                                                                                  args.dry_run))
-    sections.append("### NCCL\n\n" + nccl_gather(out))
+    run = {"flagship": lambda: flagship_section(out, args.steps, args.dry_run),
+           "losses": lambda: losses_section(device, args.dry_run),
+           "memory-bank": lambda: memory_bank_section(device, args.dry_run),
+           "faiss": lambda: "### faiss against the exact search\n\n"
+                            + faiss_against_exact(device, args.dry_run),
+           "nccl": lambda: "### NCCL\n\n" + nccl_gather(out)}
+    failed = []
+    print(sections[0], flush=True)
+    for section in args.sections:
+        # A lent GPU is rare and short: one broken section must not cost the others' figures.
+        try:
+            text = run[section]()
+        except Exception:  # noqa: BLE001 - reported in full, and the exit status says so
+            failed.append(section)
+            text = f"### {section}: FAILED\n\n```\n{traceback.format_exc()}```"
+        sections.append(text)
+        print("\n" + text, flush=True)
+        write_text_atomic(out / "gpu_check.md", "\n\n".join(sections) + "\n")
     sections.append(f"{time.perf_counter() - started:.0f} s in all")
+    print("\n" + sections[-1])
     report = "\n\n".join(sections)
-    print(report)
-    (out / "gpu_check.md").write_text(report + "\n")
-    if args.update_docs and not args.dry_run:
+    write_text_atomic(out / "gpu_check.md", report + "\n")
+    if args.update_docs and not args.dry_run and not failed:
         replace_marked_section(args.update_docs, MARKER, report)
-    return 0
+    if failed:
+        print(f"failed sections: {' '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Forward + backward of the loss on fixed projector outputs (two views, d = 128), median over
 interleaved repeats, and peak memory of one forward + backward, all measured in one run:
 
-    python -m benchmarks.losses [--sizes 512 1024 4096] [--repeats 15] [--seed 0]
+    python -m benchmarks.losses [--sizes 512 1024 4096] [--repeats 15] [--seed 0] [--device cuda]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mp_contrastive.cli import (
     nonnegative_int,
     positive_float,
     positive_int,
+    torch_device,
 )
 from mp_contrastive.graph import view_sample_index
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss, plain_nt_xent
@@ -33,7 +34,7 @@ TARGET_TIME, TARGET_MEMORY, TARGET_ATTENTION = 1.10, 1.20, 1.15
 
 def contenders(batch: int, temperature: float,
                backbone: torch.Tensor) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    sample = view_sample_index(batch, 2)
+    sample = view_sample_index(batch, 2, device=backbone.device)
     lightly = NTXentLoss(temperature)
     official = AttentionSimCLRLoss(temperature, 1.0, "positives")
     return {
@@ -53,6 +54,13 @@ def step(loss: Callable, z0: torch.Tensor, z1: torch.Tensor) -> Callable[[], Non
     return run
 
 
+def where(device: str) -> str:
+    """The processor the numbers were measured on, for the table's title."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
 def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("--sizes", type=int_at_least(4), nargs="+", default=[512, 1024, 4096],
@@ -62,6 +70,8 @@ def build_parser() -> ArgumentParser:
                         help="temperature of every loss")
     parser.add_argument("--repeats", type=positive_int, default=15, help="timed repeats")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--device", type=torch_device, default="cpu",
+                        help="where the losses run (cpu, cuda)")
 
     def check(args: argparse.Namespace) -> None:
         odd = [n for n in args.sizes if n % 2]
@@ -76,13 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     print(f"# Loss forward+backward, d={args.dim}, tau={args.temperature}, "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}\n")
+          f"{where(args.device)}, torch {torch.__version__}\n")
     rows, verdicts = [], []
     for n in args.sizes:
         batch = n // 2
-        z0, z1 = torch.randn(2, batch, args.dim).unbind(0)
-        backbone = torch.randn(n, 512)
+        z0, z1 = torch.randn(2, batch, args.dim).to(args.device).unbind(0)
+        backbone = torch.randn(n, 512).to(args.device)
         runs = {name: step(loss, z0, z1)
                 for name, loss in contenders(batch, args.temperature, backbone).items()}
         times = interleaved_times(runs, args.repeats)
