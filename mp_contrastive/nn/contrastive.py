@@ -127,7 +127,7 @@ class ContrastiveConv(StepConv):
         # computed first and handed to the kernel as (edge_index, value).
         shared = (attention is not None and attention.shares_similarity() and attention_x is None
                   and dense and self.kernel == "infonce"
-                  and not self.tiling.blockwise(num_dst, x_src.size(0)))
+                  and not self.tiling.blockwise(num_dst, x_src.size(0), x_src.device))
         similarity = x_dst @ x_src.T if shared else None
         row_logsumexp = None
         if similarity is not None and attention.beta == 1.0 and not grad_tracked(x_dst) \

@@ -36,7 +36,7 @@ def dense_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_sides:
     if exclude is not None and kernel != "infonce":
         raise ValueError("'exclude' leaves pairs out of an InfoNCE affinity graph; the spectral "
                          "kernel has no such form")
-    if similarity is None and tiling.blockwise(h_dst.size(0), h_src.size(0)):
+    if similarity is None and tiling.blockwise(h_dst.size(0), h_src.size(0), h_src.device):
         return blockwise_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,
                                     need_step, need_energy, attraction, tiling, exclude, batch)
     inplace = not grad_tracked(h_src, h_dst)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
+
 from mp_contrastive._validation import check_positive_int
 
 __all__ = ["Tiling", "DEFAULT_TILING", "check_tiling"]
@@ -21,23 +23,33 @@ class Tiling:
 
     Args:
         elements (int): entries per tile (default ``1 << 22``, 16 MiB in float32).
-        threshold (int): dense matrices with more entries than this are processed tile by tile;
-            at or below it the plain path (one matrix, in place) is as fast and stays
-            ``torch.compile``-able (default ``1 << 24``).
+        threshold (int): on the CPU, dense matrices with more entries than this are processed
+            tile by tile; at or below it the plain path (one matrix, in place) is as fast and
+            stays ``torch.compile``-able (default ``1 << 24``).
+        cuda_threshold (int): the same on a CUDA device (default ``1 << 27``, 512 MiB per float32
+            matrix). Higher, because a GPU has the memory and pays a kernel launch per tile: at
+            N = 8192 the tiles took 19 ms on an H200 where one matrix took 3.3 ms
+            (``docs/performance.md``, GPU check).
     """
 
     elements: int = 1 << 22
     threshold: int = 1 << 24
+    cuda_threshold: int = 1 << 27
 
     def __post_init__(self) -> None:
         check_positive_int(self.elements, "elements")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) \
-                or self.threshold < 0:
-            raise ValueError(f"'threshold' must be a non-negative int, got {self.threshold!r}")
+        for name in ("threshold", "cuda_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"'{name}' must be a non-negative int, got {value!r}")
 
-    def blockwise(self, num_rows: int, num_cols: int) -> bool:
-        """Whether a ``num_rows x num_cols`` matrix is too large to hold whole."""
-        return num_rows * num_cols > self.threshold
+    def blockwise(self, num_rows: int, num_cols: int,
+                  device: torch.device | None = None) -> bool:
+        """Whether a ``num_rows x num_cols`` matrix on ``device`` (the CPU when ``None``) is too
+        large to hold whole."""
+        limit = self.cuda_threshold if device is not None and device.type == "cuda" \
+            else self.threshold
+        return num_rows * num_cols > limit
 
     def shape(self, num_rows: int, num_cols: int, min_cols: int = 1,
               max_cols: int | None = None) -> tuple[int, int]:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from mp_contrastive.nn.functional import DEFAULT_TILING, Tiling
 
@@ -6,6 +7,17 @@ from mp_contrastive.nn.functional import DEFAULT_TILING, Tiling
 def test_default_threshold_and_tile():
     assert DEFAULT_TILING == Tiling(elements=1 << 22, threshold=1 << 24)
     assert DEFAULT_TILING.blockwise(4097, 4096) and not DEFAULT_TILING.blockwise(4096, 4096)
+
+
+def test_cuda_holds_larger_matrices_whole():
+    # torch.device("cuda") is a plain value: no GPU is needed to construct it.
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert DEFAULT_TILING.cuda_threshold == 1 << 27
+    assert not DEFAULT_TILING.blockwise(8192, 8192, cuda)           # the GPU check's N = 8192
+    assert DEFAULT_TILING.blockwise(8192, 8192, cpu) and DEFAULT_TILING.blockwise(8192, 8192)
+    assert DEFAULT_TILING.blockwise(8192, 16385, cuda)
+    with pytest.raises(ValueError, match="cuda_threshold"):
+        Tiling(cuda_threshold=-1)
 
 
 @pytest.mark.parametrize("rows,cols,elements,expected", [
