@@ -7,6 +7,7 @@ from mp_contrastive.gnn.grace_config import GRACE_CONFIG_YAML, GRACE_PRESETS, GR
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.grace_training import train_grace
+from mp_contrastive.gnn.minibatch import embed_nodes, train_grace_minibatch
 from mp_contrastive.gnn.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
 from mp_contrastive.gnn.oversmoothing import (
     DeepPropagationClassifier,
@@ -45,6 +46,8 @@ __all__ = [
     "GraphContrastiveLoss",
     "MultiStageAlignment",
     "train_grace",
+    "train_grace_minibatch",
+    "embed_nodes",
     "propagate",
     "depth_study",
     "DeepPropagationClassifier",

@@ -28,6 +28,12 @@ class GRACEConfig:
     ``eval_every`` (not in GRACE's code): probe the encoder (:func:`~mp_contrastive.gnn.linear_probe`)
     every this many epochs and at the last one, and keep the encoder of the checkpoint with the best
     *validation* accuracy (ties: the earlier one); ``None`` keeps the last epoch's encoder.
+
+    ``batch_size`` (not in GRACE's code): train in mini-batches of this many seed nodes
+    (:func:`~mp_contrastive.gnn.train_grace_minibatch`), drawn by ``sampler`` (``"neighbor"``:
+    PyG's ``NeighborLoader`` with ``num_neighbors`` per hop; ``"subgraph"``: ``RandomNodeLoader``;
+    ``"auto"``: the first where pyg-lib or torch-sparse is installed), each batch's negatives
+    taken as ``negatives`` says; ``None`` trains on the whole graph at once.
     """
 
     lr: float = 5e-4
@@ -56,6 +62,10 @@ class GRACEConfig:
     knn_index: str = "ivf"
     # model selection
     eval_every: int | None = None
+    # mini-batches
+    batch_size: int | None = None
+    sampler: str = "auto"
+    num_neighbors: tuple[int, ...] = (10, 10)
 
     def replace(self, **changes: Any) -> GRACEConfig:
         return GRACEConfig(**{**asdict(self), **changes})

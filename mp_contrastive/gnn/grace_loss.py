@@ -177,27 +177,29 @@ class MultiStageAlignment(nn.Module):
         self.memory = MultiStageMemory(num_nodes, dim, num_stages=num_stages, aggr="mean")
         self.conv = AlignmentConv(alpha=1.0, detach_targets=True, normalize=False)
 
-    def forward(self, u: Tensor, v: Tensor, epoch: int) -> Tensor:
-        """The term at ``epoch`` for projections ``u``, ``v``; then stores this epoch's stage."""
+    def forward(self, u: Tensor, v: Tensor, epoch: int, index: Tensor | None = None) -> Tensor:
+        """The term at ``epoch`` for projections ``u``, ``v`` of nodes ``index`` (default: every
+        node, in order; a mini-batch passes its node ids); then stores this epoch's stage of those
+        nodes (under DDP the memory receives every rank's nodes)."""
         n = u.size(0)
         h = sphere_projection(torch.cat([u, v]), self.tau)
-        index = torch.arange(n, device=h.device)
-        target, count = self.memory.read(index, epoch)
-        self.memory.write(index, 0.5 * (h[:n] + h[n:]).detach(), epoch)
-        nodes = index[count > 0]
+        rows = torch.arange(n, device=h.device) if index is None else index
+        target, count = self.memory.read(rows, epoch)
+        self.memory.write(rows, 0.5 * (h[:n] + h[n:]).detach(), epoch)
+        nodes = torch.arange(n, device=h.device)[count > 0]
         if nodes.numel() == 0:
             return h.sum() * 0.0
         src = (2 * n + nodes).repeat(2)
         edge_index = torch.stack([src, torch.cat([nodes, nodes + n])])
         edge_weight = torch.full((edge_index.size(1),), self.weight, dtype=h.dtype, device=h.device)
-        x = torch.cat([h, target.to(h.dtype)])
+        target = target.to(h.dtype)
+        x = torch.cat([h, target])
         with torch.no_grad(), trusted_inputs():
             step = self.conv.step(x, edge_index, edge_weight)[: 2 * n]
         value = -(self.weight * (h[nodes] * target[nodes]).sum()
                   + self.weight * (h[nodes + n] * target[nodes]).sum())
 
         def step_fn(h: Tensor) -> Tensor:  # the targets are memory rows: constants, as in L_ms
-            return self.conv.step(torch.cat([h, target.to(h.dtype)]), edge_index,
-                                  edge_weight)[: 2 * n]
+            return self.conv.step(torch.cat([h, target]), edge_index, edge_weight)[: 2 * n]
 
         return descent_loss(h, step, self.conv.alpha, value, step_fn) / (2 * n)

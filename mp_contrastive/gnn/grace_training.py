@@ -37,6 +37,7 @@ from mp_contrastive.gnn.augment import GraphAugment
 from mp_contrastive.gnn.grace_config import VARIANTS, GRACEConfig
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
+from mp_contrastive.gnn.minibatch import train_grace_minibatch
 from mp_contrastive.gnn.training import linear_probe, seed_everything
 from mp_contrastive.losses import plain_nt_xent
 
@@ -51,6 +52,9 @@ def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,
                 evaluate: bool = True) -> dict[str, Any]:
     r"""Train a GRACE-style model on ``data`` and, with ``evaluate``, probe its frozen encoder
     linearly on the data's split (:func:`~mp_contrastive.gnn.linear_probe`).
+
+    With ``config.batch_size`` it trains in mini-batches
+    (:func:`~mp_contrastive.gnn.train_grace_minibatch`, which says what it returns).
 
     Returns ``test_acc``, ``val_acc`` (%), ``losses`` (per epoch), ``seconds``, ``path`` (the
     negatives' path, ``"dense"`` or ``"knn"``), ``embeddings`` and ``model``. ``progress(epoch,
@@ -71,6 +75,8 @@ def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,
             ``None``.
     """
     check_choice(config.variant, "variant", VARIANTS)
+    if config.batch_size is not None:
+        return train_grace_minibatch(config, data, seed, progress=progress, evaluate=evaluate)
     check_positive(config.lr, "lr")
     check_nonnegative(config.weight_decay, "weight_decay")
     eval_every = config.eval_every
