@@ -9,15 +9,23 @@ epochs; elsewhere GRACE's config.yaml. --config-yaml runs GRACE's own settings a
     python examples/planetoid_grace.py --datasets Cora CiteSeer --variants vanilla attention \\
         multistage --num-seeds 10 --out runs/planetoid_grace
 
+Graphs past one batch train in mini-batches (--batch-size; PyG's NeighborLoader where pyg-lib or
+torch-sparse is installed, else RandomNodeLoader) on any graph of mp_contrastive.gnn.load_graph:
+
+    python examples/planetoid_grace.py --datasets SBM-1000000 --variants vanilla --num-seeds 1 \
+        --batch-size 131072 --epochs 3 --eval-every 0 --out runs/grace_sbm
+
 Results are stored per run in <out>/results.json; an interrupted call resumes from there.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from mp_contrastive.cli import (
     ArgumentParser,
+    argument_error,
     make_parser,
     nonnegative_float,
     nonnegative_int,
@@ -25,7 +33,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
+from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig, train_grace
 from mp_contrastive.gnn.experiment import (
     ResultStore,
     add_graph_arguments,
@@ -37,11 +45,12 @@ from mp_contrastive.gnn.experiment import (
     setup_threads,
 )
 from mp_contrastive.gnn.grace_config import VARIANTS
+from mp_contrastive.gnn.minibatch import SAMPLERS
 
 
 def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__)
-    add_graph_arguments(parser, "runs/planetoid_grace")
+    add_graph_arguments(parser, "runs/planetoid_grace", any_graph=True)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="contrastive variants")
     parser.add_argument("--config-yaml", action="store_true",
@@ -62,6 +71,30 @@ def build_parser() -> ArgumentParser:
                         help="multi-stage: weight of the alignment with the stored epochs")
     parser.add_argument("--negatives", default="auto", choices=["auto", "dense", "knn"],
                         help="negatives: the dense graph, the kNN path, or auto by size")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="train in mini-batches of this many seed nodes (default: the whole "
+                             "graph at once); the last epoch's encoder is probed (the Cora "
+                             "preset's selection by probe is full-batch only) and kNN edges are "
+                             "searched in every batch (the PubMed preset's refresh is not used)")
+    parser.add_argument("--sampler", default="auto", choices=list(SAMPLERS),
+                        help="mini-batches: neighbor = PyG's NeighborLoader (needs pyg-lib or "
+                             "torch-sparse), subgraph = RandomNodeLoader (induced subgraphs), "
+                             "auto = neighbor where it can run")
+    parser.add_argument("--num-neighbors", type=positive_int, nargs="+", default=[10, 10],
+                        help="mini-batches with the neighbor sampler: neighbours per hop")
+
+    def check(args: argparse.Namespace) -> None:
+        if args.batch_size is None:
+            for flag, value, default in (("--sampler", args.sampler, "auto"),
+                                         ("--num-neighbors", args.num_neighbors, [10, 10])):
+                if value != default:
+                    raise argument_error(flag, "it sets the mini-batches: add --batch-size")
+            return
+        if args.eval_every:
+            raise argument_error("--eval-every", "model selection by probe is full-batch only: "
+                                                 "leave it out with --batch-size")
+
+    parser.add_check(check)
     return parser
 
 
@@ -69,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_threads(args.threads)
     started = time.perf_counter()
-    datasets = load_datasets(args.datasets, args.data_root, args.download)
+    datasets = load_datasets(args.datasets, args.data_root, args.download, seed=args.seed)
     overrides = {"beta": args.beta, "attention_normalize": args.attention,
                  "num_stages": args.num_stages, "multistage_weight": args.multistage_weight,
                  "negatives": args.negatives}
@@ -77,13 +110,18 @@ def main(argv: list[str] | None = None) -> None:
         overrides["epochs"] = args.epochs
     if args.eval_every is not None:
         overrides["eval_every"] = args.eval_every or None
+    if args.batch_size is not None:  # as --help says: no probe selection, fresh kNN edges
+        overrides.update(batch_size=args.batch_size, sampler=args.sampler,
+                         num_neighbors=tuple(args.num_neighbors), knn_refresh=1, eval_every=None)
     presets = GRACE_CONFIG_YAML if args.config_yaml else GRACE_PRESETS
     store = ResultStore(args.out, {"overrides": overrides, "config_yaml": args.config_yaml})
     seeds = range(args.seed, args.seed + args.num_seeds)
     rows = []
     for name, data in datasets.items():
         for variant in args.variants:
-            config = presets[name].replace(variant=variant, **overrides)
+            # Graphs without a preset (Amazon, Coauthor, WikiCS, ogbn-arxiv, SBM) take GRACE's
+            # defaults (config.yaml's Cora settings) unless overridden.
+            config = presets.get(name, GRACEConfig()).replace(variant=variant, **overrides)
             runs = []
             for seed in seeds:
                 key = f"{name}/{variant}/{seed}"

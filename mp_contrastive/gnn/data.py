@@ -1,5 +1,7 @@
-r"""Node-classification graphs: the Planetoid citation graphs (public split) and a planted-partition
-graph of PubMed's size for scale and memory measurements.
+r"""Node-classification graphs: the Planetoid citation graphs (public split), the larger graphs
+graph contrastive learning is benchmarked on (Amazon, Coauthor, WikiCS, ogbn-arxiv; downloaded by
+PyG or ``ogb`` on a user's machine), and planted-partition graphs of any size for scale and memory
+measurements.
 
 PyG's :class:`~torch_geometric.datasets.Planetoid` writes ``processed/`` next to ``raw/``, so raw
 files found in a read-only data folder are first copied into a cache folder
@@ -27,6 +29,8 @@ __all__ = [
     "default_cache_dir",
     "load_planetoid",
     "planted_partition_graph",
+    "GRAPH_DATASETS",
+    "load_graph",
 ]
 
 PLANETOID_NAMES = ("Cora", "CiteSeer", "PubMed")
@@ -167,3 +171,98 @@ def planted_partition_graph(num_nodes: int = PUBMED_SIZE["num_nodes"],
     return Data(x=x, edge_index=edge_index, y=y, train_mask=masks[0], val_mask=masks[1],
                 test_mask=masks[2])
 
+
+
+#: What :func:`load_graph` loads: the Planetoid graphs (public split), PyG's ``Amazon``,
+#: ``Coauthor`` and ``WikiCS`` datasets, ``ogbn-arxiv`` (through ``ogb``), and ``SBM-<nodes>``
+#: planted-partition graphs (e.g. ``SBM-1000000``; PubMed's features and classes).
+GRAPH_DATASETS = (*PLANETOID_NAMES, "Amazon-Computers", "Amazon-Photo", "Coauthor-CS",
+                  "Coauthor-Physics", "WikiCS", "ogbn-arxiv", "SBM-<nodes>")
+
+
+def _downloaded(family: str, name: str, cache: Path, download: bool) -> Path:
+    """``cache/family/name``, where PyG keeps the dataset; it must exist unless ``download``."""
+    folder = cache / family / name
+    if not download and not folder.exists():
+        raise FileNotFoundError(f"{family} {name} is not in the cache '{folder}'; pass "
+                                f"download=True (--download) to let PyG fetch it")
+    return folder
+
+
+def _random_split(data: Data, seed: int) -> Data:
+    """GRACE's protocol for graphs without a public split: 10% training, 10% validation, 80% test
+    nodes, drawn from ``seed`` (PyG's ``RandomNodeSplit``)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return T.RandomNodeSplit("train_rest", num_val=0.1, num_test=0.8)(data)
+
+
+def load_graph(name: str, root: str | Path | None = None, *, cache_dir: str | Path | None = None,
+               download: bool = False, seed: int = 0) -> Data:
+    r"""A node-classification graph by name (:data:`GRAPH_DATASETS`) as a
+    :class:`~torch_geometric.data.Data` with ``x``, undirected ``edge_index``, ``y`` and
+    ``train_mask`` / ``val_mask`` / ``test_mask``.
+
+    Planetoid graphs come from :func:`load_planetoid` (public split, ``root`` as there). Amazon
+    and Coauthor have no public split: GRACE's random 10% / 10% / 80% split from ``seed``. WikiCS
+    keeps its own split number ``seed % 20`` (its 20 training / validation splits, one test
+    set). ``ogbn-arxiv`` (needs ``pip install ogb``) keeps OGB's time split. PyG (or ``ogb``)
+    downloads these into ``cache_dir`` with ``download=True``. ``SBM-<nodes>`` is
+    :func:`planted_partition_graph` with that many nodes, PubMed's features and classes and
+    average degree 10, drawn from ``seed``.
+
+    Raises:
+        ValueError: an unknown name. FileNotFoundError: data not in the cache and no
+            ``download``. ImportError: ``ogbn-arxiv`` without ``ogb``. OSError: a download that
+            failed (offline), with what to do.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"'name' must be a str, one of {GRAPH_DATASETS}, got {type(name).__name__}")
+    if name.lower() in (n.lower() for n in PLANETOID_NAMES):
+        return load_planetoid(name, root, cache_dir=cache_dir, download=download)
+    if name.upper().startswith("SBM-"):
+        size = name[4:].replace("_", "")
+        if not size.isdigit() or int(size) < 2000:
+            raise ValueError(f"'name' SBM-<nodes> needs a whole number of nodes >= 2000, got "
+                             f"{name!r}")
+        n = int(size)
+        return planted_partition_graph(n, PUBMED_SIZE["num_features"], PUBMED_SIZE["num_classes"],
+                                       5 * n, seed=seed)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    from torch_geometric import datasets
+
+    try:
+        if name in ("Amazon-Computers", "Amazon-Photo", "Coauthor-CS", "Coauthor-Physics"):
+            family, short = name.split("-")
+            folder = _downloaded(family, short, cache, download)
+            data = getattr(datasets, family)(str(folder.parent), short,
+                                             transform=T.NormalizeFeatures())[0]
+            return _random_split(data, seed)
+        if name == "WikiCS":
+            folder = _downloaded("WikiCS", "WikiCS", cache, download)
+            data = datasets.WikiCS(str(folder), is_undirected=True)[0]
+            split = seed % data.train_mask.size(1)
+            data.train_mask, data.val_mask = data.train_mask[:, split], data.val_mask[:, split]
+            return data
+        if name == "ogbn-arxiv":
+            try:
+                from ogb.nodeproppred import PygNodePropPredDataset
+            except ImportError:
+                raise ImportError("ogbn-arxiv needs the ogb package: pip install ogb") from None
+            folder = _downloaded("OGB", "ogbn_arxiv", cache, download)
+            dataset = PygNodePropPredDataset("ogbn-arxiv", root=str(folder.parent))
+            data = dataset[0]
+            data.edge_index = to_undirected(data.edge_index, num_nodes=data.num_nodes)
+            data.y = data.y.view(-1)
+            for key, index in zip(("train_mask", "val_mask", "test_mask"),
+                                  dataset.get_idx_split().values(), strict=True):
+                mask = torch.zeros(data.num_nodes, dtype=torch.bool)
+                mask[index] = True
+                data[key] = mask
+            return data
+    except OSError as error:  # urllib's URLError is an OSError: offline, refused, DNS
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise OSError(f"downloading {name} failed ({error}); the machine may be offline: copy "
+                      f"the dataset into '{cache}' from a machine that has it") from None
+    raise ValueError(f"'name' must be one of {GRAPH_DATASETS}, got {name!r}")

@@ -4,6 +4,7 @@ tables."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -16,11 +17,12 @@ from torch_geometric.data import Data
 
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive.cli import DATA_ENV, ArgumentParser, add_common_arguments, positive_int
-from mp_contrastive.gnn.data import PLANETOID_NAMES, load_planetoid
+from mp_contrastive.gnn.data import GRAPH_DATASETS, PLANETOID_NAMES, load_graph, load_planetoid
 
 __all__ = [
     "DATA_LAYOUT",
     "add_graph_arguments",
+    "graph_name",
     "setup_threads",
     "load_datasets",
     "ResultStore",
@@ -34,11 +36,32 @@ __all__ = [
 DATA_LAYOUT = "Planetoid/<Name>/raw"
 
 
-def add_graph_arguments(parser: ArgumentParser, default_out: str) -> None:
+def graph_name(text: str) -> str:
+    """A name :func:`~mp_contrastive.gnn.data.load_graph` knows (``SBM-<nodes>`` included)."""
+    known = [n for n in GRAPH_DATASETS if n != "SBM-<nodes>"]
+    for name in known:
+        if text.lower() == name.lower():
+            return name
+    if text.upper().startswith("SBM-") and text[4:].replace("_", "").isdigit() \
+            and int(text[4:].replace("_", "")) >= 2000:
+        return "SBM-" + text[4:].replace("_", "")
+    raise argparse.ArgumentTypeError(f"unknown graph {text!r}: one of {', '.join(known)}, or "
+                                     f"SBM-<nodes> with at least 2000 nodes (e.g. SBM-1000000)")
+
+
+def add_graph_arguments(parser: ArgumentParser, default_out: str,
+                        any_graph: bool = False) -> None:
     """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and
-    ``--datasets --num-seeds --threads``."""
-    parser.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer"],
-                        choices=PLANETOID_NAMES, help="Planetoid graphs (PubMed needs --download)")
+    ``--datasets --num-seeds --threads``; ``--datasets`` takes the Planetoid graphs, or with
+    ``any_graph`` every graph :func:`~mp_contrastive.gnn.data.load_graph` loads."""
+    if any_graph:
+        parser.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer"], type=graph_name,
+                            help=f"graphs: {', '.join(GRAPH_DATASETS)} (all but Cora, CiteSeer "
+                                 f"and SBM need --download on first use; ogbn-arxiv needs ogb)")
+    else:
+        parser.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer"],
+                            choices=PLANETOID_NAMES,
+                            help="Planetoid graphs (PubMed needs --download)")
     parser.add_argument("--num-seeds", type=positive_int, default=10, help="seeds per row (n)")
     add_common_arguments(parser, default_out=default_out, data_layout=DATA_LAYOUT,
                          out_help="output folder (results.json, tables)",
@@ -55,11 +78,16 @@ def setup_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def load_datasets(names: Sequence[str], root: str | None, download: bool) -> dict[str, Data]:
-    """The Planetoid graphs ``names``; missing data is a ``FileNotFoundError`` worded for the
-    command line (``--data-root``, ``$MP_CONTRASTIVE_DATA``, ``--download``)."""
+def load_datasets(names: Sequence[str], root: str | None, download: bool,
+                  seed: int = 0) -> dict[str, Data]:
+    """The graphs ``names`` (:func:`~mp_contrastive.gnn.data.load_graph`; ``seed`` draws random
+    splits and synthetic graphs); missing Planetoid data is a ``FileNotFoundError`` worded for
+    the command line (``--data-root``, ``$MP_CONTRASTIVE_DATA``, ``--download``)."""
     datasets = {}
     for name in names:
+        if name not in PLANETOID_NAMES:
+            datasets[name] = load_graph(name, root, download=download, seed=seed)
+            continue
         try:
             datasets[name] = load_planetoid(name, root, download=download)
         except FileNotFoundError:

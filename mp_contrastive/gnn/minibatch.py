@@ -39,6 +39,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -123,8 +124,10 @@ def embed_nodes(model: nn.Module, data: Data) -> Tensor:
     adjacency as a sparse CSR ``adj_t`` (a fused sparse-dense product: no ``[E, C]`` messages, so
     a million-node graph fits where its edge list of messages would not)."""
     n = data.num_nodes
-    adj_t = to_torch_csr_tensor(data.edge_index.flip(0), size=(n, n))  # rows = targets
-    return model(data.x, adj_t)
+    with warnings.catch_warnings():  # the CSR layout's "beta" notice
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+        adj_t = to_torch_csr_tensor(data.edge_index.flip(0), size=(n, n))  # rows = targets
+        return model(data.x, adj_t)
 
 
 def _encode_views(model: nn.Module, views: list[GraphAugment], batch: Data,

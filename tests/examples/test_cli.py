@@ -72,7 +72,11 @@ CASES = {
         (["--variants", "plain"], "--variants"), (["--epochs", "0"], "--epochs"),
         (["--eval-every", "-1"], "--eval-every"), (["--beta", "-1"], "--beta"),
         (["--attention", "all"], "--attention"), (["--num-stages", "0"], "--num-stages"),
-        (["--multistage-weight", "0"], "--multistage-weight"), (["--negatives", "none"], "--negatives")],
+        (["--multistage-weight", "0"], "--multistage-weight"), (["--negatives", "none"], "--negatives"),
+        (["--batch-size", "0"], "--batch-size"), (["--sampler", "random"], "--sampler"),
+        (["--sampler", "subgraph"], "--sampler"), (["--num-neighbors", "5"], "--num-neighbors"),
+        (["--batch-size", "64", "--eval-every", "5"], "--eval-every"),
+        (["--datasets", "SBM-10"], "--datasets"), (["--datasets", "Amazon"], "--datasets")],
     "synthetic_dynamics": [
         (["--seed", "-1"], "--seed"), (["--num-classes", "1"], "--num-classes"),
         (["--nodes-per-class", "1"], "--nodes-per-class"), (["--intra-prob", "0"], "--intra-prob"),
