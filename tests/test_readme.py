@@ -126,6 +126,13 @@ def memory_bank_recipe() -> dict:
     return namespace
 
 
+def test_pyg_page_example_prints_what_the_page_shows():
+    text = (DOCS / "pyg.md").read_text()
+    _, printed = run_snippet(code_after(text, "## Bipartite inputs"), "pyg_page")
+    shown = code_after(text, "prints", language="")
+    assert printed.strip() == shown.strip()
+
+
 def test_memory_bank_recipe_runs_as_written():
     namespace = memory_bank_recipe()
     loss_fn, z0 = namespace["loss_fn"], namespace["z0"]
