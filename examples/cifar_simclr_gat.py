@@ -32,13 +32,13 @@ from mp_contrastive.cli import (
     positive_float,
     run_cli,
 )
+from mp_contrastive.distributed import setup_distributed
 from mp_contrastive.vision import ProjectionHead, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_image_arguments,
     load_splits,
     preset_help,
     resolve_preset,
-    setup_distributed,
     train_and_evaluate,
 )
 from mp_contrastive.vision.methods import ATTENTION_MODES, SimCLRMethod

@@ -13,7 +13,10 @@ Graphs past one batch train in mini-batches (--batch-size; PyG's NeighborLoader 
 torch-sparse is installed, else RandomNodeLoader) on any graph of mp_contrastive.gnn.load_graph:
 
     python examples/planetoid_grace.py --datasets SBM-1000000 --variants vanilla --num-seeds 1 \
-        --batch-size 131072 --epochs 3 --eval-every 0 --out runs/grace_sbm
+        --batch-size 131072 --epochs 3 --out runs/grace_sbm
+
+and in several processes (DDP, gloo on the CPU): torchrun --nproc-per-node 2
+examples/planetoid_grace.py --batch-size ... (each rank takes a share of every epoch's nodes).
 
 Results are stored per run in <out>/results.json; an interrupted call resumes from there.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from mp_contrastive._files import write_text_atomic
 from mp_contrastive.cli import (
     ArgumentParser,
     argument_error,
@@ -33,6 +37,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
+from mp_contrastive.distributed import rank_and_world, setup_distributed
 from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig, train_grace
 from mp_contrastive.gnn.experiment import (
     ResultStore,
@@ -101,6 +106,11 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_threads(args.threads)
+    setup_distributed("cpu")  # under torchrun: a gloo process group
+    rank, world = rank_and_world()
+    if world > 1 and args.batch_size is None:
+        raise SystemExit("error: several processes (torchrun) need --batch-size: full-batch "
+                         "training runs in one process")
     started = time.perf_counter()
     datasets = load_datasets(args.datasets, args.data_root, args.download, seed=args.seed)
     overrides = {"beta": args.beta, "attention_normalize": args.attention,
@@ -114,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
         overrides.update(batch_size=args.batch_size, sampler=args.sampler,
                          num_neighbors=tuple(args.num_neighbors), knn_refresh=1, eval_every=None)
     presets = GRACE_CONFIG_YAML if args.config_yaml else GRACE_PRESETS
-    store = ResultStore(args.out, {"overrides": overrides, "config_yaml": args.config_yaml})
+    settings = {"overrides": overrides, "config_yaml": args.config_yaml}
+    if world > 1:  # each rank trains on its share: not the runs of one process
+        settings["processes"] = world
+    store = ResultStore(args.out, settings, write=rank == 0)
     seeds = range(args.seed, args.seed + args.num_seeds)
     rows = []
     for name, data in datasets.items():
@@ -128,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
                 if key in store:
                     runs.append(store.runs[key])
                     continue
-                bar = progress_bar(config.epochs, f"{name} {variant} seed {seed}", args.no_progress)
+                bar = progress_bar(config.epochs, f"{name} {variant} seed {seed}",
+                                   args.no_progress or rank > 0)
 
                 def run(config=config, seed=seed, bar=bar, data=data) -> dict:  # noqa: ANN001
                     def tick(epoch: int, loss: float) -> None:
@@ -148,9 +162,10 @@ def main(argv: list[str] | None = None) -> None:
                          f"{mean_std(r['seconds'] for r in runs)[0]:.0f}"])
     table = markdown_table(["dataset", "variant", "test acc (%)", "val acc (%)", "seeds",
                             "negatives", "s / run"], rows)
-    (store.folder / "table.md").write_text(table + "\n")
-    print(table)
-    print(f"{time.perf_counter() - started:.0f} s; per-run results in {store.path}")
+    if rank == 0:
+        write_text_atomic(store.folder / "table.md", table + "\n")
+        print(table)
+        print(f"{time.perf_counter() - started:.0f} s; per-run results in {store.path}")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ process holding the whole batch.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["GatherLayer", "gather_with_grad", "gather_no_grad", "rank_and_world"]
+__all__ = ["GatherLayer", "gather_with_grad", "gather_no_grad", "rank_and_world", "setup_distributed"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -54,3 +56,18 @@ def gather_no_grad(x: Tensor) -> Tensor:
     out = [torch.zeros_like(x) for _ in range(world)]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out)
+
+
+def setup_distributed(device: str | None) -> torch.device:
+    """Initialise the process group under torchrun (NCCL on GPU, gloo on CPU); return the device."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+        if device.startswith("cuda"):
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local_rank)
+            return torch.device("cuda", local_rank)
+    return torch.device(device)

@@ -103,9 +103,11 @@ def load_datasets(names: Sequence[str], root: str | None, download: bool,
 
 class ResultStore:
     """Per-run results in ``<folder>/results.json``, keyed by strings, written after every run so
-    that an interrupted experiment resumes where it stopped (a finished key is not run again)."""
+    that an interrupted experiment resumes where it stopped (a finished key is not run again).
+    ``write=False`` (the other ranks of a torchrun job) reads the file but never writes it."""
 
-    def __init__(self, folder: str | Path, settings: dict[str, Any]) -> None:
+    def __init__(self, folder: str | Path, settings: dict[str, Any], write: bool = True) -> None:
+        self.write = write
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "results.json"
@@ -128,8 +130,9 @@ class ResultStore:
                 if stored.get("settings") == self.settings:
                     self.runs = {**stored.get("runs", {}), **self.runs}
             self.runs[key] = result
-            write_text_atomic(self.path, json.dumps({"settings": self.settings,
-                                                     "runs": self.runs}, indent=1))
+            if self.write:
+                write_text_atomic(self.path, json.dumps({"settings": self.settings,
+                                                         "runs": self.runs}, indent=1))
         return self.runs[key]
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from mp_contrastive.cli import (
     DATA_ENV,
@@ -36,7 +35,7 @@ from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
 __all__ = ["add_image_arguments", "preset_help", "augmentation", "dynamics_monitor",
            "train_and_evaluate", "resolve_preset",
-           "setup_distributed", "Splits", "load_splits",
+           "Splits", "load_splits",
            "train_config", "final_evaluation"]
 
 # Defaults a preset may override.
@@ -173,21 +172,6 @@ def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]])
     settings = _settings(args, presets, name)
     settings["preset"] = name
     return settings
-
-
-def setup_distributed(device: str | None) -> torch.device:
-    """Initialise the process group under torchrun (NCCL on GPU, gloo on CPU); return the device."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend)
-        if device.startswith("cuda"):
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local_rank)
-            return torch.device("cuda", local_rank)
-    return torch.device(device)
 
 
 @dataclass
