@@ -121,3 +121,20 @@ def test_ctrl_c_is_one_line_and_status_130(capsys):
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("interrupted:") and "--resume" in err
+
+
+def test_a_run_stopped_by_sigterm_is_its_message_and_status_143(capsys):
+    import signal
+
+    from mp_contrastive._signals import Interrupted
+    from mp_contrastive.cli import run_cli
+
+    def stopped():
+        raise Interrupted("stopped by SIGTERM; checkpoint written to 'x': continue with --resume",
+                          signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(stopped)
+    assert exit_info.value.code == 143
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted: stopped by SIGTERM")

@@ -88,11 +88,12 @@ class TrainingLogs:
             boards["epoch"].log(epoch, {k: record[k] for k in ("loss", "knn_top1") if k in record})
             boards["epoch"].flush()
 
-    def truncate(self, epoch: int, steps_per_epoch: int) -> None:
-        """Drop the rows after a checkpoint taken at the end of ``epoch`` epochs (an interrupted
-        epoch is redone)."""
+    def truncate(self, steps: int, epochs: int) -> None:
+        """Keep the rows of the first ``steps`` steps and ``epochs`` epochs, those a checkpoint
+        holds: a resumed run redoes what came after it (from an epoch's end or from within an
+        epoch) and must not log it twice."""
         if self.rank != 0:
             return
-        for name, below in (("steps.csv", epoch * steps_per_epoch), ("epochs.csv", epoch + 1)):
+        for name, below in (("steps.csv", steps), ("epochs.csv", epochs + 1)):
             if (self.out_dir / name).is_file():
                 self._file(name).truncate(below)
