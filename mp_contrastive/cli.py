@@ -107,13 +107,16 @@ def run_cli(main: Callable[[], object]) -> None:
     does not fit, a setting the library rejects) is printed as one line, exit status 2; Ctrl-C is
     one line too, exit status 130, as is a run stopped by SIGINT or SIGTERM after saving a
     checkpoint (:class:`~mp_contrastive._signals.Interrupted`: its message, status 128 + the
-    signal's number). Anything else keeps its traceback: the arguments were validated when
-    parsed, so it is a bug."""
+    signal's number), and an ``OSError`` (a full disk: exit status 1). Anything else keeps its
+    traceback: the arguments were validated when parsed, so it is a bug."""
     try:
         main()
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # the machine's fault, not the code's: a full disk, a lost folder
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except Interrupted as stopped:  # a checkpoint was written: say where, and how to go on
         print(f"interrupted: {stopped}", file=sys.stderr)
         sys.exit(stopped.exit_status)

@@ -138,3 +138,16 @@ def test_a_run_stopped_by_sigterm_is_its_message_and_status_143(capsys):
     assert exit_info.value.code == 143
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("interrupted: stopped by SIGTERM")
+
+
+def test_an_os_error_is_one_line_and_status_1(capsys):
+    from mp_contrastive.cli import run_cli
+
+    def full_disk():
+        raise OSError(28, "could not write the checkpoint 'x' (No space left on device)")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(full_disk)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err

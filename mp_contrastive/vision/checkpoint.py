@@ -53,8 +53,13 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
         previous = _digests(sums)
         if previous and previous[0] != digest:  # the checkpoint now in place, until the rename
             lines.append(f"{previous[0]}  {path.name}")
-    return write_bytes_atomic(path, data, before_replace=lambda: write_text_atomic(
-        sums, "\n".join(lines) + "\n"))
+    try:
+        return write_bytes_atomic(path, data, before_replace=lambda: write_text_atomic(
+            sums, "\n".join(lines) + "\n"))
+    except OSError as error:  # a full disk, a folder gone: say which file, and that none is lost
+        reason = error.strerror or str(error)
+        raise OSError(error.errno, f"could not write the checkpoint '{path}' ({reason}); the "
+                                   f"previous checkpoint, if any, is intact") from error
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -120,7 +125,7 @@ class SettingsMismatch(ValueError):
                  name: Callable[[str], str] = str) -> None:
         self.path = path
         self.differences = differences
-        listed = "; ".join(f"{name(key)}: stored {_shown(stored)}, now {_shown(now)}"
+        listed = "; ".join(f"{name(key)}: stored {stored!r}, now {now!r}"
                            for key, (stored, now) in differences.items())
         super().__init__(
             f"cannot resume from '{path}': it was written by a run with other settings "
@@ -139,10 +144,6 @@ class _Missing:
 
 #: Stands for a setting one side of a comparison lacks.
 MISSING: Any = _Missing()
-
-
-def _shown(value: Any) -> str:
-    return repr(value)
 
 
 def compare_settings(stored: Mapping[str, Any], now: Mapping[str, Any], path: Path) -> None:

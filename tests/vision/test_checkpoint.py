@@ -119,3 +119,19 @@ def test_every_differing_setting_is_listed(tmp_path):
     renamed = error.value.renamed(lambda key: "--" + key)
     assert "--temperature: stored 0.2" in str(renamed) and renamed.differences == error.value.differences
     compare_settings(stored, dict(stored), tmp_path / "checkpoint.pt")  # the same: no error
+
+
+def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(state(1.0), path)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="could not write the checkpoint") as error:
+        save_checkpoint(state(2.0), path)
+    assert str(path) in str(error.value) and "No space left" in str(error.value)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["weights"], torch.full((64,), 1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "checkpoint.pt.sha256"]
