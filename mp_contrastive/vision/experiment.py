@@ -123,8 +123,8 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                              "refused, with every difference listed, when a setting that changes "
                              "the run differs from the stored one (all but "
                              + ", ".join(f"--{name.replace('_', '-')}" for name in
-                                         sorted(RESUME_MAY_CHANGE - {"resume"}))
-                             + " and the device index)")
+                                         sorted(RESUME_MAY_CHANGE - {"resume", "device"}))
+                             + ", and --device within one device type)")
     parser.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="N",
                         help="also write a checkpoint every N optimiser steps within an epoch "
                              "(0: at each epoch's end only); --resume continues from the last "
@@ -280,8 +280,8 @@ def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits
         resume(trainer, args)
     # Only now: the monitor opens its files when it is built, and a failed resume writes nothing.
     trainer.dynamics = dynamics_monitor(args, out_dir, temperature)
-    if trainer.dynamics is not None and trainer.rank == 0:
-        trainer.dynamics.truncate_logs(trainer.step)
+    if args.resume and trainer.dynamics is not None and trainer.rank == 0:
+        trainer.dynamics.truncate_logs(trainer.step)  # its rows after the checkpoint are redone
     _print0(f"{description} on {len(splits.train)} {settings['dataset']} images, "
             f"{settings['arch']} width {settings['width']}, batch {settings['batch_size']}, "
             f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}")
