@@ -203,6 +203,11 @@ class Trainer:
         state = self.state_dict()
         if self.rank != 0:
             return
+        # The logs first: a kill after the checkpoint then loses none of the rows it holds (a
+        # resume drops the ones after it).
+        self.logs.flush()
+        if self.dynamics is not None:
+            self.dynamics.flush()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_checkpoint(state, self.checkpoint_path)
 

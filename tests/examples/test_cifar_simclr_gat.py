@@ -156,6 +156,17 @@ def wait_for_rows(path: Path, rows: int, process: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
+def board(folder: Path) -> list[tuple[str, int, float]]:
+    """Every TensorBoard scalar of a run but its throughput, sorted: a step logged twice shows."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    return sorted((value.tag, event.step, make_ndarray(value.tensor).item())
+                  for path in (folder / "tensorboard").glob("events.out.tfevents.*")
+                  for event in EventFileLoader(str(path)).Load() for value in event.summary.value
+                  if value.tag != "train/images_per_s")
+
+
 FIGURES = ("knn_top1_initial", "knn_top1_per_epoch", "loss_per_epoch", "linear_probe", "settings")
 
 
@@ -172,7 +183,8 @@ def test_stopped_within_an_epoch_and_resumed_equals_an_uninterrupted_run(data_ro
                                                                         uninterrupted, signum):
     """SIGTERM: the run checkpoints at its step and exits 143 with one line. SIGKILL: nothing is
     saved, the run resumes from its last --checkpoint-every checkpoint. Either way the resumed
-    run's logged rows and final figures are those of the uninterrupted run."""
+    run's logged rows (CSV and TensorBoard) and final figures are those of the uninterrupted
+    run."""
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, str(SCRIPT), *FAULT, "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -203,3 +215,4 @@ def test_stopped_within_an_epoch_and_resumed_equals_an_uninterrupted_run(data_ro
     assert {k: results[k] for k in FIGURES} == {k: expected[k] for k in FIGURES}
     for name in ("steps.csv", "epochs.csv", "dynamics.csv"):
         assert logged(out, name) == logged(uninterrupted, name), name
+    assert board(out) == board(uninterrupted)

@@ -119,12 +119,25 @@ def logged(folder, name, drop=("images_per_s", "seconds")):
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(file)]
 
 
+def board(folder):
+    """Every TensorBoard scalar but the throughput, sorted: a step logged twice shows."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    return sorted((value.tag, event.step, make_ndarray(value.tensor).item())
+                  for path in (folder / "tensorboard").glob("events.out.tfevents.*")
+                  for event in EventFileLoader(str(path)).Load() for value in event.summary.value
+                  if value.tag != "train/images_per_s")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(cifar_subset, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
-    trainer = make_trainer(cifar_subset, out, epochs=2)
+    trainer = make_trainer(cifar_subset, out, epochs=2, tensorboard=True)
     trainer.dynamics = DynamicsMonitor(every=3, log_dir=out, temperature=0.5)
     trainer.fit()
+    trainer.logs.flush()
+    trainer.dynamics.flush()
     return trainer, out
 
 
@@ -136,21 +149,25 @@ def test_a_run_interrupted_within_an_epoch_resumes_bit_for_bit(cifar_subset, tmp
     resumed run's losses, weights, kNN figures and logged rows equal the uninterrupted run's."""
     reference, reference_out = uninterrupted
     handler = signal.getsignal(signal.SIGTERM)
-    trainer = make_trainer(cifar_subset, tmp_path, epochs=2, checkpoint_every=3)
+    trainer = make_trainer(cifar_subset, tmp_path, epochs=2, checkpoint_every=3, tensorboard=True)
     trainer.dynamics = DynamicsMonitor(every=3, log_dir=tmp_path, temperature=0.5)
     trainer.callbacks.append(stop_at(10, how))
     with pytest.raises(Interrupted if how == "sigterm" else RuntimeError) as stopped:
         trainer.fit()
+    trainer.logs.flush()  # what reached the disk before the kill, past the checkpoint too
+    trainer.dynamics.flush()
     assert signal.getsignal(signal.SIGTERM) is handler  # put back
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert (state["epoch"], state["step_in_epoch"]) == ((1, 3) if how == "sigterm" else (1, 1))
     if how == "sigterm":
         assert stopped.value.exit_status == 143 and "step 3/8 of epoch 2" in str(stopped.value)
 
-    resumed = make_trainer(cifar_subset, tmp_path, epochs=2, checkpoint_every=3)
+    resumed = make_trainer(cifar_subset, tmp_path, epochs=2, checkpoint_every=3, tensorboard=True)
     resumed.dynamics = DynamicsMonitor(every=3, log_dir=tmp_path, temperature=0.5, resume=True)
     resumed.resume()
     history = resumed.fit()
+    resumed.logs.flush()
+    resumed.dynamics.flush()
     assert history["step_loss"] == reference.history["step_loss"]  # bit for bit
     assert [e["knn_top1"] for e in history["epochs"]] == [
         e["knn_top1"] for e in reference.history["epochs"]]
@@ -158,6 +175,7 @@ def test_a_run_interrupted_within_an_epoch_resumes_bit_for_bit(cifar_subset, tmp
     assert all(torch.equal(weights[key], expected[key]) for key in expected)
     for name in ("steps.csv", "epochs.csv", "dynamics.csv"):
         assert logged(tmp_path, name) == logged(reference_out, name), name
+    assert board(tmp_path) == board(reference_out)  # TensorBoard too: no step twice, none lost
 
 
 def make_simsiam(data, out_dir, multistage="official"):
