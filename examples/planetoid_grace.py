@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from mp_contrastive._files import write_text_atomic
 from mp_contrastive.cli import (
     ArgumentParser,
     make_parser,
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{mean_std(r['seconds'] for r in runs)[0]:.0f}"])
     table = markdown_table(["dataset", "variant", "test acc (%)", "val acc (%)", "seeds",
                             "negatives", "s / run"], rows)
-    (store.folder / "table.md").write_text(table + "\n")
+    write_text_atomic(store.folder / "table.md", table + "\n")
     print(table)
     print(f"{time.perf_counter() - started:.0f} s; per-run results in {store.path}")
 

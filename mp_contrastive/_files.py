@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["write_text_atomic", "write_bytes_atomic"]
+__all__ = ["write_text_atomic", "write_bytes_atomic", "save_figure_atomic"]
 
 
 def write_bytes_atomic(path: str | Path, data: bytes,
@@ -36,3 +38,12 @@ def write_bytes_atomic(path: str | Path, data: bytes,
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """:func:`write_bytes_atomic` for text (UTF-8)."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_figure_atomic(figure: Any, path: str | Path, **kwargs: Any) -> Path:
+    """A matplotlib figure's ``savefig`` into memory (the format from ``path``'s suffix), then
+    :func:`write_bytes_atomic`: a kill never leaves half a plot."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=path.suffix.lstrip(".") or None, **kwargs)
+    return write_bytes_atomic(path, buffer.getvalue())
