@@ -52,6 +52,7 @@ PERF = {
     "affinity": ["--quick"],
     "memory_bank": [],
     "gnn": ["--grace"],
+    "layer_overhead": ["--threads", "1"],
 }
 
 

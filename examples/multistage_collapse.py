@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mp_contrastive._files import save_figure_atomic, write_text_atomic
 from mp_contrastive.cli import (
     ArgumentParser,
     add_common_arguments,
@@ -94,7 +95,7 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     axes[2].legend(fontsize=8)
     fig.suptitle("Multi-stage alignment alone (no predictor, no uniformity): larger k, less collapse?")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
 
 
 def build_parser() -> ArgumentParser:
@@ -141,8 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         f"| {r['k']} | {r['effective_rank']:.2f} | {r['projection_std']:.4f} | "
         f"{r['knn_top1']:.2f} | {r['final_loss']:.4f} |" for r in rows]
     table = "\n".join(lines)
-    (out / "table.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    write_text_atomic(out / "table.md", table + "\n")
+    write_text_atomic(out / "results.json", json.dumps({"args": vars(args), "rows": rows},
+                                                        indent=2))
     plot(rows, out / "collapse.png")
     print(table)
     print(f"random-init kNN top-1 {rows[0]['knn_top1_initial']:.2f}%; "

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from torch_geometric.data import Data
 
+from mp_contrastive._files import save_figure_atomic, write_text_atomic
 from mp_contrastive.cli import (
     ArgumentParser,
     argument_error,
@@ -88,7 +89,7 @@ def plot(rows: list[dict], datasets: list[str], affinity: str, path: Path, xlabe
     fig.suptitle("Oversmoothing: alignment alone collapses,\nuniformity keeps features apart",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
 
 
 def build_parser() -> ArgumentParser:
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             table_rows.append([name, label(scheme, args.affinity)] + cells)
     first = "layers" if trained else "propagation"
     table = markdown_table(["dataset", first] + [str(d) for d in args.depths], table_rows)
-    (store.folder / "table.md").write_text(table + "\n")
+    write_text_atomic(store.folder / "table.md", table + "\n")
     plot(summary, list(datasets), args.affinity, store.folder / "accuracy_vs_depth.png",
          "layers (trained)" if trained else "propagation steps")
     if trained:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from mp_contrastive._files import write_text_atomic
 from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
 from mp_contrastive.gnn.experiment import (
     ResultStore,
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{mean_std(r['seconds'] for r in results[(name, pyg)])[0]:.0f}"])
     table = markdown_table(["dataset", "model", "ours (%)", "PyG (%)", "ours - PyG", "published",
                             "s / run (ours / PyG)"], rows)
-    (store.folder / "table.md").write_text(table + "\n")
+    write_text_atomic(store.folder / "table.md", table + "\n")
     print(f"test accuracy at the best validation epoch, mean ± std over {len(seeds)} seeds "
           f"({seeds[0]}..{seeds[-1]})")
     print(table)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mp_contrastive._files import save_figure_atomic, write_text_atomic
 from mp_contrastive.dynamics import (
     algebraic_connectivity,
     alignment_contraction_bound,
@@ -405,7 +406,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("node j")
         ax.set_ylabel("node i")
         ax.legend(fontsize=8, loc="upper right")
-    fig.savefig(path, dpi=80)
+    save_figure_atomic(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     results = simulate(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "synthetic_dynamics.json").write_text(json.dumps(results))
+    write_text_atomic(args.out / "synthetic_dynamics.json", json.dumps(results))
     plot(results, args.out / "synthetic_dynamics.png")
     print(json.dumps(results["summary"], indent=1))
     print(f"wrote {args.out}/synthetic_dynamics.png and .json in "

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mp_contrastive._signals import Interrupted
 from mp_contrastive._validation import (
     check_choice,
     check_nonnegative,
@@ -104,16 +105,24 @@ def make_parser(doc: str | None, **kwargs: Any) -> ArgumentParser:
 def run_cli(main: Callable[[], object]) -> None:
     """Run a script's ``main``; a user error found after parsing (missing data, a checkpoint that
     does not fit, a setting the library rejects) is printed as one line, exit status 2; Ctrl-C is
-    one line too, exit status 130. Anything else keeps its traceback: the arguments were
-    validated when parsed, so it is a bug."""
+    one line too, exit status 130, as is a run stopped by SIGINT or SIGTERM after saving a
+    checkpoint (:class:`~mp_contrastive._signals.Interrupted`: its message, status 128 + the
+    signal's number), and an ``OSError`` (a full disk: exit status 1). Anything else keeps its
+    traceback: the arguments were validated when parsed, so it is a bug."""
     try:
         main()
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+    except OSError as error:  # the machine's fault, not the code's: a full disk, a lost folder
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as stopped:  # a checkpoint was written: say where, and how to go on
+        print(f"interrupted: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_status)
+    except KeyboardInterrupt:  # Ctrl-C outside training: one line, the shell's status for SIGINT
         print("interrupted: stopped before the end; the image examples resume from their last "
-              "checkpoint (written at each epoch's end) with --resume", file=sys.stderr)
+              "checkpoint with --resume", file=sys.stderr)
         sys.exit(130)
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mp_contrastive._files import write_bytes_atomic
+
 __all__ = ["MetricLogger", "MemoryLogger", "CSVLogger", "TensorBoardLogger",
-           "tensorboard_available"]
+           "tensorboard_available", "truncate_tensorboard"]
 
 
 @runtime_checkable
@@ -115,6 +118,9 @@ class TensorBoardLogger:
             needs the ``tensorboard`` package), or an existing writer with ``add_scalar`` (e.g. the
             trainer's own, so the dynamics land in the same event files).
         prefix (str): tag prefix (default ``"dynamics"``).
+
+    Attributes:
+        log_dir (Path or None): the folder of the writer it created, ``None`` for a given writer.
     """
 
     def __init__(self, target: Any, prefix: str = "dynamics") -> None:
@@ -125,8 +131,10 @@ class TensorBoardLogger:
                 raise ImportError("TensorBoardLogger with a log directory needs the 'tensorboard' "
                                   "package (pip install tensorboard)") from error
             self.writer, self._owned = SummaryWriter(str(target)), True
+            self.log_dir: Path | None = Path(target)
         elif callable(getattr(target, "add_scalar", None)):
             self.writer, self._owned = target, False
+            self.log_dir = None  # another's writer: its folder is its owner's business
         else:
             raise TypeError(f"'target' must be a log directory or a writer with add_scalar(), "
                             f"got {type(target).__name__}")
@@ -146,6 +154,46 @@ class TensorBoardLogger:
             self.writer.close()
         else:
             self.flush()
+
+
+def truncate_tensorboard(log_dir: str | os.PathLike, keep: Callable[[str, int], bool]) -> int:
+    """Drop from every TensorBoard event file in ``log_dir`` the scalars for which ``keep(tag,
+    step)`` is false: a run resumed from a checkpoint redoes the steps after it and must not show
+    them twice (TensorBoard would draw both). Each file that loses a value is rewritten whole
+    (temporary file, rename); the others, e.g. one a live writer still appends to, are left
+    alone. A record cut short by a kill is dropped. Returns the number of values dropped.
+
+    Needs the ``tensorboard`` package, which wrote the files; without event files it does
+    nothing."""
+    folder = Path(log_dir)
+    files = sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
+    if not files:
+        return 0
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    dropped = 0
+    for path in files:
+        records, before = [], dropped
+        for raw in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(raw)
+            values = [value for value in event.summary.value if keep(value.tag, event.step)]
+            if len(values) == len(event.summary.value):
+                records.append(raw)
+                continue
+            dropped += len(event.summary.value) - len(values)
+            if values:  # an event with several scalars keeps the others
+                del event.summary.value[:]
+                event.summary.value.extend(values)
+                records.append(event.SerializeToString())
+        if dropped > before:
+            buffer = io.BytesIO()
+            writer = RecordWriter(buffer)
+            for record in records:
+                writer.write(record)
+            write_bytes_atomic(path, buffer.getvalue())
+    return dropped
 
 
 def tensorboard_available() -> bool:

@@ -63,6 +63,7 @@ from mp_contrastive.loggers import (
     MetricLogger,
     TensorBoardLogger,
     tensorboard_available,
+    truncate_tensorboard,
 )
 
 __all__ = [
@@ -336,10 +337,21 @@ class DynamicsMonitor:
         return row
 
     def truncate_logs(self, below: int) -> None:
-        """Drop the CSV rows of steps ``>= below`` (a resumed run redoes them)."""
+        """Drop the CSV rows and the TensorBoard scalars (its own, in folders its loggers
+        opened) of steps ``>= below`` (a resumed run redoes them)."""
         for logger in self.loggers:
             if isinstance(logger, CSVLogger):
                 logger.truncate(below)
+            elif isinstance(logger, TensorBoardLogger) and logger.log_dir is not None:
+                mine = logger.prefix + "/"
+                truncate_tensorboard(logger.log_dir, lambda tag, step, mine=mine: (
+                    step < below or not tag.startswith(mine)))
+
+    def flush(self) -> None:
+        """Write what the loggers hold back (TensorBoard events) to disk."""
+        for logger in self.loggers:
+            if callable(getattr(logger, "flush", None)):
+                logger.flush()
 
     def close(self) -> None:
         for logger in self.loggers:

@@ -121,3 +121,33 @@ def test_ctrl_c_is_one_line_and_status_130(capsys):
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("interrupted:") and "--resume" in err
+
+
+def test_a_run_stopped_by_sigterm_is_its_message_and_status_143(capsys):
+    import signal
+
+    from mp_contrastive._signals import Interrupted
+    from mp_contrastive.cli import run_cli
+
+    def stopped():
+        raise Interrupted("stopped by SIGTERM; checkpoint written to 'x': continue with --resume",
+                          signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(stopped)
+    assert exit_info.value.code == 143
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted: stopped by SIGTERM")
+
+
+def test_an_os_error_is_one_line_and_status_1(capsys):
+    from mp_contrastive.cli import run_cli
+
+    def full_disk():
+        raise OSError(28, "could not write the checkpoint 'x' (No space left on device)")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(full_disk)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err

@@ -1,11 +1,11 @@
-"""Result files are replaced whole: a failure during the write leaves the old file as it was and
-no temporary file behind."""
+"""Result files (text, plots) are replaced whole: a failure during the write leaves the old file as
+it was and no temporary file behind."""
 
 import os
 
 import pytest
 
-from mp_contrastive._files import write_text_atomic
+from mp_contrastive._files import save_figure_atomic, write_text_atomic
 
 
 def test_write_replaces_whole_file(tmp_path):
@@ -28,3 +28,19 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         write_text_atomic(path, "new")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_a_figure_is_saved_whole_in_the_format_of_its_suffix(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure_atomic(fig, tmp_path / "plot.png", dpi=20)
+    save_figure_atomic(fig, tmp_path / "plot.svg")
+    plt.close(fig)
+    assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
+    assert b"<svg" in (tmp_path / "plot.svg").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "plot.svg"]

@@ -76,3 +76,34 @@ def test_memory_logger_and_protocol(tmp_path):
         assert isinstance(candidate, MetricLogger)
     with pytest.raises(TypeError, match="path"):
         CSVLogger(None)
+
+
+def scalars(folder):
+    """Every scalar in ``folder``'s event files as ``(tag, step, value)``, in file order."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    return [(value.tag, event.step, make_ndarray(value.tensor).item())
+            for path in sorted(folder.glob("events.out.tfevents.*"))
+            for event in EventFileLoader(str(path)).Load() for value in event.summary.value]
+
+
+def test_truncate_tensorboard_drops_what_a_resumed_run_redoes(tmp_path):
+    from mp_contrastive.loggers import truncate_tensorboard
+
+    logger = TensorBoardLogger(tmp_path, prefix="train")
+    for step in range(6):
+        logger.log(step, {"loss": float(step), "lr": 0.1})
+    epochs = TensorBoardLogger(logger.writer, prefix="epoch")
+    for epoch in (1, 2):
+        epochs.log(epoch, {"loss": float(epoch)})
+    logger.close()
+    assert logger.log_dir == tmp_path and epochs.log_dir is None
+    kept = scalars(tmp_path)
+    dropped = truncate_tensorboard(tmp_path, lambda tag, step: (
+        step <= 1 if tag.startswith("epoch/") else step < 4))
+    assert dropped == 2 * 2 + 1
+    assert scalars(tmp_path) == [row for row in kept if row[1] < (2 if row[0] == "epoch/loss"
+                                                                  else 4)]
+    assert truncate_tensorboard(tmp_path, lambda tag, step: True) == 0  # nothing left to drop
+    assert truncate_tensorboard(tmp_path / "none", lambda tag, step: False) == 0

@@ -25,18 +25,20 @@ from mp_contrastive._validation import check_edge_index, check_features, check_r
 __all__ = ["GraphAugment", "augment_graph", "check_node_features"]
 
 
-def check_node_features(x: object, name: str = "x") -> Tensor:
+def check_node_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor:
     """Dense node features as :func:`~mp_contrastive._validation.check_features` checks them, or a
-    sparse CSR matrix ``[num_nodes, num_features]`` with finite floating-point values."""
+    sparse CSR matrix ``[num_nodes, num_features]`` with floating-point values; finite ones unless
+    ``finite=False`` (for a caller whose next step checks what it computes from ``x``)."""
     if isinstance(x, Tensor) and x.layout == torch.sparse_csr:
         if not x.is_floating_point():
             raise TypeError(f"'{name}' must be a floating-point tensor, got dtype {x.dtype}")
         if x.size(0) == 0 or x.size(1) == 0:
             raise ValueError(f"'{name}' is empty (shape {tuple(x.shape)})")
-        check_features(x.values().view(-1, 1) if x.values().numel() else x.new_zeros(1, 1),
-                       f"{name} (values)")
+        if finite:
+            check_features(x.values().view(-1, 1) if x.values().numel() else x.new_zeros(1, 1),
+                           f"{name} (values)")
         return x
-    return check_features(x, name)
+    return check_features(x, name, finite=finite)
 
 
 def augment_graph(x: Tensor, edge_index: Tensor, drop_edge: float,

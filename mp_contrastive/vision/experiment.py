@@ -28,6 +28,7 @@ from mp_contrastive.cli import (
 from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
+from mp_contrastive.vision.checkpoint import SettingsMismatch
 from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, stratified_subset
 from mp_contrastive.vision.evaluation import extract_features, linear_probe
 from mp_contrastive.vision.models import ARCHITECTURES
@@ -36,13 +37,22 @@ from mp_contrastive.vision.trainer import TrainConfig, Trainer
 __all__ = ["add_image_arguments", "preset_help", "augmentation", "dynamics_monitor",
            "train_and_evaluate", "resolve_preset",
            "Splits", "load_splits",
-           "train_config", "final_evaluation"]
+           "train_config", "run_settings", "resume", "final_evaluation", "RESUME_MAY_CHANGE"]
 
 # Defaults a preset may override.
 COMMON_DEFAULTS = {"crop_min": 0.08}
 
 #: What ``--data-root`` holds for the image examples.
 DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,test}_jpeg.npz")
+
+#: Options that may differ when a run is resumed: where its files are, how it is shown, and what
+#: only runs after training. Every other option, and every preset value, is stored in the
+#: checkpoint and must match (``--epochs`` too: it sets the learning-rate schedule, so a run resumed
+#: with another would follow neither; ``--monitor-queries`` too: the per-epoch kNN figures would mix
+#: two query sets). ``--device`` may name another GPU, but not another device type (the trainer
+#: compares that); ``--compile`` computes the same steps.
+RESUME_MAY_CHANGE = frozenset({"resume", "out", "data_root", "download", "no_progress", "device",
+                               "compile", "dynamics_every", "checkpoint_every", "probe_epochs"})
 
 # Hyper-parameters every preset must define (the example's own ones come on top).
 COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", "lr",
@@ -107,7 +117,17 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                          out_help=f"output folder: checkpoints, logs, results (default: "
                                   f"{out_pattern})",
                          download_fills_root=True)
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <out>/checkpoint.pt (verified against its checksum); "
+                             "refused, with every difference listed, when a setting that changes "
+                             "the run differs from the stored one (all but "
+                             + ", ".join(f"--{name.replace('_', '-')}" for name in
+                                         sorted(RESUME_MAY_CHANGE - {"resume", "device"}))
+                             + ", and --device within one device type)")
+    parser.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="N",
+                        help="also write a checkpoint every N optimiser steps within an epoch "
+                             "(0: at each epoch's end only); --resume continues from the last "
+                             "one exactly. Ctrl-C and SIGTERM write one at the current step")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (needs a CUDA device)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
     parser.add_argument("--device", type=torch_device, default=None,
@@ -215,14 +235,20 @@ def dynamics_monitor(args: argparse.Namespace, out_dir: str,
                            resume=args.resume)
 
 
-def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
-                 **extra: Any) -> TrainConfig:
+def run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """What a checkpoint stores and ``--resume`` compares: every parsed option and preset value
+    (the resolved preset's, where an option was left out) except :data:`RESUME_MAY_CHANGE`."""
+    merged = {**vars(args), **settings}  # the preset's name as resolved, not "auto"
+    return {key: value for key, value in merged.items() if key not in RESUME_MAY_CHANGE}
+
+
+def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str) -> TrainConfig:
     return TrainConfig(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
         optimizer=settings["optimizer"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
         out_dir=out_dir, amp=args.bf16, compile=args.compile, progress=not args.no_progress,
-        extra=extra)
+        checkpoint_every=args.checkpoint_every, extra=run_settings(settings, args))
 
 
 def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits: Splits,
@@ -233,14 +259,28 @@ def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits
     dynamics monitors), ``--resume``, training, final evaluation and results."""
     trainer = Trainer(method, encoder, splits.train, augmentation(settings),
                       train_config(settings, args, out_dir), monitor=(splits.bank, splits.queries),
-                      device=device, dynamics=dynamics_monitor(args, out_dir, temperature))
+                      device=device)
     if args.resume:
-        trainer.resume()
+        resume(trainer, args)
+    # Only now: the monitor opens its files when it is built, and a failed resume writes nothing.
+    trainer.dynamics = dynamics_monitor(args, out_dir, temperature)
+    if args.resume and trainer.dynamics is not None and trainer.rank == 0:
+        trainer.dynamics.truncate_logs(trainer.step)  # its rows after the checkpoint are redone
     _print0(f"{description} on {len(splits.train)} {settings['dataset']} images, "
             f"{settings['arch']} width {settings['width']}, batch {settings['batch_size']}, "
             f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}")
     trainer.fit()
     return final_evaluation(trainer, splits, settings, started)
+
+
+def resume(trainer: Trainer, args: argparse.Namespace) -> None:
+    """:meth:`Trainer.resume`, with the settings that differ named by their options."""
+    try:
+        trainer.resume()
+    except SettingsMismatch as error:
+        options = vars(args)
+        raise error.renamed(lambda key: f"--{key.replace('_', '-')}" if key in options
+                            else key) from None
 
 
 def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],

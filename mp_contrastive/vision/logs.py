@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mp_contrastive.loggers import CSVLogger, TensorBoardLogger
+from mp_contrastive.loggers import CSVLogger, TensorBoardLogger, truncate_tensorboard
 
 __all__ = ["TrainingLogs", "progress_bar"]
 
@@ -88,11 +88,23 @@ class TrainingLogs:
             boards["epoch"].log(epoch, {k: record[k] for k in ("loss", "knn_top1") if k in record})
             boards["epoch"].flush()
 
-    def truncate(self, epoch: int, steps_per_epoch: int) -> None:
-        """Drop the rows after a checkpoint taken at the end of ``epoch`` epochs (an interrupted
-        epoch is redone)."""
+    def flush(self) -> None:
+        """Write the pending TensorBoard events to disk (the CSV rows are written at once); the
+        trainer calls it before each checkpoint, so that a kill loses no row the checkpoint
+        holds."""
+        if self._board is not None:
+            self._board["train"].flush()
+
+    def truncate(self, steps: int, epochs: int) -> None:
+        """Keep the rows (CSV and TensorBoard) of the first ``steps`` steps and ``epochs`` epochs,
+        those a checkpoint holds: a resumed run redoes what came after it (from an epoch's end or
+        from within an epoch) and must not log it twice."""
         if self.rank != 0:
             return
-        for name, below in (("steps.csv", epoch * steps_per_epoch), ("epochs.csv", epoch + 1)):
+        for name, below in (("steps.csv", steps), ("epochs.csv", epochs + 1)):
             if (self.out_dir / name).is_file():
                 self._file(name).truncate(below)
+        # TensorBoard's epoch scalars are indexed by epoch, the others (train/*, and the dynamics
+        # monitor's in the same folder) by step.
+        truncate_tensorboard(self.out_dir / "tensorboard", lambda tag, step: (
+            step <= epochs if tag.startswith("epoch/") else step < steps))

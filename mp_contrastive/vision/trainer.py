@@ -1,15 +1,21 @@
 """One trainer for the image methods: batched on-device augmentation, LARS/SGD/AdamW with warm-up +
 cosine, a kNN monitor, CSV/TensorBoard logs, checkpoints that resume exactly, and DDP.
 
-Exact resumption: a checkpoint (written at the end of every epoch) holds the model, optimiser,
-the sampler's and the augmentation's generator states and the loss history, and loads with
-``torch.load(weights_only=True)``; a resumed run draws the same batches and augmentations and, on
-the CPU, reproduces the uninterrupted run's losses bit for bit.
+Exact resumption: a checkpoint (written at the end of every epoch, every ``checkpoint_every``
+steps and when SIGINT or SIGTERM stops the run) holds the model, optimiser, the sampler's and
+every rank's augmentation generator states, the position within the epoch (its batch order and
+losses so far), the loss history and the run's settings. It is written atomically with a checksum
+and loads with ``torch.load(weights_only=True)`` after the checksum is verified
+(:mod:`mp_contrastive.vision.checkpoint`). :meth:`Trainer.resume` refuses a checkpoint whose
+settings differ from the run's, listing each difference; a resumed run draws the same batches and
+augmentations and, on the CPU, reproduces the uninterrupted run's losses and weights bit for bit,
+from an epoch's end or from within an epoch.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,23 +24,34 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+import torch.distributed as dist
+from torch import Tensor, nn
 
 from mp_contrastive._files import write_text_atomic
-from mp_contrastive._validation import check_positive_int
+from mp_contrastive._signals import Interrupted, StopSignals
+from mp_contrastive._validation import check_nonnegative_int, check_positive_int
 from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
+from mp_contrastive.vision.checkpoint import (
+    FORMAT,
+    compare_settings,
+    load_checkpoint,
+    plain_settings,
+    save_checkpoint,
+)
 from mp_contrastive.vision.data import ImageArrays
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
 from mp_contrastive.vision.logs import TrainingLogs, progress_bar
 from mp_contrastive.vision.optim import build_optimizer, warmup_cosine
 
-__all__ = ["TrainConfig", "Trainer", "load_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "Interrupted"]
 
-# Settings a resumed run must share with its checkpoint to continue the same trajectory.
+# The TrainConfig settings a resumed run must share with its checkpoint to continue the same
+# trajectory (``epochs`` among them: it sets the learning-rate schedule); TrainConfig.extra adds
+# the method's and the data's, and the trainer the device type and the number of processes.
 _RESUME_KEYS = ("epochs", "batch_size", "num_views", "optimizer", "lr", "weight_decay", "momentum",
-                "warmup", "seed")
+                "warmup", "seed", "knn_k", "knn_temperature", "eval_every", "amp")
 
 
 @dataclass
@@ -58,7 +75,11 @@ class TrainConfig:
     compile: bool = False
     progress: bool = True
     tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # recorded with the results
+    checkpoint_every: int = 0  # also a checkpoint every N steps within an epoch; 0: epoch ends only
+    stop_on_signals: bool = True  # SIGINT / SIGTERM: finish the step, save, raise Interrupted
+    # The run's other settings (method, data, augmentation): stored in every checkpoint and
+    # compared on resume, like the ones above.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
@@ -89,6 +110,7 @@ class Trainer:
         self.device = torch.device(device)
         self.rank, self.world = rank_and_world()
         check_positive_int(config.batch_size, "batch_size")  # not a ZeroDivisionError further down
+        check_nonnegative_int(config.checkpoint_every, "checkpoint_every")
         if config.batch_size % self.world:
             raise ValueError(f"'batch_size' ({config.batch_size}) must be divisible by the number "
                              f"of processes ({self.world})")
@@ -111,7 +133,12 @@ class Trainer:
         self.sampler_rng = torch.Generator().manual_seed(config.seed)
         self.augment_rng = torch.Generator(device=self.device).manual_seed(
             config.seed * 1000 + 1 + self.rank)
-        self.epoch = 0
+        self.epoch = 0  # epochs completed
+        # Position within the running epoch: steps done, its batch order, their losses, seconds.
+        self.step_in_epoch = 0
+        self._epoch_order: Tensor | None = None
+        self._epoch_losses: list[float] = []
+        self._epoch_started = 0.0
         self.history: dict[str, list] = {"step_loss": [], "epochs": []}
         self.out_dir = Path(config.out_dir)
         self.train_step = self.method
@@ -121,6 +148,21 @@ class Trainer:
         if config.compile:
             self.train_step = torch.compile(self.train_step)
         self.logs = TrainingLogs(self.out_dir, self.rank, config.tensorboard)
+        self._signals: StopSignals | None = None
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps done so far."""
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
+
+    @property
+    def run_settings(self) -> dict[str, Any]:
+        """What the checkpoint stores and :meth:`resume` compares: the config's settings that
+        shape the trajectory, ``config.extra``, the device type (a generator's state is
+        device-specific) and the number of processes (each has its own augmentation stream)."""
+        own = {key: getattr(self.config, key) for key in _RESUME_KEYS}
+        return plain_settings({**own, "device_type": self.device.type, "processes": self.world,
+                               **self.config.extra})
 
     # -- checkpoints -----------------------------------------------------------------------------
     @property
@@ -128,119 +170,197 @@ class Trainer:
         return self.out_dir / "checkpoint.pt"
 
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's content; a collective under DDP (every rank's augmentation state)."""
+        mid_epoch = 0 < self.step_in_epoch
         return {
-            "format": 1,
+            "format": FORMAT,
             "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_order": self._epoch_order if mid_epoch else None,
+            "epoch_losses": list(self._epoch_losses) if mid_epoch else [],
+            "epoch_seconds": time.perf_counter() - self._epoch_started if mid_epoch else 0.0,
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sampler_rng": self.sampler_rng.get_state(),
-            "augment_rng": self.augment_rng.get_state(),
+            "augment_rng": self._augment_states(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
+            "settings": self.run_settings,
             "config": {k: v for k, v in asdict(self.config).items() if k != "extra"},
         }
 
+    def _augment_states(self) -> list[Tensor]:
+        """Every rank's augmentation generator state, in rank order."""
+        state = self.augment_rng.get_state()
+        if self.world == 1:
+            return [state]
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, state)
+        return states
+
     def save_checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` and its checksum (rank 0; call it on every rank under DDP)."""
+        state = self.state_dict()
         if self.rank != 0:
             return
+        # The logs first: a kill after the checkpoint then loses none of the rows it holds (a
+        # resume drops the ones after it).
+        self.logs.flush()
+        if self.dynamics is not None:
+            self.dynamics.flush()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(self.checkpoint_path)  # atomic: an interruption never leaves half a file
+        save_checkpoint(state, self.checkpoint_path)
 
     def resume(self, path: str | Path | None = None) -> None:
-        """Continue from a checkpoint (default: ``out_dir/checkpoint.pt``)."""
-        state = load_checkpoint(self.checkpoint_path if path is None else path)
-        saved = state["config"]
-        mismatched = {k: (saved.get(k), getattr(self.config, k)) for k in _RESUME_KEYS
-                      if saved.get(k) != getattr(self.config, k)}
-        if mismatched:
-            details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}"
-                                for k, (a, b) in mismatched.items())
-            raise ValueError(f"the checkpoint was trained with other settings ({details}); resume "
-                             f"with the same settings or start a new run in another --out folder")
+        """Continue from a checkpoint (default: ``out_dir/checkpoint.pt``), at the epoch end or
+        the step it was written at.
+
+        Everything is checked before anything is changed or written: the checksum, the format and
+        the settings (a :class:`~mp_contrastive.vision.checkpoint.SettingsMismatch` lists every
+        setting that differs), then the model's and the optimiser's shapes.
+        """
+        path = self.checkpoint_path if path is None else Path(path)
+        state = load_checkpoint(path)
+        compare_settings(state["settings"], self.run_settings, path)
         try:
             self.method.load_state_dict(state["method"])
-        except RuntimeError as error:
-            raise ValueError(f"the checkpoint does not match the model (different architecture or "
-                             f"method?): {str(error).splitlines()[0]}") from error
-        self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(f"the checkpoint '{path}' does not match the model (different "
+                             f"architecture or method?): {str(error).splitlines()[0]}") from error
         self.sampler_rng.set_state(state["sampler_rng"])
-        self.augment_rng.set_state(state["augment_rng"])
+        self.augment_rng.set_state(state["augment_rng"][self.rank])
         torch.set_rng_state(state["torch_rng"])
         self.history = state["history"]
         self.epoch = state["epoch"]
-        self.logs.truncate(self.epoch, self.steps_per_epoch)
+        self.step_in_epoch = state["step_in_epoch"]
+        self._epoch_order = state["epoch_order"]
+        self._epoch_losses = list(state["epoch_losses"])
+        self._epoch_started = time.perf_counter() - state["epoch_seconds"]
+        self.logs.truncate(self.step, self.epoch)
         if self.dynamics is not None and self.rank == 0:
-            self.dynamics.truncate_logs(self.epoch * self.steps_per_epoch)
+            self.dynamics.truncate_logs(self.step)
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, until_epoch: int | None = None) -> dict[str, list]:
-        """Train up to ``until_epoch`` (default: all epochs); returns the history."""
+        """Train up to ``until_epoch`` (default: all epochs); returns the history.
+
+        With ``config.stop_on_signals`` (the default), SIGINT (Ctrl-C) or SIGTERM lets the running
+        step finish, writes a checkpoint and raises
+        :class:`~mp_contrastive._signals.Interrupted` (a ``KeyboardInterrupt``); a second signal
+        stops at once.
+        """
         end = self.config.epochs if until_epoch is None else min(until_epoch, self.config.epochs)
-        if self.rank == 0 and self.monitor is not None and not self.history["epochs"]:
+        if self.rank == 0 and self.monitor is not None and "knn_initial" not in self.history:
             self.history["knn_initial"] = self.evaluate_knn()
             print(f"epoch 0 (random initialisation): kNN top-1 {self.history['knn_initial']:.2f}%",
                   flush=True)
-        while self.epoch < end:
-            started = time.perf_counter()
-            losses = self._train_epoch()
-            self.epoch += 1
-            record = {"epoch": self.epoch, "loss": sum(losses) / len(losses),
-                      "seconds": time.perf_counter() - started}
-            if self.rank == 0 and self.monitor is not None and (
-                    self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs):
-                record["knn_top1"] = self.evaluate_knn()
-            self.history["epochs"].append(record)
-            self.logs.epoch(record, self.config.epochs)
-            self.save_checkpoint()
+        self._signals = StopSignals() if self.config.stop_on_signals else None
+        try:
+            with self._signals or nullcontext():
+                while self.epoch < end:
+                    self._train_epoch()
+                    self._end_epoch()
+                    self.save_checkpoint()
+                    self._stop_if_requested(saved=True)
+        finally:
+            self._signals = None
         return self.history
 
-    def _train_epoch(self) -> list[float]:
+    def _end_epoch(self) -> None:
+        """The epoch's record (mean loss, seconds, kNN), logged; the position reset."""
+        losses = self._epoch_losses
+        self.epoch += 1
+        record = {"epoch": self.epoch, "loss": sum(losses) / len(losses),
+                  "seconds": time.perf_counter() - self._epoch_started}
+        self.step_in_epoch, self._epoch_order, self._epoch_losses = 0, None, []
+        if self.rank == 0 and self.monitor is not None and (
+                self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs):
+            record["knn_top1"] = self.evaluate_knn()
+        self.history["epochs"].append(record)
+        self.logs.epoch(record, self.config.epochs)
+
+    def _stop_if_requested(self, saved: bool) -> None:
+        """Checkpoint (unless ``saved``) and raise :class:`Interrupted` if a signal asked to stop.
+        Under DDP the ranks agree first, so that all stop after the same step."""
+        signum = self._signals.requested if self._signals is not None else None
+        if self.world > 1 and self.config.stop_on_signals:
+            flag = torch.tensor([signum or 0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item()) or None
+        if signum is None:
+            return
+        if not saved:
+            self.save_checkpoint()
+        where = (f"at the end of epoch {self.epoch}" if self.step_in_epoch == 0 else
+                 f"at step {self.step_in_epoch}/{self.steps_per_epoch} of epoch {self.epoch + 1}")
+        raise Interrupted(f"stopped by {signal.Signals(signum).name} {where} (step {self.step} of "
+                          f"{self.total_steps}); checkpoint written to '{self.checkpoint_path}': "
+                          f"continue with --resume", signum)
+
+    def _train_epoch(self) -> None:
+        """The running epoch's remaining steps (all of them, unless resumed within it)."""
         config = self.config
         local = config.batch_size // self.world
-        order = torch.randperm(len(self.train_data), generator=self.sampler_rng)
+        if self.step_in_epoch == 0:
+            self._epoch_order = torch.randperm(len(self.train_data), generator=self.sampler_rng)
+            self._epoch_losses = []
+            self._epoch_started = time.perf_counter()
+        order = self._epoch_order
+        assert order is not None
         self.method.train()
         if hasattr(self.method, "set_epoch"):
             self.method.set_epoch(self.epoch)
-        losses = []
         progress = progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{config.epochs}",
                                 config.progress and self.rank == 0)
-        for it in range(self.steps_per_epoch):
-            step = self.epoch * self.steps_per_epoch + it
-            lr = warmup_cosine(step, self.total_steps, self.warmup_steps, config.lr)
-            for group in self.optimizer.param_groups:
-                if not group.get("static_lr", False):
-                    group["lr"] = lr
-            batch = order[it * config.batch_size:(it + 1) * config.batch_size]
-            index = batch[self.rank * local:(self.rank + 1) * local].to(self.device)
-            started = time.perf_counter()
-            images = self.images[index]
-            views = [self.augment(images, self.augment_rng) for _ in range(config.num_views)]
-            autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                        if config.amp and self.device.type == "cuda" else nullcontext())
-            with autocast:
-                loss = self.train_step(views, index)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            value = float(loss.detach())
-            losses.append(value)
-            self.history["step_loss"].append(value)
-            speed = config.batch_size / (time.perf_counter() - started)
-            for callback in self.callbacks:
-                callback(self, step, value)
-            if self.dynamics is not None and self.rank == 0 and self.dynamics.should_log(step):
-                features, sample, node_index = self.method.last_nodes
-                self.dynamics(step, features, sample=sample,
-                              labels=self.train_data.labels[node_index.cpu()])
-            if progress is not None:
-                progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}")
-                progress.update()
-            self.logs.step(step, self.epoch, value, lr, speed)
         if progress is not None:
-            progress.close()
-        return losses
+            progress.update(self.step_in_epoch)
+        try:
+            for it in range(self.step_in_epoch, self.steps_per_epoch):
+                step = self.step
+                lr = warmup_cosine(step, self.total_steps, self.warmup_steps, config.lr)
+                for group in self.optimizer.param_groups:
+                    if not group.get("static_lr", False):
+                        group["lr"] = lr
+                batch = order[it * config.batch_size:(it + 1) * config.batch_size]
+                index = batch[self.rank * local:(self.rank + 1) * local].to(self.device)
+                started = time.perf_counter()
+                value = self._optimizer_step(index)
+                self.step_in_epoch = it + 1
+                self._epoch_losses.append(value)
+                self.history["step_loss"].append(value)
+                speed = config.batch_size / (time.perf_counter() - started)
+                for callback in self.callbacks:
+                    callback(self, step, value)
+                if self.dynamics is not None and self.rank == 0 and self.dynamics.should_log(step):
+                    features, sample, node_index = self.method.last_nodes
+                    self.dynamics(step, features, sample=sample,
+                                  labels=self.train_data.labels[node_index.cpu()])
+                if progress is not None:
+                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}")
+                    progress.update()
+                self.logs.step(step, self.epoch, value, lr, speed)
+                self._stop_if_requested(saved=False)
+                if (config.checkpoint_every and self.step % config.checkpoint_every == 0
+                        and self.step_in_epoch < self.steps_per_epoch):  # the epoch's end saves
+                    self.save_checkpoint()
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def _optimizer_step(self, index: Tensor) -> float:
+        """One step on the images ``index`` (augmented ``num_views`` times); returns the loss."""
+        config = self.config
+        images = self.images[index]
+        views = [self.augment(images, self.augment_rng) for _ in range(config.num_views)]
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if config.amp and self.device.type == "cuda" else nullcontext())
+        with autocast:
+            loss = self.train_step(views, index)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
 
     def evaluate_knn(self) -> float:
         """Weighted kNN top-1 (%) of the encoder: bank = monitor[0], queries = monitor[1]."""
@@ -259,16 +379,4 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, json.dumps(results, indent=2, default=float))
         return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a trainer checkpoint safely (``weights_only=True``) with a clear error if missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at '{path}' (nothing to resume); run without "
-                                f"--resume to start training")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != 1:
-        raise ValueError(f"'{path}' is not a checkpoint written by this trainer")
-    return state
 

@@ -29,6 +29,7 @@ CASES = {
         (["--threads", "0"], "--threads"), (["--sections", "all"], "--sections"),
         (["--features", "gauss"], "--features")],
     "gnn": COMMON + [(["--threads", "-1"], "--threads"), (["--data-root", "{missing}"], "--data-root")],
+    "layer_overhead": COMMON + [(["--threads", "0"], "--threads"), (["--device", "tpu"], "--device")],
     "memory_bank": COMMON + [
         (["--sizes", "0"], "--sizes"), (["--batch", "0"], "--batch"), (["--dim", "0"], "--dim"),
         (["--temperature", "0"], "--temperature"), (["--draws", "0"], "--draws"),

@@ -153,3 +153,20 @@ def test_feature_dropout_is_dropout_on_sparse_features():
     expected = torch.nn.functional.dropout(dense, 0.5)
     torch.manual_seed(3)
     torch.testing.assert_close(feature_dropout(dense, 0.5), expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("layout", ["dense", "csr", "zero weight column"])
+def test_alignment_gcn_conv_refuses_non_finite_features(value, layout):
+    """The layer leaves the finiteness check to its propagation, on lin(x) (one pass over the
+    narrow output, not two with the wide input): a NaN or Inf in x still raises, even where the
+    weight column it meets is zero (Inf * 0 is NaN)."""
+    conv = AlignmentGCNConv(8, 4)
+    x = torch.randn(3, 8)
+    x[1, 3] = value
+    if layout == "zero weight column":
+        with torch.no_grad():
+            conv.lin.weight[:, 3] = 0.0
+    features = x.to_sparse_csr() if layout == "csr" else x
+    with pytest.raises(ValueError, match="'x' contains non-finite values"):
+        conv(features, torch.tensor([[0, 1, 2], [1, 2, 0]]))

@@ -36,7 +36,7 @@ def test_csv_files_and_resume(tmp_path, capsys):
                       ["2", "0.5", "40.0", "0.25"], ["3", "0.5", "", "0.25"]]
     # Interrupted during epoch 3 with the checkpoint of epoch 1: a new process resumes.
     resumed = TrainingLogs(tmp_path, tensorboard=False)
-    resumed.truncate(1, steps_per_epoch=2)
+    resumed.truncate(steps=2, epochs=1)
     assert len(read(tmp_path / "steps.csv")) == 3 and len(read(tmp_path / "epochs.csv")) == 2
     run(resumed, 3, start=1)
     assert read(tmp_path / "steps.csv") == steps and read(tmp_path / "epochs.csv") == epochs

@@ -1,13 +1,18 @@
 """A short run on 1,024 real CIFAR-10 images: learning, exact resumption, checkpoint safety."""
 
+import csv
+import os
+import signal
+
 import pytest
 import torch
 
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
+from mp_contrastive.vision.checkpoint import FORMAT, SettingsMismatch
 from mp_contrastive.vision.data import load_cifar, stratified_subset
 from mp_contrastive.vision.methods import SimCLRMethod, SimSiamMethod
-from mp_contrastive.vision.trainer import TrainConfig, Trainer, load_checkpoint
+from mp_contrastive.vision.trainer import Interrupted, TrainConfig, Trainer, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +25,15 @@ def cifar_subset(data_root):
     return train, queries
 
 
-def make_trainer(data, out_dir, attention="off", epochs=3, width=8):
+def make_trainer(data, out_dir, attention="off", epochs=3, width=8, **config_args):
     torch.manual_seed(0)
     train, queries = data
     backbone = resnet_cifar("resnet10", width)
     model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim, out_dim=32))
     method = SimCLRMethod(model, temperature=0.5, attention=attention)
-    config = TrainConfig(epochs=epochs, batch_size=128, optimizer="lars", lr=1.0, warmup=0.1,
-                         seed=0, out_dir=str(out_dir), progress=False, tensorboard=False,
-                         knn_k=20)
+    config = TrainConfig(**{**dict(epochs=epochs, batch_size=128, optimizer="lars", lr=1.0,
+                                   warmup=0.1, seed=0, out_dir=str(out_dir), progress=False,
+                                   tensorboard=False, knn_k=20), **config_args})
     return Trainer(method, backbone, train, SimCLRAugment(), config, monitor=(train, queries))
 
 
@@ -62,17 +67,115 @@ def test_attention_run_checkpoint_and_dynamics_monitor(cifar_subset, tmp_path):
     assert (tmp_path / "dynamics.csv").read_text().count("\n") == 3
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]["step_loss"]) == 8
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["format"] == 1
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["format"] == FORMAT
 
 
 def test_resume_errors_are_clear(cifar_subset, tmp_path):
     make_trainer(cifar_subset, tmp_path, epochs=1).fit()
     with pytest.raises(ValueError, match="does not match the model"):
         make_trainer(cifar_subset, tmp_path, epochs=1, width=4).resume()
-    with pytest.raises(ValueError, match="epochs: checkpoint 1 vs now 2"):
+    with pytest.raises(SettingsMismatch) as error:
         make_trainer(cifar_subset, tmp_path, epochs=2).resume()
+    assert error.value.differences == {"epochs": (1, 2)}  # it sets the lr schedule
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         make_trainer(cifar_subset, tmp_path / "empty").resume()
+
+
+def files(folder):
+    """Every file under ``folder`` and its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*")
+            if path.is_file()}
+
+
+def test_resume_refuses_every_changed_setting_and_writes_nothing(cifar_subset, tmp_path):
+    stored = {"temperature": 0.5, "attention": "off", "train_subset": 1024, "crop_min": 0.08}
+    first = make_trainer(cifar_subset, tmp_path, epochs=1, extra=stored)
+    first.dynamics = DynamicsMonitor(every=4, log_dir=tmp_path, temperature=0.5)
+    first.fit()
+    before = files(tmp_path)
+    changed = {**stored, "temperature": 0.7, "attention": "paper", "crop_min": 0.2}
+    with pytest.raises(SettingsMismatch) as error:
+        make_trainer(cifar_subset, tmp_path, epochs=1, extra=changed, lr=0.5).resume()
+    assert error.value.differences == {"temperature": (0.5, 0.7), "attention": ("off", "paper"),
+                                       "crop_min": (0.08, 0.2), "lr": (1.0, 0.5)}
+    assert files(tmp_path) == before  # nothing written, nothing truncated
+
+
+def stop_at(step_index, how):
+    """A callback that interrupts the run once ``step_index`` is done: a SIGTERM sent to this
+    process (the trainer saves and stops), or an exception standing for a kill (nothing saved)."""
+    def callback(trainer, step, loss):
+        if step == step_index:
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise RuntimeError("killed")
+    return callback
+
+
+def logged(folder, name, drop=("images_per_s", "seconds")):
+    """A CSV's rows without its timing columns (the only ones a resumed run changes)."""
+    with (folder / name).open(newline="") as file:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(file)]
+
+
+def board(folder):
+    """Every TensorBoard scalar but the throughput, sorted: a step logged twice shows."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    return sorted((value.tag, event.step, make_ndarray(value.tensor).item())
+                  for path in (folder / "tensorboard").glob("events.out.tfevents.*")
+                  for event in EventFileLoader(str(path)).Load() for value in event.summary.value
+                  if value.tag != "train/images_per_s")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cifar_subset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    trainer = make_trainer(cifar_subset, out, epochs=2, tensorboard=True)
+    trainer.dynamics = DynamicsMonitor(every=3, log_dir=out, temperature=0.5)
+    trainer.fit()
+    trainer.logs.flush()
+    trainer.dynamics.flush()
+    return trainer, out
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill"])
+def test_a_run_interrupted_within_an_epoch_resumes_bit_for_bit(cifar_subset, tmp_path,
+                                                              uninterrupted, how):
+    """Interrupted at step 11 of 16 (epoch 2): by SIGTERM, which checkpoints at that step, or by
+    a kill, after which the run resumes from the --checkpoint-every 3 checkpoint of step 9; the
+    resumed run's losses, weights, kNN figures and logged rows equal the uninterrupted run's."""
+    reference, reference_out = uninterrupted
+    handler = signal.getsignal(signal.SIGTERM)
+    trainer = make_trainer(cifar_subset, tmp_path, epochs=2, checkpoint_every=3, tensorboard=True)
+    trainer.dynamics = DynamicsMonitor(every=3, log_dir=tmp_path, temperature=0.5)
+    trainer.callbacks.append(stop_at(10, how))
+    with pytest.raises(Interrupted if how == "sigterm" else RuntimeError) as stopped:
+        trainer.fit()
+    trainer.logs.flush()  # what reached the disk before the kill, past the checkpoint too
+    trainer.dynamics.flush()
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (state["epoch"], state["step_in_epoch"]) == ((1, 3) if how == "sigterm" else (1, 1))
+    if how == "sigterm":
+        assert stopped.value.exit_status == 143 and "step 3/8 of epoch 2" in str(stopped.value)
+
+    resumed = make_trainer(cifar_subset, tmp_path, epochs=2, checkpoint_every=3, tensorboard=True)
+    resumed.dynamics = DynamicsMonitor(every=3, log_dir=tmp_path, temperature=0.5, resume=True)
+    resumed.resume()
+    history = resumed.fit()
+    resumed.logs.flush()
+    resumed.dynamics.flush()
+    assert history["step_loss"] == reference.history["step_loss"]  # bit for bit
+    assert [e["knn_top1"] for e in history["epochs"]] == [
+        e["knn_top1"] for e in reference.history["epochs"]]
+    weights, expected = resumed.method.state_dict(), reference.method.state_dict()
+    assert all(torch.equal(weights[key], expected[key]) for key in expected)
+    for name in ("steps.csv", "epochs.csv", "dynamics.csv"):
+        assert logged(tmp_path, name) == logged(reference_out, name), name
+    assert board(tmp_path) == board(reference_out)  # TensorBoard too: no step twice, none lost
 
 
 def make_simsiam(data, out_dir, multistage="official"):

@@ -1,0 +1,123 @@
+"""What the operator layers cost over PyG's: AlignmentGCNConv against GCNConv at Cora's size.
+
+AlignmentGCNConv is ``Linear`` -> ``AlignmentConv(alpha=1.0, detach_targets=True,
+add_self_loops=True)`` (the ``gcn_norm`` GCN form) -> bias, the same function as ``GCNConv``
+(``tests/nn/test_pyg_equivalence.py``); what it adds is its input checks (shape, dtype, finite
+features and weights, index ranges) and its own code path. Both layers get the same weights on a
+random undirected graph of Cora's size (2,708 nodes, 10,556 edges), for Cora's first layer
+(1,433 -> 64 features) and a hidden one (64 -> 64, where the propagation is most of the time),
+forward and forward + backward; the fastest of interleaved repeats, in one run (a difference of a
+few per cent is what is measured, and on a shared machine the median of a millisecond call moves
+more than that from run to run; the fastest call is the least disturbed one). Target: at most
+1.05x GCNConv's time in every row.
+
+    python -m benchmarks.layer_overhead [--repeats 100] [--threads 1] [--seed 0] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch_geometric.nn import GCNConv
+from torch_geometric.utils import to_undirected
+
+from benchmarks._measure import interleaved_times, markdown_table
+from mp_contrastive.cli import (
+    ArgumentParser,
+    make_parser,
+    nonnegative_int,
+    positive_int,
+    torch_device,
+)
+from mp_contrastive.gnn import AlignmentGCNConv
+
+TARGET = 1.05
+NODES, EDGES = 2708, 10556  # Cora's nodes and (directed) edges
+LAYERS = {"1433 -> 64 (Cora's first layer)": (1433, 64), "64 -> 64 (hidden layer)": (64, 64)}
+
+
+def cora_size_graph(generator: torch.Generator, nodes: int = NODES,
+                    edges: int = EDGES) -> Tensor:
+    """A random undirected graph without self loops or repeated edges: ``edges`` directed
+    edges (``edges / 2`` node pairs, both directions)."""
+    pairs = torch.randint(nodes, (2, 4 * edges), generator=generator)
+    pairs = pairs[:, pairs[0] != pairs[1]].sort(dim=0).values  # (low, high): one per pair
+    pairs = pairs.unique(dim=1)
+    keep = torch.randperm(pairs.size(1), generator=generator)[: edges // 2]
+    return to_undirected(pairs[:, keep], num_nodes=nodes)
+
+
+def layer_pair(in_channels: int, out_channels: int,
+               generator: torch.Generator) -> tuple[GCNConv, AlignmentGCNConv]:
+    """``GCNConv`` and ``AlignmentGCNConv`` with the same random weight and bias."""
+    pyg, ours = GCNConv(in_channels, out_channels), AlignmentGCNConv(in_channels, out_channels)
+    with torch.no_grad():
+        pyg.lin.weight.copy_(torch.randn(out_channels, in_channels, generator=generator) * 0.05)
+        pyg.bias.copy_(torch.randn(out_channels, generator=generator))
+        ours.lin.weight.copy_(pyg.lin.weight)
+        ours.bias.copy_(pyg.bias)
+    return pyg, ours
+
+
+def timed(layer: torch.nn.Module, x: Tensor, edge_index: Tensor,
+          backward: bool) -> Callable[[], None]:
+    """One forward (in training mode, recording the graph), or forward + backward."""
+    def forward() -> None:
+        layer(x, edge_index)
+
+    def forward_backward() -> None:
+        layer(x, edge_index).sum().backward()
+    return forward_backward if backward else forward
+
+
+def where(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def build_parser() -> ArgumentParser:
+    parser = make_parser(__doc__)
+    parser.add_argument("--repeats", type=positive_int, default=100, help="timed repeats")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", type=torch_device, default="cpu",
+                        help="where the layers run (cpu, cuda)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(args.seed)
+    edge_index = cora_size_graph(generator).to(args.device)
+    print(f"# AlignmentGCNConv vs GCNConv, {NODES:,} nodes, {edge_index.size(1):,} edges, "
+          f"{where(args.device)}, torch {torch.__version__}\n")
+    rows, verdicts = [], []
+    for label, (in_channels, out_channels) in LAYERS.items():
+        pyg, ours = (layer.to(args.device) for layer in layer_pair(in_channels, out_channels,
+                                                                    generator))
+        x = torch.randn(NODES, in_channels, generator=generator).to(args.device)
+        torch.testing.assert_close(ours(x, edge_index), pyg(x, edge_index), rtol=1e-5, atol=1e-5)
+        for mode, backward in (("forward", False), ("forward + backward", True)):
+            times = interleaved_times({"GCNConv": timed(pyg, x, edge_index, backward),
+                                       "AlignmentGCNConv": timed(ours, x, edge_index, backward)},
+                                      args.repeats, statistic=min)
+            ratio = times["AlignmentGCNConv"] / times["GCNConv"]
+            rows.append([label, mode, f"{times['GCNConv'] * 1e3:.3f}",
+                         f"{times['AlignmentGCNConv'] * 1e3:.3f}", f"{ratio:.3f}"])
+            verdicts.append(f"{label}, {mode}: AlignmentGCNConv {ratio:.3f}x GCNConv (target <= "
+                            f"{TARGET}) {'PASS' if ratio <= TARGET else 'FAIL'}")
+    print(markdown_table(["layer", "pass", "GCNConv ms", "AlignmentGCNConv ms",
+                          "ours / GCNConv"], rows))
+    print()
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
