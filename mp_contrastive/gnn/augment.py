@@ -22,7 +22,11 @@ from torch_geometric.utils import dropout_edge, mask_feature
 
 from mp_contrastive._validation import check_edge_index, check_features, check_rate
 
-__all__ = ["GraphAugment", "augment_graph", "check_node_features"]
+__all__ = ["SPARSE_FEATURES_BELOW", "GraphAugment", "augment_graph", "check_node_features"]
+
+#: Features with fewer non-zeros than this share are trained as a sparse CSR matrix (the GRACE
+#: trainers): the encoder's first linear map then costs O(nnz).
+SPARSE_FEATURES_BELOW = 0.1
 
 
 def check_node_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor:

@@ -33,7 +33,7 @@ from mp_contrastive._validation import (
     check_positive,
     check_positive_int,
 )
-from mp_contrastive.gnn.augment import GraphAugment
+from mp_contrastive.gnn.augment import SPARSE_FEATURES_BELOW, GraphAugment
 from mp_contrastive.gnn.grace_config import VARIANTS, GRACEConfig
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
@@ -43,8 +43,6 @@ from mp_contrastive.losses import plain_nt_xent
 
 __all__ = ["SPARSE_FEATURES_BELOW", "train_grace"]
 
-#: Features with fewer non-zeros than this share are trained as a sparse CSR matrix.
-SPARSE_FEATURES_BELOW = 0.1
 
 
 def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,

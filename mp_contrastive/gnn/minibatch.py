@@ -52,7 +52,7 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 from mp_contrastive._validation import check_choice, check_positive_int
 from mp_contrastive.distributed import rank_and_world
-from mp_contrastive.gnn.augment import GraphAugment
+from mp_contrastive.gnn.augment import SPARSE_FEATURES_BELOW, GraphAugment
 from mp_contrastive.gnn.grace_config import GRACEConfig
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
@@ -131,12 +131,19 @@ def embed_nodes(model: nn.Module, data: Data) -> Tensor:
 
 
 def _encode_views(model: nn.Module, views: list[GraphAugment], batch: Data,
-                  seeds: int) -> tuple[Tensor, Tensor]:
+                  seeds: int, sparse_features: bool = False) -> tuple[Tensor, Tensor]:
     """The seed nodes' encodings in the two views, from one forward pass over the views'
-    disjoint union (``DistributedDataParallel`` expects one forward per backward)."""
+    disjoint union (``DistributedDataParallel`` expects one forward per backward).
+    ``sparse_features``: the union's features go in as a CSR matrix (bag-of-words graphs, as the
+    full-batch trainer does: the first layer then costs O(nnz), not O(n x features))."""
     n = batch.num_nodes
     (x1, e1), (x2, e2) = (view(batch.x, batch.edge_index) for view in views)
-    z = model(torch.cat([x1, x2]), torch.cat([e1, e2 + n], 1))
+    x = torch.cat([x1, x2])
+    if sparse_features:
+        with warnings.catch_warnings():  # the CSR layout's "beta" notice
+            warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+            x = x.to_sparse_csr()
+    z = model(x, torch.cat([e1, e2 + n], 1))
     return z[:seeds], z[n:n + seeds]
 
 
@@ -197,6 +204,7 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
             nodes = epoch_nodes(data.num_nodes, epoch, seed, rank, world)
             return node_batches(data, nodes, config.batch_size, sampler, config.num_neighbors)
 
+    sparse = float((data.x != 0).float().mean()) < SPARSE_FEATURES_BELOW
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
     steps = 0
@@ -209,7 +217,7 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
             seeds = seed_count(batch)
             ids = batch.n_id[:seeds]
             optimizer.zero_grad()
-            z1, z2 = _encode_views(trained, views, batch, seeds)
+            z1, z2 = _encode_views(trained, views, batch, seeds, sparse)
             u, v = model.projection(z1), model.projection(z2)
             features = (z1, z2) if attention == "positives" else None
             loss = loss_fn(u, v, features)

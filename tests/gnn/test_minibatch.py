@@ -90,6 +90,10 @@ def test_views_in_one_pass_equal_two_passes(graph):
     expected = [model(*view(batch.x, batch.edge_index))[:120] for view in views]
     torch.testing.assert_close(z1, expected[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(z2, expected[1], rtol=0, atol=1e-12)
+    torch.manual_seed(5)  # bag-of-words features as a CSR matrix: the same encodings
+    sparse = _encode_views(model, views, batch, 120, sparse_features=True)
+    torch.testing.assert_close(sparse[0], z1, rtol=0, atol=1e-12)
+    torch.testing.assert_close(sparse[1], z2, rtol=0, atol=1e-12)
 
 
 def test_whole_graph_embeddings_equal_the_edge_index_form(graph):
