@@ -91,6 +91,7 @@ class GraphContrastiveLoss(nn.Module):
         #: the NT-Xent of both paths: dense, or on the sparse affinity graph of the kNN path.
         self.loss = (SimCLRLoss(tau) if attention is None else
                      AttentionSimCLRLoss(tau, beta=beta, normalize=attention, score=score))
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         #: ``"dense"`` or ``"knn"``: the path the last call took.
         self.last_path: str | None = None
@@ -130,6 +131,8 @@ class GraphContrastiveLoss(nn.Module):
         if stale or self._calls % self.knn_refresh == 0:
             with torch.no_grad():
                 h = sphere_projection(torch.cat([u, v]), self.tau)
+                if self.generator.device != h.device:  # torch draws need a generator there
+                    self.generator = torch.Generator(h.device).manual_seed(self.seed)
                 graph = augmentation_graph(n, 2, device=h.device, dtype=h.dtype)
                 edges, weights = sampled_affinity_graph(
                     h, min(self.knn_k, 2 * n - 2), self.knn_samples, proposal="uniform",

@@ -150,13 +150,16 @@ def _encode_views(model: nn.Module, views: list[GraphAugment], batch: Data,
 def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
                           batches: BatchSource | None = None,
                           progress: Callable[[int, float], None] | None = None,
-                          evaluate: bool = True) -> dict[str, Any]:
+                          evaluate: bool = True,
+                          device: torch.device | str | None = None) -> dict[str, Any]:
     r"""Train a GRACE-style model on ``data`` in mini-batches (``config.batch_size`` seed nodes
     drawn by ``config.sampler``; negatives within each batch, by ``config.negatives``) and, with
     ``evaluate``, probe the frozen encoder linearly on the data's split (embeddings of the whole
     graph, :func:`embed_nodes`).
 
-    ``batches(epoch)`` replaces the loader (any iterable of PyG mini-batches with ``n_id``). Under
+    ``device`` (default: where ``data`` is) is where the model trains: the graph can stay on the
+    CPU while each batch moves to the GPU. ``batches(epoch)`` replaces the loader (any iterable of
+    PyG mini-batches with ``n_id``). Under
     ``torch.distributed`` each rank trains on its share (module docs). Returns ``losses`` (mean per
     epoch), ``seconds`` (training), ``steps``, ``path`` (the negatives' path of the last batch,
     ``"dense"`` or ``"knn"``), ``model``, ``embeddings`` and the probe's ``test_acc`` /
@@ -182,7 +185,7 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
     sampler = resolve_sampler(config.sampler)
     rank, world = rank_and_world()
     seed_everything(seed)
-    device = data.x.device
+    device = torch.device(device) if device is not None else data.x.device
     encoder = GRACEEncoder(data.num_features, config.hidden, config.activation, config.num_layers,
                            config.encoder_layer)
     model = GRACEModel(encoder, config.hidden, config.proj_hidden).to(device)
@@ -234,9 +237,10 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
     result: dict[str, Any] = {"losses": losses, "seconds": time.perf_counter() - started,
                               "steps": steps, "path": loss_fn.last_path, "model": model}
     model.eval()
-    result["embeddings"] = embed_nodes(model, data)
+    whole = data.to(device)  # the same object when it is there already
+    result["embeddings"] = embed_nodes(model, whole)
     if evaluate:
-        result.update(linear_probe(result["embeddings"], data, seed=seed))
+        result.update(linear_probe(result["embeddings"], whole, seed=seed))
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return result
