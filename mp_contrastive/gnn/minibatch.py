@@ -36,6 +36,7 @@ Augmentations draw per-rank random numbers (seed + rank), as the image examples 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import time
@@ -105,8 +106,10 @@ def node_batches(data: Data, nodes: Tensor, batch_size: int, sampler: str,
     if resolve_sampler(sampler) == "neighbor":
         return NeighborLoader(data, num_neighbors=list(num_neighbors), input_nodes=nodes,
                               batch_size=batch_size, shuffle=False)
-    with_ids = data.clone() if "n_id" not in data else data
-    with_ids.n_id = torch.arange(data.num_nodes, device=data.edge_index.device)
+    with_ids = data
+    if "n_id" not in data:  # a shallow copy: the graph's tensors are shared, not copied
+        with_ids = copy.copy(data)
+        with_ids.n_id = torch.arange(data.num_nodes, device=data.edge_index.device)
     # RandomNodeLoader takes the number of parts; ``sampler`` fixes which nodes form each part.
     parts = max(1, math.ceil(data.num_nodes / batch_size))
     return RandomNodeLoader(with_ids, num_parts=parts, sampler=nodes.tolist())
