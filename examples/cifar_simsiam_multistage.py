@@ -25,9 +25,10 @@ from mp_contrastive.cli import (
     run_cli,
 )
 from mp_contrastive.distributed import setup_distributed
-from mp_contrastive.vision import resnet_cifar
 from mp_contrastive.vision.experiment import (
     add_image_arguments,
+    build_backbone,
+    check_warmup_epochs,
     load_splits,
     preset_help,
     resolve_preset,
@@ -36,17 +37,32 @@ from mp_contrastive.vision.experiment import (
 from mp_contrastive.vision.methods import MULTISTAGE_MODES, SimSiamMethod
 
 PRESETS = {
-    # solo-learn's SimSiam on CIFAR (SGD lr 0.5 x batch/256, wd 1e-5, projector 2048, predictor
-    # 512), 200 epochs, multi-stage active after 50 epochs (paper appendix C.1).
+    # The official run: MULTI-STAGE-GRAPH-AGGREGATION/scripts/pretrain/cifar/simsiam.sh with
+    # solo-learn's defaults (SGD momentum 0.9, lr 0.5 x batch/256, wd 1e-5, batch 256, projector
+    # 2048, predictor 512, 10 warm-up epochs, zero-initialised residual branches, stem padding 2,
+    # normalised inputs, fp16 mixed precision), 200 epochs as the paper (the script says 1000), and
+    # multi-stage from the 52nd epoch: the official code switches it on when its epoch counter,
+    # 0 at the start, exceeds 50 (solo/methods/simsiam.py). docs/results.md tabulates the sources.
+    # The official SimSiam side ships no CIFAR linear evaluation (its one linear script is for
+    # ImageNet-100 and calls a main_linear.py it lacks; solo-learn logs an online classifier while
+    # pretraining), so the probe is the GRAPH-ATTENTION code's, as for SimCLR.
     "paper": dict(dataset="cifar10", arch="resnet18", width=64, batch_size=256, epochs=200,
-                  optimizer="sgd", lr=0.5, weight_decay=1e-5, warmup=0.0, train_subset=0,
-                  monitor_queries=0, probe_epochs=164, jitter_strength=0.5, proj_dim=2048,
-                  pred_dim=512, multistage_warmup=50),
-    # Minutes on 2 CPU cores.
-    "cpu": dict(dataset="cifar10", arch="resnet10", width=16, batch_size=256, epochs=8,
-                optimizer="sgd", lr=0.5, weight_decay=1e-5, warmup=0.0, train_subset=4096,
-                monitor_queries=2000, probe_epochs=100, jitter_strength=0.5, proj_dim=512,
-                pred_dim=128, multistage_warmup=2),
+                  optimizer="sgd", lr=0.5, weight_decay=1e-5, warmup=10 / 200, train_subset=0,
+                  monitor_queries=0, probe_epochs=164, probe="official", jitter_strength=0.5,
+                  proj_dim=2048, pred_dim=512, multistage_warmup=51, stem_padding=2,
+                  zero_init_residual=True, normalize=True, precision="fp16"),
+    # Minutes on 2 CPU cores, and SimSiam learns. Short trials at 1 thread (docs/results.md):
+    # the former preset (SGD lr 0.5, wd 1e-5, batch 256, crops from 8% of the image, 4,096
+    # images) lost kNN accuracy, and so did SGD with wd 5e-4; batch 128 (twice the steps) with
+    # crops from 20% (SimSiam's CIFAR setting) gained a little, the official run's input
+    # normalisation and zero-initialised residual branches more, AdamW more still. At full length
+    # (seed 0, 1 thread): lr 2e-3 x batch/256 gave kNN +8.75 points over the random encoder,
+    # 4e-3 +9.65.
+    "cpu": dict(dataset="cifar10", arch="resnet10", width=16, batch_size=128, epochs=8,
+                optimizer="adamw", lr=4e-3, weight_decay=1e-4, warmup=0.05, train_subset=8192,
+                monitor_queries=2000, probe_epochs=100, jitter_strength=0.5, crop_min=0.2,
+                proj_dim=512, pred_dim=128, multistage_warmup=2, normalize=True,
+                zero_init_residual=True),
 }
 
 
@@ -82,6 +98,8 @@ def build_parser() -> ArgumentParser:
                 raise argument_error("--aggr", f"--multistage official averages (mean), got "
                                      f"'{args.aggr}': use --multistage paper for another "
                                      f"aggregation")
+        if args.multistage in ("paper", "official"):
+            check_warmup_epochs(args, PRESETS, "multistage_warmup", "multi-stage aggregation")
         if args.stages is None:
             args.stages = 1
         if args.aggr is None:
@@ -103,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings.update(multistage=args.multistage, stages=args.stages, aggr=args.aggr, seed=args.seed)
     splits = load_splits(settings, args.data_root, args.download, args.seed)
 
-    backbone = resnet_cifar(settings["arch"], settings["width"])
+    backbone = build_backbone(settings)
     method = SimSiamMethod(backbone, backbone.out_dim, len(splits.train),
                            proj_dim=settings["proj_dim"], proj_hidden_dim=settings["proj_dim"],
                            pred_hidden_dim=settings["pred_dim"], multistage=args.multistage,

@@ -9,7 +9,12 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from mp_contrastive.vision.augment import SimCLRAugment, to_float
 from mp_contrastive.vision.data import ImageArrays, default_data_root, load_cifar, stratified_subset
-from mp_contrastive.vision.evaluation import extract_features, knn_accuracy, linear_probe
+from mp_contrastive.vision.evaluation import (
+    extract_features,
+    knn_accuracy,
+    linear_probe,
+    official_linear_probe,
+)
 from mp_contrastive.vision.models import ProjectionHead, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.optim import LARS, lars_param_groups, warmup_cosine
 
@@ -29,4 +34,5 @@ __all__ = [
     "extract_features",
     "knn_accuracy",
     "linear_probe",
+    "official_linear_probe",
 ]

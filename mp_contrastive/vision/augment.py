@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SimCLRAugment", "to_float", "rgb_to_grayscale", "adjust_hue"]
+__all__ = ["SimCLRAugment", "to_float", "rgb_to_grayscale", "adjust_hue", "random_crop_flip"]
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's weights
 
@@ -57,6 +57,34 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     value, saturation = maxc.unsqueeze(1), saturation.unsqueeze(1)
     return value - value * saturation * ramp
+
+
+def random_crop_flip(images: Tensor, padding: int = 4, flip_p: float = 0.5,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """The linear probe's augmentation, batched: torchvision's ``RandomCrop(H, padding,
+    padding_mode="reflect")`` then ``RandomHorizontalFlip(flip_p)``, each image its own draw.
+    ``images``: ``[B, 3, H, W]``, uint8 or float in [0, 1]; returns float."""
+    if images.dim() != 4 or images.size(1) != 3:
+        raise ValueError(f"'images' must have shape [B, 3, H, W], got {tuple(images.shape)}")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"'padding' must be an integer >= 0, got {padding!r}")
+    if not 0 <= flip_p <= 1:
+        raise ValueError(f"'flip_p' must be a probability in [0, 1], got {flip_p}")
+    x = to_float(images)
+    b, _, height, width = x.shape
+    if padding > min(height, width) - 1:
+        raise ValueError(f"'padding' ({padding}) must be smaller than the image side "
+                         f"({min(height, width)}) to reflect")
+    padded = F.pad(x, (padding,) * 4, mode="reflect") if padding else x
+    top = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
+    left = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
+    flip = torch.rand(b, generator=generator, device=x.device) < flip_p
+    rows = top.view(b, 1) + torch.arange(height, device=x.device)  # [B, H]
+    cols = left.view(b, 1) + torch.arange(width, device=x.device)  # [B, W]
+    cols = torch.where(flip.view(b, 1), cols.flip(1), cols)  # a flip reads the columns backwards
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows.view(b, height, 1), cols.view(b, 1, width)]
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 class SimCLRAugment(nn.Module):

@@ -22,9 +22,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageArrays", "DATASETS", "default_data_root", "load_cifar", "stratified_subset"]
+__all__ = ["ImageArrays", "DATASETS", "CIFAR_MEAN_STD", "default_data_root", "load_cifar",
+           "stratified_subset"]
 
 DATASETS = {"cifar10": 10, "cifar100": 100}
+
+#: Per-channel (mean, std) of the training images in [0, 1], the values solo-learn normalises
+#: CIFAR with (``solo/data/pretrain_dataloader.py``, ``CifarTransform``).
+CIFAR_MEAN_STD = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
 
 
 @dataclass

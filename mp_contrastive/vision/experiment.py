@@ -29,18 +29,31 @@ from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.checkpoint import SettingsMismatch
-from mp_contrastive.vision.data import DATASETS, ImageArrays, load_cifar, stratified_subset
-from mp_contrastive.vision.evaluation import extract_features, linear_probe
-from mp_contrastive.vision.models import ARCHITECTURES
-from mp_contrastive.vision.trainer import TrainConfig, Trainer
+from mp_contrastive.vision.data import (
+    CIFAR_MEAN_STD,
+    DATASETS,
+    ImageArrays,
+    load_cifar,
+    stratified_subset,
+)
+from mp_contrastive.vision.evaluation import (
+    PROBES,
+    extract_features,
+    linear_probe,
+    official_linear_probe,
+)
+from mp_contrastive.vision.models import ARCHITECTURES, CifarResNet, resnet_cifar
+from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 
 __all__ = ["add_image_arguments", "preset_help", "augmentation", "dynamics_monitor",
-           "train_and_evaluate", "resolve_preset",
-           "Splits", "load_splits",
+           "train_and_evaluate", "resolve_preset", "build_backbone", "chosen_settings",
+           "check_warmup_epochs", "run_probe", "Splits", "load_splits",
            "train_config", "run_settings", "resume", "final_evaluation", "RESUME_MAY_CHANGE"]
 
-# Defaults a preset may override.
-COMMON_DEFAULTS = {"crop_min": 0.08}
+# Defaults a preset may override: the GRAPH-ATTENTION code's choices (stem padding 1, default
+# initialisation, raw [0, 1] inputs, float32), which solo-learn's SimSiam changes.
+COMMON_DEFAULTS = {"crop_min": 0.08, "stem_padding": 1, "zero_init_residual": False,
+                   "normalize": False, "precision": "32", "probe": "fast"}
 
 #: What ``--data-root`` holds for the image examples.
 DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,test}_jpeg.npz")
@@ -52,7 +65,8 @@ DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,t
 #: two query sets). ``--device`` may name another GPU, but not another device type (the trainer
 #: compares that); ``--compile`` computes the same steps.
 RESUME_MAY_CHANGE = frozenset({"resume", "out", "data_root", "download", "no_progress", "device",
-                               "compile", "dynamics_every", "checkpoint_every", "probe_epochs"})
+                               "compile", "dynamics_every", "checkpoint_every", "probe_epochs",
+                               "probe"})
 
 # Hyper-parameters every preset must define (the example's own ones come on top).
 COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", "lr",
@@ -107,11 +121,30 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                                                        "(0 = the whole test set)"))
     parser.add_argument("--probe-epochs", type=positive_int,
                         help=preset("probe_epochs", "epochs of the final linear probe"))
+    parser.add_argument("--probe", choices=PROBES,
+                        help=preset("probe", "final linear probe: fast (features of un-augmented "
+                                             "images, extracted once, standardised) or official "
+                                             "(a zero-initialised head on the frozen encoder, "
+                                             "augmented images, SGD wd 1e-4 with linear decay; "
+                                             "comparable with the paper's Table 1)"))
     parser.add_argument("--jitter-strength", type=nonnegative_float,
                         help=preset("jitter_strength", "colour-distortion strength s"))
     parser.add_argument("--crop-min", type=float_in(0.0, 1.0, low_open=True),
                         help=preset("crop_min", "smallest random-resized-crop area, a fraction of "
                                                 "the image, in (0, 1]"))
+    parser.add_argument("--stem-padding", type=nonnegative_int,
+                        help=preset("stem_padding", "padding of the ResNet's 3x3 stem convolution "
+                                                    "(solo-learn's CIFAR ResNet: 2)"))
+    parser.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction,
+                        help=preset("zero_init_residual", "start every residual branch at zero "
+                                                          "(its last batch norm's scale)"))
+    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                        help=preset("normalize", "normalise inputs with the data set's channel "
+                                                 "mean and std, inside the encoder"))
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help=preset("precision", "float32, or bf16 / fp16 mixed precision (CUDA "
+                                                 "only; a preset's 16-bit value falls back to "
+                                                 "float32 on the CPU, saying so)"))
     add_common_arguments(parser, default_out=None, data_layout=DATA_LAYOUT,
                          data_default=f"${DATA_ENV}, then ~/.cache/mp_contrastive",
                          out_help=f"output folder: checkpoints, logs, results (default: "
@@ -128,7 +161,8 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                         help="also write a checkpoint every N optimiser steps within an epoch "
                              "(0: at each epoch's end only); --resume continues from the last "
                              "one exactly. Ctrl-C and SIGTERM write one at the current step")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (needs a CUDA device)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast (needs a CUDA device); the same as --precision bf16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
     parser.add_argument("--device", type=torch_device, default=None,
                         help="cuda, cuda:1, cpu (default: cuda if there is a GPU, else cpu)")
@@ -138,11 +172,17 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                              "<out>/dynamics.csv; 0 = off")
 
     def check(args: argparse.Namespace) -> None:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = _device(args)
+        found = "" if args.device else " (no CUDA GPU was found)"
+        if args.bf16 and args.precision not in (None, "bf16"):
+            raise argument_error("--bf16", f"it means --precision bf16, and --precision is "
+                                           f"'{args.precision}': give one of the two")
         if args.bf16 and device.type != "cuda":
             raise argument_error("--bf16", f"bf16 autocast runs on CUDA only and the device is "
-                                           f"'{device}'" + ("" if args.device else
-                                                            " (no CUDA GPU was found)"))
+                                           f"'{device}'{found}")
+        if args.precision not in (None, "32") and device.type != "cuda":
+            raise argument_error("--precision", f"'{args.precision}' is CUDA autocast and the "
+                                                f"device is '{device}'{found}: use 32")
         name, _ = _preset_name(args.preset)
         settings = _settings(args, presets, name)
         batch, subset = settings["batch_size"], settings["train_subset"]
@@ -165,6 +205,11 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
     parser.add_check(check)
 
 
+def _device(args: argparse.Namespace) -> torch.device:
+    """The device a run will use (``--device``, else CUDA when there is a GPU)."""
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def _preset_name(preset: str) -> tuple[str, str | None]:
     """The preset ``--preset`` stands for, and why ``auto`` chose it."""
     if preset != "auto":
@@ -180,7 +225,28 @@ def _settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]],
     for key, value in vars(args).items():
         if value is not None and key in settings:
             settings[key] = value
+    if getattr(args, "bf16", False):
+        settings["precision"] = "bf16"
     return settings
+
+
+def chosen_settings(args: argparse.Namespace,
+                    presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The settings a run will use (preset, then the command line), quietly: for checks."""
+    return _settings(args, presets, _preset_name(args.preset)[0])
+
+
+def check_warmup_epochs(args: argparse.Namespace, presets: dict[str, dict[str, Any]], key: str,
+                        what: str) -> None:
+    """A warm-up of ``settings[key]`` epochs must end before the last epoch, or ``what`` never
+    switches on: an argparse error naming ``--<key>`` and ``--epochs``."""
+    settings = chosen_settings(args, presets)
+    warmup, epochs = settings[key], settings["epochs"]
+    if warmup >= epochs:
+        flag = "--" + key.replace("_", "-")
+        raise argument_error(flag, f"{warmup} epochs of warm-up (from "
+                                   f"{flag if getattr(args, key) is not None else 'the preset'}) "
+                                   f"leave none of the {epochs} epochs (--epochs) for {what}")
 
 
 def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -191,7 +257,21 @@ def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]])
         _print0(f"--preset auto: using '{name}' because {reason}")
     settings = _settings(args, presets, name)
     settings["preset"] = name
+    device = _device(args)
+    if settings["precision"] != "32" and device.type != "cuda":
+        # Only a preset's value gets here: a 16-bit --precision on the CPU is an argparse error.
+        _print0(f"the {name} preset trains in {settings['precision']} mixed precision on CUDA; "
+                f"the device is '{device}', so this run trains in float32")
+        settings["precision"] = "32"
     return settings
+
+
+def build_backbone(settings: dict[str, Any]) -> CifarResNet:
+    """The preset's ResNet: architecture, width, stem padding, residual initialisation and (with
+    ``normalize``) the data set's channel mean and std inside the encoder."""
+    norm = CIFAR_MEAN_STD[settings["dataset"]] if settings["normalize"] else None
+    return resnet_cifar(settings["arch"], settings["width"], stem_padding=settings["stem_padding"],
+                        zero_init_residual=settings["zero_init_residual"], input_norm=norm)
 
 
 @dataclass
@@ -242,13 +322,15 @@ def run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str
     return {key: value for key, value in merged.items() if key not in RESUME_MAY_CHANGE}
 
 
-def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str) -> TrainConfig:
+def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
+                 **extra: Any) -> TrainConfig:
     return TrainConfig(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
         optimizer=settings["optimizer"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
-        out_dir=out_dir, amp=args.bf16, compile=args.compile, progress=not args.no_progress,
-        checkpoint_every=args.checkpoint_every, extra=run_settings(settings, args))
+        out_dir=out_dir, precision=settings["precision"], compile=args.compile,
+        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+        extra={**run_settings(settings, args), **extra})
 
 
 def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits: Splits,
@@ -289,10 +371,7 @@ def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
     rank, _ = rank_and_world()
     results: dict[str, Any] = {"settings": settings}
     if rank == 0:
-        features = extract_features(trainer.encoder, splits.bank.images, device=trainer.device)
-        test_features = extract_features(trainer.encoder, splits.test.images, device=trainer.device)
-        probe = linear_probe(features, splits.bank.labels, test_features, splits.test.labels,
-                             splits.bank.num_classes, epochs=settings["probe_epochs"])
+        probe = run_probe(trainer.encoder, splits, settings, trainer.device, trainer.config.seed)
         epochs = trainer.history["epochs"]
         results.update({
             "knn_top1_initial": trainer.history.get("knn_initial"),
@@ -312,6 +391,21 @@ def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
         print(f"kNN top-1 {knn}{gain}; linear probe top-1 {probe['test_top1']:.2f}%; "
               f"{results['wall_seconds']:.0f} s in all; results in {path}", flush=True)
     return results
+
+
+def run_probe(encoder: torch.nn.Module, splits: Splits, settings: dict[str, Any],
+              device: torch.device, seed: int = 0) -> dict[str, float]:
+    """The preset's linear probe (``settings["probe"]``) of the encoder: trained on the kNN bank's
+    images (the training set), tested on the held-out ones."""
+    train, test = splits.bank, splits.test
+    if settings["probe"] == "official":
+        return official_linear_probe(encoder, train.images, train.labels, test.images,
+                                     test.labels, train.num_classes,
+                                     epochs=settings["probe_epochs"], seed=seed, device=device)
+    features = extract_features(encoder, train.images, device=device)
+    test_features = extract_features(encoder, test.images, device=device)
+    return linear_probe(features, train.labels, test_features, test.labels, train.num_classes,
+                        epochs=settings["probe_epochs"])
 
 
 def _print0(message: str) -> None:

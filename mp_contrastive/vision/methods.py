@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mp_contrastive._validation import check_rate
+from mp_contrastive._validation import check_nonnegative_int, check_rate
 from mp_contrastive.distributed import gather_no_grad, gather_with_grad
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
 from mp_contrastive.memory import MultiStageMemory
@@ -29,11 +29,17 @@ MULTISTAGE_MODES = ("off", "paper", "official", "alone")
 class SimCLRMethod(nn.Module):
     """SimCLR, optionally with attention alignment.
 
-    ``attention="off"``: :class:`~mp_contrastive.losses.SimCLRLoss`. ``"paper"``: attention on the
-    projections, normalised over in-batch negatives, sharpness ``beta`` (paper eq. 15).
-    ``"official"``: attention ``exp(beta cos(h_i, h_j))`` on backbone features ``h`` (before the
-    projector), softmax over the batch's positive pairs, each anchor's whole term weighted, as in
-    the official code. The model returns ``(z, h)``.
+    ``attention="off"``: :class:`~mp_contrastive.losses.SimCLRLoss`. ``"paper"``: the paper's
+    attention (eq. 15, normalised over in-batch negatives, sharpness ``beta``) computed, as its
+    appendix C.2 says, on the backbone features ``h`` before the projector, unit-normalised (the
+    paper's features are; a dot product of raw ResNet features would saturate the exponential).
+    ``"official"``: attention ``exp(beta cos(h_i, h_j))`` on backbone features ``h``, softmax over
+    the batch's positive pairs, each anchor's whole term weighted, as in the official code. The
+    model returns ``(z, h)``.
+
+    ``attention_warmup=E`` trains plain SimCLR for the first ``E`` epochs (the trainer calls
+    :meth:`set_epoch`) and switches the attention on after: appendix C.2 warms up for 30 of 200
+    epochs; the official code has no warm-up.
 
     ``memory_bank_size=K`` contrasts each first-view anchor with its positive and a bank of the
     last ``K`` second-view projections (lightly's ``NTXentLoss(memory_bank_size)``), over
@@ -52,12 +58,22 @@ class SimCLRMethod(nn.Module):
 
     def __init__(self, model: nn.Module, temperature: float = 0.5, attention: str = "off",
                  beta: float = 1.0, memory_bank_size: int = 0, affinity: str = "dense",
-                 key_momentum: float = 0.0) -> None:
+                 key_momentum: float = 0.0, attention_warmup: int = 0) -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ValueError(f"'attention' must be one of {ATTENTION_MODES}, got {attention!r}")
+        self.attention_warmup = check_nonnegative_int(attention_warmup, "attention_warmup")
+        if attention_warmup and attention == "off":
+            raise ValueError("'attention_warmup' delays the attention, and attention='off' has "
+                             "none: pass attention='paper' or 'official'")
+        if attention == "paper" and memory_bank_size:
+            # The bank's "negatives" normalisation scores the projections only (bank_loss.py).
+            raise ValueError("attention='paper' scores backbone features against in-batch "
+                             "negatives, which a memory bank does not keep: use "
+                             "memory_bank_size=0 or attention='official'")
         self.model = model
         self.attention = attention
+        self.epoch = 0
         self.key_momentum = check_rate(key_momentum, "key_momentum")
         self.key_model: nn.Module | None = None
         if self.key_momentum > 0:
@@ -69,11 +85,23 @@ class SimCLRMethod(nn.Module):
         bank = dict(memory_bank_size=memory_bank_size, affinity=affinity)
         if attention == "off":
             self.loss = SimCLRLoss(temperature, **bank)
-        elif attention == "paper":
-            self.loss = AttentionSimCLRLoss(temperature, beta, normalize="negatives", **bank)
         else:
-            self.loss = AttentionSimCLRLoss(temperature, beta, normalize="positives",
+            normalize = "negatives" if attention == "paper" else "positives"
+            self.loss = AttentionSimCLRLoss(temperature, beta, normalize=normalize,
                                             score="cosine", **bank)
+        # The warm-up's loss: plain SimCLR on the same negatives (and bank, if any).
+        self.warmup_loss = SimCLRLoss(temperature, **bank) if self.attention_warmup else None
+        if self.warmup_loss is not None and self.warmup_loss.memory is not None:
+            self.warmup_loss.memory = self.loss.memory  # one bank, filled in every epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of every epoch (the attention's warm-up)."""
+        self.epoch = epoch
+
+    @property
+    def attending(self) -> bool:
+        """Whether this epoch's loss has the attention (off during the warm-up)."""
+        return self.attention != "off" and self.epoch >= self.attention_warmup
 
     def forward(self, views: list[Tensor], index: Tensor) -> Tensor:
         if self.loss.memory is not None:
@@ -82,10 +110,10 @@ class SimCLRMethod(nn.Module):
         z = gather_with_grad(_full_precision(z))
         sample = gathered_sample_ids(views[0].size(0), len(views), z.size(0), z.device)
         self.last_nodes = (z.detach(), sample, _node_index(index, len(views)))
-        if self.attention == "official":
-            features = gather_with_grad(_full_precision(h)).detach()
-            return self.loss(z, sample, attention_features=features)
-        return self.loss(z, sample)
+        if not self.attending:
+            return (self.warmup_loss or self.loss)(z, sample)
+        features = gather_with_grad(_full_precision(h)).detach()
+        return self.loss(z, sample, attention_features=features)
 
     def _bank_forward(self, views: list[Tensor], index: Tensor) -> Tensor:
         if len(views) != 2:
@@ -106,10 +134,9 @@ class SimCLRMethod(nn.Module):
         z0, z1 = z[:batch], z[batch:]
         # A sample's own keys from earlier epochs are not its negatives (a bank larger than a
         # fraction of the data set holds them, and they sit next to the positive).
-        if self.attention == "official":
-            return self.loss(z0, z1, attention_features=_full_precision(h).detach(),
-                             sample_ids=index)
-        return self.loss(z0, z1, sample_ids=index)
+        if not self.attending:
+            return (self.warmup_loss or self.loss)(z0, z1, sample_ids=index)
+        return self.loss(z0, z1, attention_features=_full_precision(h).detach(), sample_ids=index)
 
     @torch.no_grad()
     def _update_key_model(self) -> None:

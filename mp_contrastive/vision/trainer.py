@@ -45,13 +45,17 @@ from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
 from mp_contrastive.vision.logs import TrainingLogs, progress_bar
 from mp_contrastive.vision.optim import build_optimizer, warmup_cosine
 
-__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "Interrupted"]
+__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "Interrupted", "PRECISIONS"]
+
+#: Training precisions: float32, or mixed precision with bf16 or fp16 autocast (CUDA only; fp16
+#: with a gradient scaler, as PyTorch Lightning's ``precision=16`` that solo-learn runs).
+PRECISIONS = ("32", "bf16", "fp16")
 
 # The TrainConfig settings a resumed run must share with its checkpoint to continue the same
 # trajectory (``epochs`` among them: it sets the learning-rate schedule); TrainConfig.extra adds
 # the method's and the data's, and the trainer the device type and the number of processes.
 _RESUME_KEYS = ("epochs", "batch_size", "num_views", "optimizer", "lr", "weight_decay", "momentum",
-                "warmup", "seed", "knn_k", "knn_temperature", "eval_every", "amp")
+                "warmup", "seed", "knn_k", "knn_temperature", "eval_every", "precision")
 
 
 @dataclass
@@ -71,7 +75,7 @@ class TrainConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     eval_every: int = 1
-    amp: bool = False  # bf16 autocast on CUDA
+    precision: str = "32"  # one of PRECISIONS; the 16-bit ones need CUDA
     compile: bool = False
     progress: bool = True
     tensorboard: bool = True
@@ -117,6 +121,11 @@ class Trainer:
         if len(train) < config.batch_size:
             raise ValueError(f"the training set ({len(train)} images) is smaller than one batch "
                              f"('batch_size' = {config.batch_size})")
+        if config.precision not in PRECISIONS:
+            raise ValueError(f"'precision' must be one of {PRECISIONS}, got {config.precision!r}")
+        if config.precision != "32" and self.device.type != "cuda":
+            raise ValueError(f"'precision' {config.precision!r} is CUDA autocast and the device is "
+                             f"'{self.device}': use precision='32'")
         self.method = method.to(self.device)
         self.encoder = encoder
         self.train_data = train
@@ -127,6 +136,8 @@ class Trainer:
         self.dynamics = dynamics
         self.optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay,
                                          config.momentum)
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
+        self.scaler = (torch.amp.GradScaler("cuda") if config.precision == "fp16" else None)
         self.steps_per_epoch = len(train) // config.batch_size
         self.total_steps = config.epochs * self.steps_per_epoch
         self.warmup_steps = round(config.warmup * self.total_steps)
@@ -186,6 +197,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
             "settings": self.run_settings,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             "config": {k: v for k, v in asdict(self.config).items() if k != "extra"},
         }
 
@@ -225,6 +237,8 @@ class Trainer:
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler is not None:  # fp16: the scale resumes where it was
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise ValueError(f"the checkpoint '{path}' does not match the model (different "
                              f"architecture or method?): {str(error).splitlines()[0]}") from error
@@ -353,14 +367,23 @@ class Trainer:
         config = self.config
         images = self.images[index]
         views = [self.augment(images, self.augment_rng) for _ in range(config.num_views)]
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                    if config.amp and self.device.type == "cuda" else nullcontext())
-        with autocast:
+        with self._autocast():
             loss = self.train_step(views, index)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:  # skips the step if the scaled gradients overflowed, then adapts the scale
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return float(loss.detach())
+
+    def _autocast(self) -> torch.autocast | nullcontext:
+        if self.config.precision == "32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def evaluate_knn(self) -> float:
         """Weighted kNN top-1 (%) of the encoder: bank = monitor[0], queries = monitor[1]."""

@@ -45,16 +45,20 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
 
 def test_flagship_runs_and_resumes(data_root, tmp_path):
     out = tmp_path / "run"
-    done = run(*TINY, "--attention", "paper", "--out", str(out), env_root=data_root)
+    # one epoch of plain SimCLR, then the paper's attention (appendix C.2's warm-up)
+    done = run(*TINY, "--attention", "paper", "--attention-warmup", "1", "--out", str(out),
+               env_root=data_root)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "epoch 2/2" in done.stdout and "linear probe top-1" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["attention"] == "paper"
+    assert results["settings"]["attention_warmup"] == 1
     assert len(results["knn_top1_per_epoch"]) == 2 and results["knn_top1_initial"] is not None
     assert (out / "checkpoint.pt").is_file() and (out / "steps.csv").is_file()
     dynamics = (out / "dynamics.csv").read_text()
     assert dynamics.count("\n") >= 2  # a header and at least one measured step
-    again = run(*TINY, "--attention", "paper", "--out", str(out), "--resume", env_root=data_root)
+    again = run(*TINY, "--attention", "paper", "--attention-warmup", "1", "--out", str(out),
+                "--resume", env_root=data_root)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "epoch 1/2" not in again.stdout  # nothing left to train: straight to evaluation
     assert (out / "dynamics.csv").read_text() == dynamics  # the resumed run keeps its rows
@@ -65,11 +69,15 @@ def test_flagship_runs_and_resumes(data_root, tmp_path):
     changed = {"--temperature": "0.5", "--attention": "official", "--beta": "2",
                "--train-subset": "128", "--jitter-strength": "0.4", "--crop-min": "0.2",
                "--lr": "0.01", "--seed": "1", "--epochs": "3", "--memory-bank": "64"}
-    args = [*TINY, "--attention", "paper", "--out", str(out), "--resume"]
-    refused = one_line_error(run(*args, *(x for item in changed.items() for x in item),
+    args = [*TINY, "--attention", "paper", "--attention-warmup", "1", "--out", str(out),
+            "--resume"]
+    refused = one_line_error(run(*TINY, "--out", str(out), "--resume",
+                                 *(x for item in changed.items() for x in item),
                                  env_root=data_root))
     listed = refused.split("other settings (")[1].split("); resume")[0].split("; ")
-    assert sorted(item.split(":")[0] for item in listed) == sorted(changed), refused
+    # Another attention mode also changes the resolved warm-up (the paper mode's alone).
+    expected = sorted([*changed, "--attention-warmup"])
+    assert sorted(item.split(":")[0] for item in listed) == expected, refused
     assert "--temperature: stored 0.2, now 0.5" in refused
     assert files(out) == before
     # Allowed to change: where the run is shown and what only runs after training.
@@ -103,6 +111,28 @@ def test_wrong_data_root_is_a_clear_error(tmp_path):
     assert "does not exist" in last and "--download" in last
     assert not (tmp_path / "o").exists()
     assert "Traceback" not in done.stderr
+
+
+def test_simsiam_paper_preset_runs_at_tiny_size_with_the_official_probe(data_root, tmp_path):
+    """The paper preset's own settings (stem, zero-init, normalisation, official probe) run end to
+    end; on the CPU its fp16 falls back to float32, saying so."""
+    script = SCRIPT.parent / "cifar_simsiam_multistage.py"
+    out = tmp_path / "paper"
+    tiny = ["--arch", "resnet10", "--width", "4", "--epochs", "2", "--train-subset", "256",
+            "--batch-size", "64", "--monitor-queries", "100", "--probe-epochs", "1",
+            "--no-progress", "--proj-dim", "32", "--pred-dim", "8", "--multistage-warmup", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), "--preset", "paper", *tiny, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={"MP_CONTRASTIVE_DATA": str(data_root), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "so this run trains in float32" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    settings = results["settings"]
+    assert (settings["probe"], settings["precision"], settings["stem_padding"],
+            settings["zero_init_residual"], settings["normalize"]) == ("official", "32", 2, True, True)
+    assert set(results["linear_probe"]) == {"train_top1", "test_top1"}
+    assert 0.0 <= results["linear_probe"]["test_top1"] <= 100.0
 
 
 def test_simsiam_multistage_example_runs(data_root, tmp_path):

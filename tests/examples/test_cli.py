@@ -28,6 +28,9 @@ IMAGE = [
     (["--dataset", "mnist"], "--dataset"), (["--preset", "gpu"], "--preset"),
     (["--device", "tpu"], "--device"), (["--device", "cuda"], "--device"),
     (["--bf16"], "--bf16"), (["--bf16", "--device", "cpu"], "--bf16"),
+    (["--precision", "fp16"], "--precision"), (["--precision", "bf16", "--device", "cpu"],
+                                               "--precision"),
+    (["--precision", "16"], "--precision"), (["--stem-padding", "-1"], "--stem-padding"),
     # larger than the cpu preset's 8192 / 4096 training images, given or from the preset
     (["--preset", "cpu", "--batch-size", "9000"], "--batch-size"),
     (["--train-subset", "100", "--batch-size", "256"], "--batch-size"),
@@ -142,6 +145,14 @@ def test_bf16_without_cuda_is_refused(name, workdir, capsys):
     assert "argument --bf16" in error and "CUDA" in error
 
 
+@pytest.mark.parametrize("name", ["cifar_simclr_gat", "cifar_simsiam_multistage"])
+def test_bf16_and_another_precision_name_both_flags(name, workdir, capsys):
+    error = refused(EXAMPLES[name], ["--bf16", "--precision", "fp16", "--out",
+                                     str(workdir / "out")], capsys)
+    last = error.strip().splitlines()[-1]
+    assert "argument --bf16" in last and "--precision" in last
+
+
 def test_missing_data_under_an_existing_folder_names_flag_variable_and_download(workdir,
                                                                                   monkeypatch):
     """The graph examples' loader words the library's 'pass root' error for the command line."""
@@ -177,7 +188,7 @@ def test_help_shows_every_default_and_the_whole_description(name, capsys):
                           "NT-Xent temperature (default: 0.7 in the paper preset, 0.2 in the cpu "
                           "preset)", "(default: 0.08 in every preset)"]),
     ("cifar_simsiam_multistage", ["training epochs (default: 200 in the paper preset, 8 in the cpu "
-                                  "preset)", "(default: 50 in the paper preset, 2 in the cpu preset)"]),
+                                  "preset)", "(default: 51 in the paper preset, 2 in the cpu preset)"]),
     ("oversmoothing", ["(default: 64 in propagation mode, 16 in trained mode)"]),
 ])
 def test_help_says_which_preset_gives_which_default(name, expected, capsys):
@@ -216,3 +227,36 @@ def test_a_folder_in_the_way_of_an_output_file_is_found_before_training(name, bl
     last = refused(EXAMPLES[name], ["--out", str(out)], capsys).strip().splitlines()[-1]
     assert re.search(r"error: argument --out: .*" + re.escape(blocked) + "' is a folder", last)
     assert sorted(p.name for p in out.iterdir()) == [blocked]
+
+
+@pytest.mark.parametrize(("argv", "flags"), [
+    # the official attention has no warm-up (nor has plain SimCLR)
+    (["--attention-warmup", "5"], ["--attention-warmup", "--attention"]),
+    (["--attention", "off", "--attention-warmup", "5"], ["--attention-warmup", "--attention"]),
+    # the paper's attention scores in-batch negatives
+    (["--attention", "paper", "--memory-bank", "64"], ["--memory-bank", "--attention"]),
+    # a warm-up as long as the run leaves no epoch for the attention
+    (["--attention", "paper", "--epochs", "2"], ["--attention-warmup", "--epochs"]),
+    (["--attention", "paper", "--attention-warmup", "4", "--epochs", "4"],
+     ["--attention-warmup", "--epochs"]),
+])
+def test_incompatible_attention_flags_name_both(argv, flags, workdir, capsys):
+    error = refused(EXAMPLES["cifar_simclr_gat"], [*argv, "--out", str(workdir / "out")], capsys)
+    last = error.strip().splitlines()[-1]
+    assert re.search(rf"error: argument {flags[0]}:", last), last
+    assert all(flag in last for flag in flags), last
+
+
+@pytest.mark.parametrize(("argv", "flags"), [
+    (["--multistage", "official", "--stages", "4"], ["--stages", "--multistage"]),
+    (["--multistage", "official", "--aggr", "sum"], ["--aggr", "--multistage"]),
+    (["--epochs", "2"], ["--multistage-warmup", "--epochs"]),  # cpu preset: warm-up 2
+    (["--multistage", "paper", "--multistage-warmup", "6", "--epochs", "5"],
+     ["--multistage-warmup", "--epochs"]),
+])
+def test_incompatible_multistage_flags_name_both(argv, flags, workdir, capsys):
+    error = refused(EXAMPLES["cifar_simsiam_multistage"], [*argv, "--out", str(workdir / "out")],
+                    capsys)
+    last = error.strip().splitlines()[-1]
+    assert re.search(rf"error: argument {flags[0]}:", last), last
+    assert all(flag in last for flag in flags), last

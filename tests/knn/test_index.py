@@ -66,7 +66,8 @@ def test_repr_shows_a_non_default_tiling(gen):
     small = AffinityIndex(x, metric="l2", tiling=Tiling(elements=40))
     assert small.tiling == Tiling(elements=40)
     assert repr(small) == ("AffinityIndex(num_candidates=50, dim=4, metric='l2', backend='auto', "
-                           "index='flat', tiling=Tiling(elements=40, threshold=16777216))")
+                           "index='flat', tiling=Tiling(elements=40, threshold=16777216, "
+                           "cuda_threshold=134217728))")
 
 
 def test_resolve_backend(gen):

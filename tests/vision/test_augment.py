@@ -68,3 +68,33 @@ def test_bad_input():
         SimCLRAugment(scale=(0.0, 1.0))
     with pytest.raises(ValueError, match="'grayscale_p'"):
         SimCLRAugment(grayscale_p=1.5)
+
+
+def test_probe_crop_is_a_window_of_the_reflect_padded_image_maybe_flipped():
+    from mp_contrastive.vision.augment import random_crop_flip
+
+    x = IMAGES[:32].float() / 255
+    out = random_crop_flip(IMAGES[:32], padding=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    padded = TF.pad(x, [4], padding_mode="reflect")
+    windows = {(t, left, f) for t in range(9) for left in range(9) for f in (False, True)}
+    shifts, flips = set(), 0
+    for i in range(32):
+        found = [(t, left, f) for t, left, f in windows
+                 if torch.equal(out[i], (lambda w: w.flip(-1) if f else w)(
+                     padded[i, :, t:t + 32, left:left + 32]))]
+        assert found, f"image {i} is no crop of its padded image"
+        shifts.add(found[0][:2])
+        flips += found[0][2]
+    assert len(shifts) > 10 and 4 <= flips <= 28  # draws differ per image
+
+
+def test_probe_crop_without_padding_or_flip_is_the_identity():
+    from mp_contrastive.vision.augment import random_crop_flip
+
+    out = random_crop_flip(IMAGES[:8], padding=0, flip_p=0.0)
+    torch.testing.assert_close(out, IMAGES[:8].float() / 255)
+    with pytest.raises(ValueError, match="'padding'"):
+        random_crop_flip(IMAGES[:2], padding=40)
+    with pytest.raises(ValueError, match="'images'"):
+        random_crop_flip(IMAGES[0])

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mp_contrastive.vision.evaluation import knn_accuracy, linear_probe
@@ -40,3 +41,79 @@ def test_linear_probe_learns_separable_features():
     result = linear_probe(x, y, q, qy, 4, epochs=30, seed=0)
     assert result["test_top1"] > 95.0
     assert result == linear_probe(x, y, q, qy, 4, epochs=30, seed=0)  # deterministic
+
+
+class Recorder(torch.nn.Module):
+    """A frozen 'encoder' with a batch norm (to see its mode) that records what it is fed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(3)
+        self.seen: list[tuple[bool, torch.Tensor]] = []
+
+    def forward(self, x):
+        self.seen.append((self.training, x.detach().clone()))
+        return self.norm(x.mean((2, 3)))
+
+
+def images_and_labels(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = torch.randint(0, 100, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+    images[:, 0] += (60 * labels).to(torch.uint8).view(-1, 1, 1)  # class in the red channel
+    return images, labels
+
+
+def test_official_probe_augments_training_images_only_and_keeps_the_encoder_frozen():
+    from mp_contrastive.vision.evaluation import official_linear_probe
+
+    train, train_y = images_and_labels(48, 0)
+    test, test_y = images_and_labels(30, 1)
+    encoder = Recorder().train()
+    state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    result = official_linear_probe(encoder, train, train_y, test, test_y, 3, epochs=1,
+                                   batch_size=16, padding=2)
+    assert encoder.training  # its mode comes back
+    for key, value in encoder.state_dict().items():  # eval mode: running stats untouched
+        assert torch.equal(value, state[key]), key
+    assert all(not training for training, _ in encoder.seen)
+    fed = encoder.seen[1:]  # the first call only measures the feature size
+    train_batches, test_batches = fed[:3], fed[3:]
+    assert [x.size(0) for _, x in train_batches] == [16, 16, 16]
+    assert [x.size(0) for _, x in test_batches] == [16, 14]
+    raw_train = {tuple(img.flatten().tolist()) for img in train.float() / 255}
+    augmented = [tuple(img.flatten().tolist()) not in raw_train
+                 for _, x in train_batches for img in x]
+    assert sum(augmented) > 30  # crops / flips (a few draws may be the identity)
+    torch.testing.assert_close(torch.cat([x for _, x in test_batches]), test.float() / 255)
+    assert set(result) == {"train_top1", "test_top1"}
+
+
+def test_official_probe_starts_from_a_zero_head_and_learns():
+    from mp_contrastive.vision.evaluation import official_linear_probe, zero_linear_head
+
+    head = zero_linear_head(5, 3)
+    assert not head.weight.any() and not head.bias.any()
+    train, train_y = images_and_labels(96, 0)
+    test, test_y = images_and_labels(60, 1)
+    encoder = Recorder()
+    # A step of 1e-50 is 0 in float32: the head stays where it started. From zero every class
+    # ties and argmax picks class 0, so accuracy is class 0's share (a random start would not).
+    frozen = official_linear_probe(encoder, train, train_y, test, test_y, 3, epochs=1, lr=1e-50,
+                                   batch_size=32)
+    assert frozen["test_top1"] == pytest.approx(100.0 * int((test_y == 0).sum()) / len(test_y))
+    learned = official_linear_probe(encoder, train, train_y, test, test_y, 3, epochs=30, lr=0.5,
+                                    batch_size=32, padding=1)
+    assert learned["test_top1"] > 80.0
+
+
+def test_official_probe_arguments_are_checked():
+    from mp_contrastive.vision.evaluation import official_linear_probe
+
+    train, train_y = images_and_labels(8, 0)
+    with pytest.raises(ValueError, match="'epochs'"):
+        official_linear_probe(Recorder(), train, train_y, train, train_y, 3, epochs=0)
+    with pytest.raises(ValueError, match="'lr'"):
+        official_linear_probe(Recorder(), train, train_y, train, train_y, 3, lr=0.0)
+    with pytest.raises(ValueError, match="one label each"):
+        official_linear_probe(Recorder(), train, train_y[:4], train, train_y, 3)

@@ -99,3 +99,57 @@ def test_momentum_keys_follow_the_model_and_are_not_trained():
         SimCLRMethod(Pair(), key_momentum=0.5)
     with pytest.raises(ValueError, match="key_momentum"):
         SimCLRMethod(Pair(), memory_bank_size=8, key_momentum=1.0)
+
+
+class TwoOutputs(nn.Module):
+    """A tiny (z, h) model: h = backbone features, z = their projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))
+        self.projector = nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = self.backbone(x)
+        return self.projector(h), h
+
+
+def test_paper_attention_is_plain_simclr_in_the_warmup_then_attends_on_backbone_features():
+    from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
+
+    torch.manual_seed(0)
+    method = SimCLRMethod(TwoOutputs().double(), temperature=0.5, attention="paper", beta=2.0,
+                          attention_warmup=2)
+    v, index = views(0), torch.arange(5)
+    z, h = method.model(torch.cat(v))
+    sample = torch.arange(5).repeat(2)
+    plain = SimCLRLoss(0.5)(z, sample)
+    attended = AttentionSimCLRLoss(0.5, 2.0, normalize="negatives", score="cosine")(
+        z, sample, attention_features=h.detach())
+    on_projections = AttentionSimCLRLoss(0.5, 2.0, normalize="negatives", score="cosine")(z, sample)
+    assert not torch.allclose(attended, plain) and not torch.allclose(attended, on_projections)
+    for epoch, expected in [(0, plain), (1, plain), (2, attended), (5, attended)]:
+        method.set_epoch(epoch)
+        torch.testing.assert_close(method(v, index), expected)
+
+
+def test_attention_warmup_arguments_are_checked():
+    with pytest.raises(ValueError, match="'attention_warmup'"):
+        SimCLRMethod(TwoOutputs(), attention="off", attention_warmup=3)
+    with pytest.raises(ValueError, match="'attention_warmup'"):
+        SimCLRMethod(TwoOutputs(), attention="paper", attention_warmup=-1)
+    with pytest.raises(TypeError, match="'attention_warmup'"):
+        SimCLRMethod(TwoOutputs(), attention="paper", attention_warmup=1.5)
+    with pytest.raises(ValueError, match="attention='paper'.*memory"):
+        SimCLRMethod(TwoOutputs(), attention="paper", memory_bank_size=16)
+
+
+def test_official_attention_with_a_bank_warms_up_on_the_same_bank():
+    torch.manual_seed(0)
+    method = SimCLRMethod(TwoOutputs().double(), attention="official", memory_bank_size=8,
+                          attention_warmup=1)
+    assert method.warmup_loss.memory is method.loss.memory
+    for epoch in range(2):
+        method.set_epoch(epoch)
+        loss = method(views(epoch), torch.arange(5))
+        assert torch.isfinite(loss)

@@ -214,3 +214,16 @@ def test_non_positive_or_non_int_batch_size_is_named(cifar_subset, tmp_path, bat
                          tensorboard=False)
     with pytest.raises(error, match="'batch_size' must be"):
         Trainer(SimCLRMethod(model), backbone, train, SimCLRAugment(), config)
+
+
+@pytest.mark.parametrize(("precision", "match"), [("16", "'precision' must be one of"),
+                                                  ("fp16", "CUDA autocast"),
+                                                  ("bf16", "CUDA autocast")])
+def test_precision_is_checked_and_16_bit_needs_cuda(cifar_subset, tmp_path, precision, match):
+    train, _ = cifar_subset
+    backbone = resnet_cifar("resnet10", 4)
+    method = SimCLRMethod(SimCLRModel(backbone, ProjectionHead(backbone.out_dim, out_dim=8)))
+    config = TrainConfig(epochs=1, batch_size=64, precision=precision, out_dir=str(tmp_path),
+                         progress=False, tensorboard=False)
+    with pytest.raises(ValueError, match=match):
+        Trainer(method, backbone, train, SimCLRAugment(), config, device="cpu")
