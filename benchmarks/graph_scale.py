@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     header = (f"# Graph scale: planted partition, {args.features} features, degree {args.degree}, "
               f"{args.parts} parts, {platform.machine()}, {args.threads} threads, "
-              f"limit {args.memory_gib:g} GiB, torch {torch.__version__}")
+              f"limit {args.memory_gib:g} GiB, torch {torch.__version__}; load average at start "
+              f"{os.getloadavg()[0]:.1f} (other processes sharing the cores slow every cell)")
     print(header + "\n", flush=True)
     rows, cells = [], {}
     for n in args.sizes:
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                               [f"trained, {args.probe_epochs} epoch(s)",
                                f"{probed['test_acc']:.2f}"]])
             + "\n\nchance: 20.00% (5 classes)")
+    sections.append(f"load average at the end {os.getloadavg()[0]:.1f}")
     report = "\n\n".join(sections)
     print("\n" + report)
     if args.update_docs:

@@ -12,7 +12,7 @@ epochs; elsewhere GRACE's config.yaml. --config-yaml runs GRACE's own settings a
 Graphs past one batch train in mini-batches (--batch-size; PyG's NeighborLoader where pyg-lib or
 torch-sparse is installed, else RandomNodeLoader) on any graph of mp_contrastive.gnn.load_graph:
 
-    python examples/planetoid_grace.py --datasets SBM-1000000 --variants vanilla --num-seeds 1 \
+    python examples/planetoid_grace.py --datasets SBM-1000000 --variants vanilla --num-seeds 1 \\
         --batch-size 131072 --epochs 3 --out runs/grace_sbm
 
 and in several processes (DDP, gloo on the CPU): torchrun --nproc-per-node 2
