@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mp_contrastive._validation import (
@@ -15,6 +14,8 @@ from mp_contrastive._validation import (
     check_generator,
     check_nonnegative_int,
     check_positive_int,
+    check_product_range,
+    unit_rows,
 )
 from mp_contrastive.knn.exact import exact_search, to_edges
 from mp_contrastive.knn.faiss_backend import FAISS_GPU_MAX_K, FaissIndex, faiss_gpu_available
@@ -93,7 +94,9 @@ class AffinityIndex:
                              f"got {self.nlist}")
         self.seed = check_nonnegative_int(seed, "seed")
         self.tiling = check_tiling(tiling)
-        self.x = F.normalize(x, dim=1) if self.metric == "cos" else x
+        # cos: unit_rows keeps rows of any scale (1e-13, 1e30) at their direction; the other
+        # metrics' scores must not overflow (faiss would abort the process on inf).
+        self.x = unit_rows(x) if self.metric == "cos" else check_product_range(x, "x")
         self._sq_norm = self.x.pow(2).sum(1) if self.metric == "l2" else None
         #: The faiss index over ``x``, built on the first search (or clustering) that needs it.
         self.faiss_index = FaissIndex(self.x, self.metric, self.index, self.nlist, self.seed)
@@ -219,11 +222,11 @@ def _check_search(index: AffinityIndex, k: int, queries: Tensor | None, exclude_
                             f"got {q.dtype}")
         if k > n:
             raise ValueError(f"'k' must be at most the number of candidates ({n}), got {k}")
-        if index.metric == "cos":
-            q = F.normalize(q, dim=1)
-    if q.device != index.x.device:
-        raise ValueError(f"'queries' must be on the candidates' device {index.x.device}, "
-                         f"got {q.device}")
+        if q.device != index.x.device:
+            raise ValueError(f"'queries' must be on the candidates' device {index.x.device} "
+                             f"(that of 'x'), got {q.device}")
+        q = unit_rows(q) if index.metric == "cos" else check_product_range(q, "queries")
     if exclude is not None:
-        exclude = check_edge_index(exclude, n, q.size(0), "exclude").to(q.device)
+        exclude = check_edge_index(exclude, n, q.size(0), "exclude", device=q.device,
+                                   ref="queries" if queries is not None else "x", move=True)
     return q, same, k, exclude
