@@ -212,6 +212,10 @@ def aggregate_stages(stages: Tensor, aggr: str, valid: Tensor | None = None,
     valid stage aggregates to zeros.
     """
     check_choice(aggr, "aggr", AGGREGATIONS)
+    gamma = check_positive(gamma, "gamma")  # a NaN or negative decay would spread into every row
+    if not isinstance(stages, Tensor) or not stages.is_floating_point():
+        raise TypeError(f"'stages' must be a floating-point torch.Tensor, got "
+                        f"{type(stages).__name__}")
     if stages.dim() != 3:
         raise ValueError(f"'stages' must have shape [k, num_nodes, dim], got {tuple(stages.shape)}")
     k = stages.size(0)

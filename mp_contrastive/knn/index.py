@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mp_contrastive._validation import (
     check_choice,
+    check_device_arg,
     check_edge_index,
     check_features,
     check_generator,
@@ -49,11 +50,23 @@ def choose_backend(num_candidates: int, num_queries: int, k: int, device: torch.
     all-pairs graphs faiss's flat index (BLAS over 4096-query blocks, fused heaps) is 2.2x faster
     at 8k nodes and 3x at 19.7k. Neither engine is approximate; for that ask for ``index="ivf"``.
     """
+    device = _checked_backend_args(num_candidates, num_queries, k, device)
     if device.type == "cuda":
         return "faiss" if faiss_gpu_available() and k <= FAISS_GPU_MAX_K else "exact"
     if device.type != "cpu":
         return "exact"
     return "faiss" if num_queries >= 4096 and num_candidates >= 4096 else "exact"
+
+
+def _checked_backend_args(num_candidates: object, num_queries: object, k: object,
+                          device: object) -> torch.device:
+    for name, value in (("num_candidates", num_candidates), ("num_queries", num_queries),
+                        ("k", k)):
+        check_positive_int(value, name)
+    checked = check_device_arg(device)
+    if checked is None:
+        raise TypeError("'device' must be a torch.device or a device string, got None")
+    return checked
 
 
 class AffinityIndex:
