@@ -295,6 +295,8 @@ CASES: list[Case] = [
          bad_device_strings),
     Case("NegativeBank", "device", lambda d: NegativeBank(4, 3, device=d), bad_device_strings),
     Case("choose_backend", "device", lambda d: choose_backend(10, 10, 2, d), bad_device_strings),
+    # AffinityIndex takes its device from x: a device= argument is refused by name.
+    Case("AffinityIndex", "device", lambda d: AffinityIndex(X, device=d), bad_device_strings),
     # -- out-of-range scalars ---------------------------------------------------------------------
     Case("MultiStageMemory", "gamma", lambda g: MultiStageMemory(4, 3, aggr="decay", gamma=g),
          not_positive),
