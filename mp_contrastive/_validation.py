@@ -32,6 +32,9 @@ __all__ = [
     "check_rate",
     "check_choice",
     "check_edge_values",
+    "check_device",
+    "check_device_arg",
+    "unit_rows",
 ]
 
 
@@ -55,6 +58,69 @@ def value_checks_skipped() -> bool:
     return _TRUSTED.get() or is_compiling()
 
 
+def has_values(x: Tensor) -> bool:
+    """Whether ``x`` holds data that a value check can read: a ``meta`` tensor has only a shape
+    (reading it fails inside ``.item()``), so its value checks are skipped and its device is what
+    :func:`check_device` compares."""
+    return x.device.type != "meta"
+
+
+def check_device(x: Tensor, name: str, device: torch.device | None, ref: str, *,
+                 move: bool = False) -> Tensor:
+    """``x`` must be on ``device``, the device of the argument ``ref``: otherwise a ``ValueError``
+    names both arguments and both devices (instead of a failure deep inside an index op or a
+    ``.item()``). With ``move`` (small index tensors the library has always moved for the user)
+    a tensor with values is moved there instead; a ``meta`` tensor never is (it has no data)."""
+    if device is None or x.device == device:
+        return x
+    if move and has_values(x) and device.type != "meta":
+        return x.to(device)
+    raise ValueError(f"'{name}' is on device {x.device} but '{ref}' is on device {device}: "
+                     f"move both to the same device")
+
+
+def check_device_arg(device: object, name: str = "device") -> torch.device | None:
+    """``None``, a ``torch.device`` or a string torch accepts as one (``'tpu'`` is not)."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
+        raise TypeError(f"'{name}' must be a torch.device or a device string, "
+                        f"got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"'{name}' is not a device torch knows: {device!r} ({error})") from None
+
+
+def unit_rows(x: Tensor) -> Tensor:
+    """Each row of ``x`` divided by its Euclidean norm, without the scale limits of
+    ``F.normalize`` (whose ``eps=1e-12`` flattens rows of norm below 1e-12, and whose squared
+    norm overflows to ``inf`` for entries above ~1e154 in float64, ~1e19 in float32): the row is
+    first divided by its largest absolute entry, so the norm is taken of numbers in ``[-1, 1]``.
+    The result depends only on the row's direction (cosine similarities are scale-free). Rows of
+    zeros stay zero. Differentiable; reads no value (no synchronisation)."""
+    peak = x.detach().abs().amax(dim=-1, keepdim=True)
+    # A zero row stays zero (divided by one); subnormal peaks are fine (1/peak is finite).
+    scaled = x / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return scaled / torch.linalg.vector_norm(scaled, dim=-1, keepdim=True).clamp_min(
+        torch.finfo(x.dtype).tiny)
+
+
+def check_product_range(x: Tensor, name: str) -> Tensor:
+    """The inner products and squared distances of ``x``'s rows must be finite in its dtype:
+    a ``ValueError`` names ``x`` when its largest entry ``m`` has ``4 d m^2`` above the dtype's
+    maximum (scores would be ``inf``; faiss's clustering aborts the process on them)."""
+    if x.numel() == 0 or value_checks_skipped() or not has_values(x):
+        return x
+    peak = float(x.detach().abs().max())
+    limit = math.sqrt(torch.finfo(x.dtype).max / (4 * x.size(-1)))
+    if peak > limit:
+        raise ValueError(f"'{name}' has entries up to {peak:.3g}: its inner products or squared "
+                         f"distances overflow {x.dtype} (entries must stay below {limit:.3g}); "
+                         f"rescale it, or use metric='cos'")
+    return x
+
+
 def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor:
     """``x`` must be a non-empty floating-point tensor of shape ``[num_nodes, num_features]``."""
     if not isinstance(x, Tensor):
@@ -68,7 +134,7 @@ def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor
     if x.size(0) == 0 or x.size(1) == 0:
         raise ValueError(f"'{name}' is empty (shape {tuple(x.shape)}): an empty batch has no "
                          f"contrastive update")
-    if finite and not value_checks_skipped() and not all_finite(x):
+    if finite and not value_checks_skipped() and has_values(x) and not all_finite(x):
         raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
     return x
 
@@ -87,13 +153,16 @@ def all_finite(x: Tensor) -> bool:
     ``x`` once without the boolean copy of ``isfinite(x).all()``: 7x faster at 65k x 128."""
     if x.layout != torch.strided:
         x = x.coalesce().values() if x.layout == torch.sparse_coo else x.values()
-    if x.numel() == 0:
+    if x.numel() == 0 or not has_values(x):
         return True
     return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
 
-def check_index_vector(index: object, name: str, length: int | None = None) -> Tensor:
-    """``index`` must be an integer tensor of shape ``[length]`` with non-negative entries."""
+def check_index_vector(index: object, name: str, length: int | None = None, *,
+                       device: torch.device | None = None, ref: str = "x",
+                       move: bool = False) -> Tensor:
+    """``index`` must be an integer tensor of shape ``[length]`` with non-negative entries (on
+    ``device``, that of the argument ``ref``, when given: see :func:`check_device`)."""
     if not isinstance(index, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of integers, got {type(index).__name__}")
     if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
@@ -103,7 +172,9 @@ def check_index_vector(index: object, name: str, length: int | None = None) -> T
     if length is not None and index.numel() != length:
         raise ValueError(f"'{name}' must have one entry per node ({length}), "
                          f"got {index.numel()} entries")
-    if index.numel() > 0 and not value_checks_skipped() and int(index.min()) < 0:
+    index = check_device(index, name, device, ref, move=move)
+    if index.numel() > 0 and not value_checks_skipped() and has_values(index) \
+            and int(index.min()) < 0:
         raise ValueError(f"'{name}' must be non-negative, got minimum {int(index.min())}")
     return index.long()
 
@@ -119,9 +190,10 @@ def check_labels(labels: object, num_nodes: int | None = None,
 
 
 def check_edge_index(edge_index: object, num_src: int, num_dst: int,
-                     name: str = "edge_index") -> Tensor:
+                     name: str = "edge_index", *, device: torch.device | None = None,
+                     ref: str = "x", move: bool = False) -> Tensor:
     """``edge_index`` must be an integer tensor ``[2, num_edges]`` with sources below ``num_src``
-    and targets below ``num_dst``."""
+    and targets below ``num_dst`` (on ``device``, that of ``ref``, when given)."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape [2, num_edges], "
                         f"got {type(edge_index).__name__}")
@@ -130,7 +202,8 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
                         f"{edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"'{name}' must have shape [2, num_edges], got {tuple(edge_index.shape)}")
-    if edge_index.numel() > 0 and not value_checks_skipped():
+    edge_index = check_device(edge_index, name, device, ref, move=move)
+    if edge_index.numel() > 0 and not value_checks_skipped() and has_values(edge_index):
         # One pass and one device-to-host copy for both rows' ranges (not three reductions,
         # each a host sync on a GPU).
         src_min, dst_min, src_max, dst_max = torch.cat(torch.aminmax(edge_index, dim=1)).tolist()
@@ -143,7 +216,8 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
 
 
 def check_edge_values(values: object, num_edges: int, name: str, *,
-                      nonnegative: bool = False) -> Tensor:
+                      nonnegative: bool = False, device: torch.device | None = None,
+                      ref: str = "x") -> Tensor:
     """Per-edge values ``[num_edges]``: floating point and finite (NaN or Inf would spread through
     every sum they enter) and, with ``nonnegative`` (weights whose logarithm or square root is
     taken), at least zero."""
@@ -155,12 +229,13 @@ def check_edge_values(values: object, num_edges: int, name: str, *,
     if values.dim() != 1 or values.numel() != num_edges:
         raise ValueError(f"'{name}' must have shape [num_edges] = [{num_edges}], "
                          f"got {tuple(values.shape)}")
+    values = check_device(values, name, device, ref)
     return check_weight_values(values, name, nonnegative=nonnegative)
 
 
 def check_weight_values(values: Tensor, name: str, *, nonnegative: bool = False) -> Tensor:
     """The values of floating-point weights: finite and, with ``nonnegative``, at least zero."""
-    if values.numel() > 0 and not value_checks_skipped():
+    if values.numel() > 0 and not value_checks_skipped() and has_values(values):
         if not all_finite(values):
             raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
         if nonnegative and bool(values.detach().min() < 0):

@@ -22,10 +22,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mp_contrastive._validation import check_positive_int
+from mp_contrastive._validation import check_positive_int, unit_rows
 from mp_contrastive.distributed import gather_no_grad
 from mp_contrastive.knn.bank_index import BankIndex
 from mp_contrastive.memory import NegativeBank
@@ -108,7 +107,7 @@ class MemoryBankContrast(nn.Module):
         """lightly's update: the normalised second view, from every rank, replaces the oldest
         entries (and the index follows), with its sample ids when given."""
         ids = None if sample_ids is None else gather_no_grad(sample_ids.to(z1.device))
-        slots = self.bank.push(gather_no_grad(F.normalize(z1.detach(), dim=1)), ids)
+        slots = self.bank.push(gather_no_grad(unit_rows(z1.detach())), ids)
         if self.index is not None:
             self.index.update(self.bank.bank, len(self.bank), slots)
 
@@ -125,7 +124,7 @@ class MemoryBankContrast(nn.Module):
             return None, None
         q0, q1 = (h0, h1) if attention_x is None else attention_x
         if spec.score == "cosine":
-            q0, q1 = F.normalize(q0, dim=1), F.normalize(q1, dim=1)
+            q0, q1 = unit_rows(q0), unit_rows(q1)
         score = spec.beta * (q0 * q1).sum(-1)
         if spec.normalize == "positives":
             weight = (score - (torch.logsumexp(score, 0) - math.log(score.numel()))).exp()

@@ -16,16 +16,17 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
 from mp_contrastive._validation import (
+    check_device_arg,
     check_features,
     check_float_dtype,
     check_index_vector,
     check_positive,
     check_positive_int,
+    unit_rows,
 )
 
 __all__ = ["AugmentationGraph", "augmentation_graph", "view_sample_index", "augmentation_edges",
@@ -51,7 +52,7 @@ def view_sample_index(num_samples: int, num_views: int,
     if check_positive_int(num_views, "num_views") < 2:
         raise ValueError(f"'num_views' must be >= 2 (a positive pair needs at least 2 views), "
                          f"got {num_views}")
-    return torch.arange(num_samples, device=device).repeat(num_views)
+    return torch.arange(num_samples, device=check_device_arg(device)).repeat(num_views)
 
 
 def augmentation_edges(sample: Tensor,
@@ -108,6 +109,8 @@ def augmentation_graph(num_samples: int | None = None, num_views: int | None = N
     no self loops), ``edge_weight`` (normalised, :math:`\\bar{A}`, in ``dtype``), ``sample``,
     ``view`` and ``num_nodes``.
     """
+    device = check_device_arg(device)
+    check_float_dtype(dtype)
     if sample is None:
         if num_samples is None or num_views is None:
             raise TypeError("augmentation_graph() needs either (num_samples, num_views) or sample=")
@@ -142,5 +145,7 @@ def sphere_projection(z: Tensor, temperature: float) -> Tensor:
     """
     z = check_features(z, "z", finite=False)
     temperature = check_positive(temperature, "temperature")
-    return F.normalize(z, dim=1) / math.sqrt(temperature)
+    # unit_rows, not F.normalize: a row of norm 1e-13 (below F.normalize's eps) or 1e200 (whose
+    # squared norm overflows) has the same direction, so the same cosines, as one of norm 1.
+    return unit_rows(z) / math.sqrt(temperature)
 

@@ -33,12 +33,14 @@ from torch_geometric.utils import scatter
 
 from mp_contrastive._validation import (
     check_choice,
+    check_device,
     check_edge_index,
     check_edge_values,
     check_features,
     check_index_vector,
     check_positive,
     trusted_inputs,
+    unit_rows,
 )
 from mp_contrastive.bank_loss import MemoryBankContrast, bank_size
 from mp_contrastive.graph import augmentation_edges, sphere_projection, view_sample_index
@@ -94,6 +96,17 @@ def descent_loss(h: Tensor, step: Tensor, alpha: float, value: Tensor,
     the gradient is requested (``create_graph=True``), so that second derivatives are the
     derivatives of the gradient. Without it (or with an ``unsupported`` message, which is raised)
     such a request raises a ``RuntimeError`` rather than silently returning zero curvature."""
+    for name, tensor in (("h", h), ("step", step), ("value", value)):
+        if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+            raise TypeError(f"'{name}' must be a floating-point torch.Tensor, got "
+                            f"{type(tensor).__name__}")
+    if step.shape != h.shape:
+        raise ValueError(f"'step' must have the shape of 'h' {tuple(h.shape)}, "
+                         f"got {tuple(step.shape)}")
+    if value.numel() != 1:
+        raise ValueError(f"'value' must be a scalar, got shape {tuple(value.shape)}")
+    check_device(step, "step", h.device, "h")
+    alpha = check_positive(alpha, "alpha")
     return _DescentLoss.apply(h, value.detach(), step.detach(), alpha, step_fn, unsupported)
 
 
@@ -176,7 +189,8 @@ class _ViewContrastiveLoss(nn.Module):
             raise ValueError(f"'z0' must have shape [batch_size, {self.memory.bank.dim}] (the "
                              f"memory bank's dim), got {tuple(z0.shape)}")
         if sample_ids is not None:
-            sample_ids = check_index_vector(sample_ids, "sample_ids", length=b).to(z0.device)
+            sample_ids = check_index_vector(sample_ids, "sample_ids", length=b, device=z0.device,
+                                            ref="z0", move=True)
         pair = None if attention_x is None else (attention_x[:b], attention_x[b:])
         h = sphere_projection(z, self.temperature)
         result = self.memory.contrast(h[:b].detach(), h[b:].detach(), self.temperature,
@@ -197,6 +211,7 @@ class _ViewContrastiveLoss(nn.Module):
                             f"'sample' (integer tensor), got {type(z1_or_sample).__name__}")
         if z1_or_sample.is_floating_point():
             z1 = check_features(z1_or_sample, "z1")
+            check_device(z1, "z1", z0.device, "z0")
             if z1.shape != z0.shape:
                 raise ValueError(f"'z1' must have the same shape as 'z0' {tuple(z0.shape)}, "
                                  f"got {tuple(z1.shape)}")
@@ -206,8 +221,9 @@ class _ViewContrastiveLoss(nn.Module):
                 edge_index, edge_weight, _ = augmentation_edges(sample, z0.dtype)
                 self._graph_cache = {key: (edge_index, edge_weight)}
             return torch.cat([z0, z1]), *self._graph_cache[key]
-        sample = check_index_vector(z1_or_sample, "sample", length=z0.size(0))
-        edge_index, edge_weight, _ = augmentation_edges(sample.to(z0.device), z0.dtype)
+        sample = check_index_vector(z1_or_sample, "sample", length=z0.size(0), device=z0.device,
+                                    ref="z0", move=True)
+        edge_index, edge_weight, _ = augmentation_edges(sample, z0.dtype)
         return z0, edge_index, edge_weight
 
     def _loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
@@ -219,11 +235,13 @@ class _ViewContrastiveLoss(nn.Module):
                 raise ValueError("reduction='none' needs the dense affinity graph: pass "
                                  "affinity_index=None, or use reduction='sum'/'mean'")
             affinity_index = check_edge_index(affinity_index, z.size(0), z.size(0),
-                                              "affinity_index").to(z.device)
+                                              "affinity_index", device=z.device, ref="z0",
+                                              move=True)
             if affinity_weight is not None:
                 affinity_weight = check_edge_values(affinity_weight, affinity_index.size(1),
-                                                    "affinity_weight", nonnegative=True
-                                                    ).to(z.device, z.dtype)
+                                                    "affinity_weight", nonnegative=True)
+                affinity_weight = check_device(affinity_weight, "affinity_weight", z.device, "z0",
+                                               move=True).to(z.dtype)
         elif affinity_weight is not None:
             raise TypeError("'affinity_weight' needs 'affinity_index'")
         if self.reduction == "none":
@@ -389,6 +407,8 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
             attention_features = torch.cat(list(attention_features))
         if attention_features is not None:  # the operator below runs on trusted inputs
             attention_features = check_features(attention_features, "attention_features")
+            if isinstance(z0, Tensor):  # (z0 itself is checked below)
+                check_device(attention_features, "attention_features", z0.device, "z0")
         if self.memory is not None:
             if affinity_index is not None or affinity_weight is not None:
                 raise ValueError("a loss with a memory bank builds its own affinity graph "
@@ -421,7 +441,11 @@ def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
     ``V`` views, each anchor averages the log-probabilities of its ``V - 1`` positives. Used by the
     tests and benchmarks as an independent implementation. ``reduction``: ``"mean"``, ``"sum"``
     or ``"none"`` (one value per row)."""
-    h = F.normalize(z, dim=1)
+    z = check_features(z, "z")
+    sample = check_index_vector(sample, "sample", length=z.size(0), device=z.device, ref="z")
+    temperature = check_positive(temperature, "temperature")
+    check_choice(reduction, "reduction", REDUCTIONS)
+    h = unit_rows(z)
     logits = h @ h.T / temperature
     logits.fill_diagonal_(-math.inf)
     positive = sample.unsqueeze(0) == sample.unsqueeze(1)

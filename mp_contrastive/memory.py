@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from mp_contrastive._validation import (
     check_choice,
+    check_device,
+    check_device_arg,
     check_feature_dim,
     check_features,
     check_float_dtype,
@@ -35,6 +37,7 @@ from mp_contrastive._validation import (
     check_nonnegative_int,
     check_positive,
     check_positive_int,
+    has_values,
 )
 from mp_contrastive.distributed import gather_no_grad, rank_and_world
 
@@ -79,6 +82,7 @@ class NegativeBank(nn.Module):
         self.size = check_positive_int(size, "size")
         self.dim = None if dim is None else check_positive_int(dim, "dim")
         check_float_dtype(dtype)  # an integer bank would truncate the features it stores
+        device = check_device_arg(device)
         # A bank whose dim comes from its first push also takes that push's dtype, unless given.
         self._dtype_given = dtype is not None
         rows, cols = (self.size, self.dim) if self.dim is not None else (0, 0)
@@ -127,9 +131,10 @@ class NegativeBank(nn.Module):
         index over the bank can replace exactly those entries."""
         x = check_features(x, "x")
         if ids is not None:
-            ids = check_index_vector(ids, "ids", length=x.size(0)).to(self.ids.device)
+            ids = check_index_vector(ids, "ids", length=x.size(0), device=x.device, ref="x",
+                                     move=True)
         else:
-            ids = torch.full((x.size(0),), -1, dtype=torch.long, device=self.ids.device)
+            ids = torch.full((x.size(0),), -1, dtype=torch.long, device=x.device)
         if self.dim is None:
             self.dim = x.size(1)
             self.bank = self.bank.new_zeros(self.size, self.dim,
@@ -161,7 +166,7 @@ class NegativeBank(nn.Module):
     def same_sample(self, ids: Tensor) -> Tensor:
         """``[2, P]`` pairs ``(slot, row)``: the filled slots whose sample id equals ``ids[row]``
         (e.g. a sample's own keys from earlier epochs, which are not its negatives)."""
-        ids = check_index_vector(ids, "ids").to(self.ids.device)
+        ids = check_index_vector(ids, "ids", device=self.ids.device, ref="the bank", move=True)
         stored = self.ids[: len(self)]
         order = torch.argsort(stored, stable=True)
         sorted_ids = stored[order]
@@ -207,6 +212,10 @@ def aggregate_stages(stages: Tensor, aggr: str, valid: Tensor | None = None,
     valid stage aggregates to zeros.
     """
     check_choice(aggr, "aggr", AGGREGATIONS)
+    gamma = check_positive(gamma, "gamma")  # a NaN or negative decay would spread into every row
+    if not isinstance(stages, Tensor) or not stages.is_floating_point():
+        raise TypeError(f"'stages' must be a floating-point torch.Tensor, got "
+                        f"{type(stages).__name__}")
     if stages.dim() != 3:
         raise ValueError(f"'stages' must have shape [k, num_nodes, dim], got {tuple(stages.shape)}")
     k = stages.size(0)
@@ -280,8 +289,9 @@ class MultiStageMemory(nn.Module):
         self.register_buffer("written", torch.full((num_stages, num_samples), -1, dtype=torch.long))
 
     def _check_index(self, index: Tensor) -> Tensor:
-        index = check_index_vector(index, "index").to(self.written.device)
-        if index.numel() and int(index.max()) >= self.num_samples:
+        index = check_index_vector(index, "index", device=self.written.device,
+                                   ref="the memory", move=True)
+        if index.numel() and has_values(index) and int(index.max()) >= self.num_samples:
             raise ValueError(f"'index' must lie in [0, {self.num_samples}), got maximum "
                              f"{int(index.max())}")
         return index
@@ -292,14 +302,17 @@ class MultiStageMemory(nn.Module):
         stage ``s`` is the feature written at epoch ``epoch - s``, ``1 <= s <= k``."""
         index = self._check_index(index)
         check_nonnegative_int(epoch, "epoch")
-        written = self.written[:, index]  # [k, B], -1 = never
-        age = epoch - written
-        valid = (written >= 0) & (age >= 1) & (age <= self.num_stages)
-        # Order the ring slots by age so that stage index 0 is the most recent (s = 1).
-        order = torch.argsort(torch.where(valid, age, self.num_stages + 1), dim=0)
-        stages = self.features[:, index].float().gather(
-            0, order.unsqueeze(-1).expand(-1, -1, self.dim))
-        valid = valid.gather(0, order)
+        # Stage s (index s - 1) is the epoch t - s, stored in ring slot (t - s) % k: read it from
+        # there, valid when that slot still holds epoch t - s. (Sorting the valid slots by age
+        # would shift an older stage into a missing newer one's place, and "decay" would weight
+        # it as the newer one.)
+        stage_epoch = epoch - torch.arange(1, self.num_stages + 1, device=self.written.device)
+        slot = stage_epoch.remainder(self.num_stages)
+        valid = self.written[slot][:, index] == stage_epoch.unsqueeze(1)  # [k, B]
+        valid &= (stage_epoch >= 0).unsqueeze(1)
+        stages = self.features[slot][:, index]
+        if stages.dtype in (torch.float16, torch.bfloat16):  # aggregated in float32; float64 kept
+            stages = stages.float()
         return aggregate_stages(stages, self.aggr, valid, self.gamma), valid.sum(0)
 
     @torch.no_grad()
@@ -309,6 +322,7 @@ class MultiStageMemory(nn.Module):
         index = self._check_index(index)
         check_nonnegative_int(epoch, "epoch")
         features = check_features(features, "features")
+        check_device(features, "features", self.features.device, "the memory")
         if features.size(0) != index.numel() or features.size(1) != self.dim:
             raise ValueError(f"'features' must have shape [len(index), dim] = [{index.numel()}, "
                              f"{self.dim}], got {tuple(features.shape)}")

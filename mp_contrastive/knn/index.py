@@ -5,16 +5,18 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mp_contrastive._validation import (
     check_choice,
+    check_device_arg,
     check_edge_index,
     check_features,
     check_generator,
     check_nonnegative_int,
     check_positive_int,
+    check_product_range,
+    unit_rows,
 )
 from mp_contrastive.knn.exact import exact_search, to_edges
 from mp_contrastive.knn.faiss_backend import FAISS_GPU_MAX_K, FaissIndex, faiss_gpu_available
@@ -48,11 +50,23 @@ def choose_backend(num_candidates: int, num_queries: int, k: int, device: torch.
     all-pairs graphs faiss's flat index (BLAS over 4096-query blocks, fused heaps) is 2.2x faster
     at 8k nodes and 3x at 19.7k. Neither engine is approximate; for that ask for ``index="ivf"``.
     """
+    device = _checked_backend_args(num_candidates, num_queries, k, device)
     if device.type == "cuda":
         return "faiss" if faiss_gpu_available() and k <= FAISS_GPU_MAX_K else "exact"
     if device.type != "cpu":
         return "exact"
     return "faiss" if num_queries >= 4096 and num_candidates >= 4096 else "exact"
+
+
+def _checked_backend_args(num_candidates: object, num_queries: object, k: object,
+                          device: object) -> torch.device:
+    for name, value in (("num_candidates", num_candidates), ("num_queries", num_queries),
+                        ("k", k)):
+        check_positive_int(value, name)
+    checked = check_device_arg(device)
+    if checked is None:
+        raise TypeError("'device' must be a torch.device or a device string, got None")
+    return checked
 
 
 class AffinityIndex:
@@ -93,7 +107,9 @@ class AffinityIndex:
                              f"got {self.nlist}")
         self.seed = check_nonnegative_int(seed, "seed")
         self.tiling = check_tiling(tiling)
-        self.x = F.normalize(x, dim=1) if self.metric == "cos" else x
+        # cos: unit_rows keeps rows of any scale (1e-13, 1e30) at their direction; the other
+        # metrics' scores must not overflow (faiss would abort the process on inf).
+        self.x = unit_rows(x) if self.metric == "cos" else check_product_range(x, "x")
         self._sq_norm = self.x.pow(2).sum(1) if self.metric == "l2" else None
         #: The faiss index over ``x``, built on the first search (or clustering) that needs it.
         self.faiss_index = FaissIndex(self.x, self.metric, self.index, self.nlist, self.seed)
@@ -219,11 +235,11 @@ def _check_search(index: AffinityIndex, k: int, queries: Tensor | None, exclude_
                             f"got {q.dtype}")
         if k > n:
             raise ValueError(f"'k' must be at most the number of candidates ({n}), got {k}")
-        if index.metric == "cos":
-            q = F.normalize(q, dim=1)
-    if q.device != index.x.device:
-        raise ValueError(f"'queries' must be on the candidates' device {index.x.device}, "
-                         f"got {q.device}")
+        if q.device != index.x.device:
+            raise ValueError(f"'queries' must be on the candidates' device {index.x.device} "
+                             f"(that of 'x'), got {q.device}")
+        q = unit_rows(q) if index.metric == "cos" else check_product_range(q, "queries")
     if exclude is not None:
-        exclude = check_edge_index(exclude, n, q.size(0), "exclude").to(q.device)
+        exclude = check_edge_index(exclude, n, q.size(0), "exclude", device=q.device,
+                                   ref="queries" if queries is not None else "x", move=True)
     return q, same, k, exclude

@@ -163,7 +163,7 @@ class AlignmentConv(StepConv):
                              "(adj_t): pass the transposed matrix, adj_t.t(), with the default flow "
                              "(as for GCNConv)")
         index, weight = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
-                                      "edge_index", "edge_weight", x.dtype)
+                                      "edge_index", "edge_weight", x.dtype, device=x.device)
         if weight is not None and not value_checks_skipped():
             self._check_weights(weight)
         # gcn_norm has no CSC branch: a CSC adj_t goes the edge_index way.
@@ -213,7 +213,8 @@ class AlignmentConv(StepConv):
             index, weight = self._cached_adj
         else:
             index, weight = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
-                                          "edge_index", "edge_weight", x_dst.dtype)
+                                          "edge_index", "edge_weight", x_dst.dtype,
+                                          device=x_dst.device)
             if weight is not None and not value_checks_skipped():
                 self._check_weights(weight)
             if self.normalize:

@@ -170,7 +170,8 @@ class AttentionAlignmentConv(StepConv):
             raise ValueError("AttentionAlignmentConv with a bipartite pair takes no "
                              "affinity_index or attention_x")
         index, base = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
-                                    "edge_index", "edge_weight", x_dst.dtype, nonnegative=True)
+                                    "edge_index", "edge_weight", x_dst.dtype, nonnegative=True,
+                                    device=x_dst.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_attention):
             weight = bipartite_attention_weights(x_src, x_dst, index, base, beta=self.beta,
                                                  score=self.score)

@@ -99,18 +99,18 @@ class ContrastiveConv(StepConv):
         num_dst, dtype = x_dst.size(0), x_dst.dtype
         edge_index, edge_weight = as_edge_index(edge_index, edge_weight, num_dst, num_dst,
                                                 "edge_index", "edge_weight", dtype,
-                                                nonnegative=self.normalize)
+                                                nonnegative=self.normalize, device=x_dst.device)
         if self.normalize:
             edge_index, edge_weight = gcn_norm(edge_index, edge_weight, num_dst,
                                                add_self_loops=False, dtype=dtype)
         if affinity_index is not None:
             affinity_index, affinity_weight = as_edge_index(
                 affinity_index, affinity_weight, x_src.size(0), num_dst, "affinity_index",
-                "affinity_weight", dtype, nonnegative=True)
+                "affinity_weight", dtype, nonnegative=True, device=x_dst.device)
         elif affinity_weight is not None:
             raise ValueError("'affinity_weight' needs an 'affinity_index' (the dense affinity "
                              "graph is unweighted)")
-        anchor_weight = check_anchor_weight(anchor_weight, num_dst, dtype)
+        anchor_weight = check_anchor_weight(anchor_weight, num_dst, dtype, x_dst.device)
         batch = check_batch(batch, x_src.size(0), num_dst, same_nodes, affinity_index is None)
 
         attention = self.attention

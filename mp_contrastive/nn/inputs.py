@@ -9,6 +9,7 @@ from torch_geometric.utils import is_sparse, to_edge_index
 
 from mp_contrastive._validation import (
     check_choice,
+    check_device,
     check_edge_index,
     check_edge_values,
     check_features,
@@ -35,6 +36,7 @@ def split_pair(x: Tensor | PairTensor, name: str = "x") -> tuple[Tensor, Tensor,
         if x_src.size(1) != x_dst.size(1):
             raise ValueError(f"'{name}' pair has mismatched feature dimensions: x_src has "
                              f"{x_src.size(1)}, x_dst has {x_dst.size(1)}")
+        check_device(x_dst, f"{name}[1] (x_dst)", x_src.device, f"{name}[0] (x_src)")
         if x_src.dtype != x_dst.dtype:
             raise TypeError(f"'{name}' pair has mismatched dtypes {x_src.dtype} and "
                             f"{x_dst.dtype}")
@@ -46,11 +48,17 @@ def split_pair(x: Tensor | PairTensor, name: str = "x") -> tuple[Tensor, Tensor,
 
 def as_edge_index(adj: Adj, edge_weight: Tensor | None, num_src: int, num_dst: int,
                   name: str, weight_name: str, dtype: torch.dtype, *,
-                  nonnegative: bool = False) -> tuple[Tensor, Tensor | None]:
+                  nonnegative: bool = False, device: torch.device | None = None,
+                  ref: str = "x") -> tuple[Tensor, Tensor | None]:
     """Bring an ``edge_index`` tensor, a torch sparse ``adj_t`` or a ``SparseTensor`` ``adj_t`` to
     ``(edge_index, edge_weight)`` form with checked ranges, finite weights (non-negative with
-    ``nonnegative``: weights whose logarithm or square root is taken) and the features' dtype."""
+    ``nonnegative``: weights whose logarithm or square root is taken) and the features' dtype, on
+    ``device`` (that of the features ``ref``) when given."""
     if is_sparse(adj):
+        adj_device = adj.device() if callable(adj.device) else adj.device  # SparseTensor: a method
+        if device is not None and adj_device != device:
+            raise ValueError(f"'{name}' is on device {adj_device} but '{ref}' is on device "
+                             f"{device}: move both to the same device")
         if edge_weight is not None:
             raise ValueError(f"'{weight_name}' must be None when '{name}' is a sparse matrix "
                              f"(its values are the weights)")
@@ -63,17 +71,17 @@ def as_edge_index(adj: Adj, edge_weight: Tensor | None, num_src: int, num_dst: i
             edge_weight = check_weight_values(edge_weight.to(dtype), weight_name,
                                               nonnegative=nonnegative)
     else:
-        edge_index = check_edge_index(adj, num_src, num_dst, name)
+        edge_index = check_edge_index(adj, num_src, num_dst, name, device=device, ref=ref)
         if edge_weight is not None:
             edge_weight = check_edge_values(edge_weight, edge_index.size(1), weight_name,
-                                            nonnegative=nonnegative)
+                                            nonnegative=nonnegative, device=device, ref=ref)
     if edge_weight is not None:
         edge_weight = edge_weight.to(dtype)
     return edge_index, edge_weight
 
 
-def check_anchor_weight(anchor_weight: Tensor | None, num_dst: int,
-                        dtype: torch.dtype) -> Tensor | None:
+def check_anchor_weight(anchor_weight: Tensor | None, num_dst: int, dtype: torch.dtype,
+                        device: torch.device | None = None) -> Tensor | None:
     """A per-anchor weight ``[num_dst]`` (detached: it is a loss coefficient), or ``None``."""
     if anchor_weight is None:
         return None
@@ -82,7 +90,7 @@ def check_anchor_weight(anchor_weight: Tensor | None, num_dst: int,
     if anchor_weight.dim() != 1 or anchor_weight.numel() != num_dst:
         raise ValueError(f"'anchor_weight' must have shape [num_nodes] = [{num_dst}], "
                          f"got {tuple(anchor_weight.shape)}")
-    check_edge_values(anchor_weight, num_dst, "anchor_weight", nonnegative=True)
+    check_edge_values(anchor_weight, num_dst, "anchor_weight", nonnegative=True, device=device)
     return anchor_weight.detach().to(dtype)
 
 

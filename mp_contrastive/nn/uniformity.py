@@ -84,8 +84,10 @@ class UniformityConv(StepConv):
         else:
             edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_src.size(0),
                                                     x_dst.size(0), "edge_index", "edge_weight",
-                                                    x_dst.dtype, nonnegative=True)
-        anchor_weight = check_anchor_weight(anchor_weight, x_dst.size(0), x_dst.dtype)
+                                                    x_dst.dtype, nonnegative=True,
+                                                    device=x_dst.device)
+        anchor_weight = check_anchor_weight(anchor_weight, x_dst.size(0), x_dst.dtype,
+                                            x_dst.device)
         # Under an explainer the sparse edges go through propagate, where its edge mask applies
         # (the fused kernels bypass it).
         explained = self.explain and edge_index is not None

@@ -14,11 +14,18 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import add_remaining_self_loops, scatter, softmax
 
-from mp_contrastive._validation import check_choice, check_features, check_nonnegative
+from mp_contrastive._validation import (
+    all_finite,
+    check_choice,
+    check_device,
+    check_features,
+    check_nonnegative,
+    unit_rows,
+    value_checks_skipped,
+)
 from mp_contrastive.nn.functional.sparse import scatter_logsumexp
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
 from mp_contrastive.nn.inputs import as_edge_index
@@ -92,7 +99,8 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
     x = check_features(x)
     num_nodes = x.size(0)
     edge_index, base = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
-                                     "edge_index", "edge_weight", x.dtype, nonnegative=True)
+                                     "edge_index", "edge_weight", x.dtype, nonnegative=True,
+                                     device=x.device)
     if add_self_loops:
         edge_index, base = add_remaining_self_loops(edge_index, base, 1.0, num_nodes)
     dst = edge_index[1]
@@ -103,20 +111,57 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
     reusable = attention_x is None and score == "dot"
     similarity = similarity if reusable else None
     scores = beta * _edge_dots(query, edge_index, similarity)
+    # An edge of weight zero is no edge: it takes no part in any normaliser (nor, for
+    # "negatives", does it stop its source from being a negative of its target).
+    present = base > 0
+    no_negative = None
     if normalize == "neighbors":
-        weight = softmax(scores + base.log(), dst, num_nodes=num_nodes)
+        # Absent edges get the dtype's lowest finite logit, not log 0 = -inf: a node whose every
+        # edge is absent would otherwise softmax -inf - (-inf) = NaN.
+        logit = torch.where(present, scores + base.masked_fill(~present, 1.0).log(),
+                            torch.finfo(scores.dtype).min)
+        weight = torch.where(present, softmax(logit, dst, num_nodes=num_nodes), 0.0)
     elif normalize == "positives":
         if scores.numel() == 0:  # no positive pair: no weight to normalise
             return edge_index, base
-        log_mean = torch.logsumexp(scores, 0) - math.log(scores.numel())
-        weight = base * (scores - log_mean).exp()
+        masked = scores.masked_fill(~present, -math.inf)
+        count = present.sum().to(scores.dtype).clamp_min(1)
+        log_mean = torch.logsumexp(masked, 0) - count.log()
+        weight = torch.where(present, base * (masked - log_mean).exp(), 0.0)
     else:
         unit_beta = isinstance(beta, (int, float)) and beta == 1.0
-        log_mean = _log_mean_negatives(query, edge_index, scores, beta, affinity_index,
-                                       similarity, row_logsumexp if reusable and unit_beta
-                                       else None, tiling)
-        weight = base * (scores - log_mean.index_select(0, dst)).exp()
+        log_mean, no_negative = _log_mean_negatives(
+            query, edge_index, scores, present, beta, affinity_index, similarity,
+            row_logsumexp if reusable and unit_beta else None, tiling)
+        weight = torch.where(present, base * (scores - log_mean.index_select(0, dst)).exp(), 0.0)
+    _check_attention(weight, no_negative, attention_x is not None)
     return edge_index, weight
+
+
+def _check_attention(weight: Tensor, no_negative: Tensor | None, own_features: bool) -> None:
+    """A node with positives but no negatives (``"negatives"``), or weights that overflowed
+    (``exp`` of a score far above the normaliser: ``beta`` times the features' inner products
+    too large for the dtype), fail here with the arguments named. The ``"negatives"`` path reads
+    both in the one synchronisation it always had; the others check only outside
+    :func:`~mp_contrastive._validation.trusted_inputs` (their softmax-style normalisers cannot
+    overflow from finite scores)."""
+    if no_negative is None and (value_checks_skipped() or weight.numel() == 0):
+        return
+    if weight.device.type == "meta":
+        return
+    if no_negative is None:
+        finite = all_finite(weight.detach())
+    else:
+        flags = torch.stack([no_negative, ~torch.isfinite(weight.detach()).all()]).tolist()
+        if flags[0]:
+            raise ValueError("normalize='negatives' needs at least one negative for every node "
+                             "with a positive pair (a batch of one sample has none)")
+        finite = not flags[1]
+    if not finite:
+        features = "'attention_x'" if own_features else "'x'"
+        raise ValueError(f"the attention weights overflow (exp of 'beta' times the inner products "
+                         f"of {features} exceeds the dtype's range): use a smaller 'beta', "
+                         f"score='cosine', or features of smaller norm")
 
 
 def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor,
@@ -132,8 +177,7 @@ def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor
     if edge_weight is None:
         degree = scatter(torch.ones_like(dst, dtype=x_dst.dtype), dst, 0, num_dst, reduce="sum")
         edge_weight = 1.0 / degree.index_select(0, dst)
-    q_src, q_dst = (F.normalize(x_src, dim=-1), F.normalize(x_dst, dim=-1)) if score == "cosine" \
-        else (x_src, x_dst)
+    q_src, q_dst = (unit_rows(x_src), unit_rows(x_dst)) if score == "cosine" else (x_src, x_dst)
     scores = beta * (q_dst.index_select(0, dst) * q_src.index_select(0, src)).sum(-1)
     return softmax(scores + edge_weight.log(), dst, num_nodes=num_dst)
 
@@ -143,11 +187,13 @@ def _attention_features(x: Tensor, attention_x: Tensor | None, score: str) -> Te
         query = x
     else:
         query = check_features(attention_x, "attention_x")
+        check_device(query, "attention_x", x.device, "x")
         if query.size(0) != x.size(0):
             raise ValueError(f"'attention_x' must have one row per node of 'x' "
                              f"({x.size(0)}), got {query.size(0)} rows")
         query = query.to(x.dtype)
-    return F.normalize(query, dim=-1) if score == "cosine" else query
+    # unit_rows, not F.normalize: cosines are scale-free, also for rows of norm 1e-13 or 1e200.
+    return unit_rows(query) if score == "cosine" else query
 
 
 def _edge_dots(query: Tensor, edge_index: Tensor, similarity: Tensor | None) -> Tensor:
@@ -163,14 +209,17 @@ def _edge_dots(query: Tensor, edge_index: Tensor, similarity: Tensor | None) -> 
     return dots
 
 
-def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta: float | Tensor,
-                        affinity_index: Tensor | None, similarity: Tensor | None,
-                        row_logsumexp: Tensor | None, tiling: Tiling) -> Tensor:
-    r"""Per node :math:`\log \mathrm{mean}_{k \in \mathrm{neg}(i)} e^{\beta q_i \cdot q_k}`."""
+def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, present: Tensor,
+                        beta: float | Tensor, affinity_index: Tensor | None,
+                        similarity: Tensor | None, row_logsumexp: Tensor | None,
+                        tiling: Tiling) -> tuple[Tensor, Tensor]:
+    r"""Per node :math:`\log \mathrm{mean}_{k \in \mathrm{neg}(i)} e^{\beta q_i \cdot q_k}`, and
+    whether a node with a positive pair has no negative (a 0-dim bool tensor, not yet read)."""
     num_nodes = query.size(0)
-    # Distinct positive pairs, self loops excluded: neg(i) = all nodes - {i} - pos(i).
+    # Distinct positive pairs (edges of weight > 0), self loops excluded:
+    # neg(i) = all nodes - {i} - pos(i).
     src, dst = edge_index
-    not_self = src != dst
+    not_self = (src != dst) & present
     key, slot = torch.unique(dst[not_self] * num_nodes + src[not_self], return_inverse=True)
     pos_dst, pos_src = key // num_nodes, key % num_nodes
     if affinity_index is None:
@@ -192,7 +241,8 @@ def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta:
                                         reduce="sum")
     else:
         negative_index, _ = as_edge_index(affinity_index, None, num_nodes, num_nodes,
-                                          "affinity_index", "affinity_weight", query.dtype)
+                                          "affinity_index", "affinity_weight", query.dtype,
+                                          device=query.device)
         src, dst = negative_index
         keep = (src != dst) & ~torch.isin(dst * num_nodes + src, key)
         negative_index = negative_index[:, keep]
@@ -200,10 +250,8 @@ def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta:
         negative_scores = beta * _edge_dots(query, negative_index, None)
         negative, _ = scatter_logsumexp(negative_scores, dst, num_nodes)
         count = scatter(torch.ones_like(dst), dst, 0, num_nodes, reduce="sum")
-    if bool((count.index_select(0, edge_index[1]) == 0).any()):
-        raise ValueError("normalize='negatives' needs at least one negative for every node "
-                         "with a positive pair (a batch of one sample has none)")
-    return negative - count.clamp_min(1).to(query.dtype).log()
+    no_negative = ((count.index_select(0, edge_index[1]) == 0) & present).any()
+    return negative - count.clamp_min(1).to(query.dtype).log(), no_negative
 
 
 def _dense_row_logsumexp(query: Tensor, beta: float | Tensor, similarity: Tensor | None,
