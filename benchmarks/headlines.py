@@ -35,6 +35,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
+from mp_contrastive.gnn.experiment import mean_std
 
 MARKER = "results-headlines"
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,10 +89,12 @@ def results_of(arm: Arm, seed: int, out: Path, data_root: str | None) -> dict[st
 
 
 def spread(values: list[float]) -> str:
-    """Mean ± sample standard deviation, or the one value."""
+    """Mean ± standard deviation (over the seeds, as every table of the project: ``mean_std``),
+    or the one value."""
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}"
 
 
 def table(rows: dict[Arm, list[dict[str, Any]]]) -> str:
@@ -134,9 +137,9 @@ def main(argv: list[str] | None = None) -> str:
     rows = {arm: [results_of(arm, seed, out, args.data_root)
                   for seed in range(args.seed, args.seed + (args.seeds if arm.all_seeds else 1))]
             for arm in ARMS}
-    report = (f"{table(rows)}\n\nMean ± sample standard deviation over the seeds; each run's "
-              f"`results.json` is in `{out}/<run>_<seed>`. Produced by `python -m "
-              f"benchmarks.headlines --update-docs docs/results.md`.")
+    report = (f"{table(rows)}\n\nMean ± standard deviation over the seeds (population, as in "
+              f"the graph tables); each run's `results.json` is in `{out}/<run>_<seed>`. "
+              f"Produced by `python -m benchmarks.headlines --update-docs docs/results.md`.")
     print(report)
     if args.update_docs:
         replace_marked_section(args.update_docs, MARKER, report)

@@ -33,7 +33,7 @@ def test_table_from_existing_runs_and_docs_update(tmp_path, monkeypatch):
 
     rows = [line for line in report.splitlines() if line.startswith("| SimSiam")]
     for row, values in zip(rows, finals.values(), strict=True):
-        mean, std = statistics.mean(values), statistics.stdev(values)
+        mean, std = statistics.mean(values), statistics.pstdev(values)
         assert f"{mean:.2f} ± {std:.2f}" in row  # trained kNN
         assert f"{mean - 24.75:.2f} ± {std:.2f}" in row  # gain over the random encoder
         assert f"{mean + 5:.2f} ± {std:.2f}" in row  # probe
