@@ -16,15 +16,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_geometric.typing import Adj
 from torch_geometric.utils import add_remaining_self_loops, scatter, softmax
 
-from mp_contrastive._validation import check_choice, check_features, check_nonnegative
+from mp_contrastive._validation import (
+    check_choice,
+    check_features,
+    check_nonnegative,
+    check_same_device,
+)
 from mp_contrastive.nn.functional.sparse import scatter_logsumexp
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.inputs import as_edge_index
+from mp_contrastive.nn.inputs import as_edge_index, check_adjacency
 
 __all__ = ["NORMALIZATIONS", "SCORES", "AttentionSpec", "attention_weights",
-           "bipartite_attention_weights"]
+           "bipartite_attention_weights", "check_attention_inputs",
+           "check_attention_x"]
 
 #: What the attention's scores are normalised by.
 NORMALIZATIONS = ("negatives", "positives", "neighbors")
@@ -64,7 +71,17 @@ class AttentionSpec:
                 similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
                 tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
         """:func:`attention_weights` with this specification."""
-        return attention_weights(x, edge_index, edge_weight, beta=self.beta,
+        check_attention_inputs(x, edge_index, edge_weight, affinity_index, attention_x)
+        return self._weights(x, edge_index, edge_weight, affinity_index=affinity_index,
+                             attention_x=attention_x, similarity=similarity,
+                             row_logsumexp=row_logsumexp, tiling=tiling)
+
+    def _weights(self, x: Tensor, edge_index: Adj, edge_weight: Tensor | None = None, *,
+                 affinity_index: Adj | None = None, attention_x: Tensor | None = None,
+                 similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
+                 tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
+        """:meth:`weights` of checked inputs."""
+        return _attention_weights(x, edge_index, edge_weight, beta=self.beta,
                                  normalize=self.normalize, score=self.score,
                                  add_self_loops=self.add_self_loops,
                                  affinity_index=affinity_index, attention_x=attention_x,
@@ -89,10 +106,48 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
     (tile by tile); for ``beta = 1`` a caller that has each row's ``row_logsumexp`` over the other
     nodes may pass that instead, and the pass is saved too.
     """
-    x = check_features(x)
+    check_attention_inputs(x, edge_index, edge_weight, affinity_index, attention_x)
+    return _attention_weights(x, edge_index, edge_weight, beta=beta, normalize=normalize,
+                              score=score, add_self_loops=add_self_loops,
+                              affinity_index=affinity_index, attention_x=attention_x,
+                              similarity=similarity, row_logsumexp=row_logsumexp, tiling=tiling)
+
+
+def check_attention_inputs(x: object, edge_index: object, edge_weight: object = None,
+                           affinity_index: object = None, attention_x: object = None, *,
+                           sync: bool = True) -> None:
+    """The checks of :func:`attention_weights`' tensors (``sync``: see
+    :func:`~mp_contrastive._validation.require`)."""
+    x = check_features(x, sync=sync)
     num_nodes = x.size(0)
-    edge_index, base = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
-                                     "edge_index", "edge_weight", x.dtype, nonnegative=True)
+    check_adjacency(edge_index, edge_weight, num_nodes, num_nodes, "edge_index", "edge_weight",
+                    x, nonnegative=True, sync=sync)
+    if affinity_index is not None:
+        check_adjacency(affinity_index, None, num_nodes, num_nodes, "affinity_index",
+                        "affinity_weight", x, sync=sync)
+    if attention_x is not None:
+        check_attention_x(attention_x, x, sync=sync)
+
+
+def check_attention_x(attention_x: object, x: Tensor, *, sync: bool = True) -> None:
+    """Attention features: checked like features, one row per node of ``x``, on its device."""
+    if isinstance(attention_x, Tensor):  # the device first: values are read on it
+        check_same_device(attention_x, x, "attention_x")
+    query = check_features(attention_x, "attention_x", sync=sync)
+    if query.size(0) != x.size(0):
+        raise ValueError(f"'attention_x' must have one row per node of 'x' "
+                         f"({x.size(0)}), got {query.size(0)} rows")
+
+
+def _attention_weights(x: Tensor, edge_index: Adj, edge_weight: Tensor | None = None, *,
+                       beta: float | Tensor = 1.0, normalize: str = "negatives",
+                       score: str = "dot", add_self_loops: bool = False,
+                       affinity_index: Adj | None = None, attention_x: Tensor | None = None,
+                       similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
+                       tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
+    """:func:`attention_weights` of checked inputs."""
+    num_nodes = x.size(0)
+    edge_index, base = as_edge_index(edge_index, edge_weight, x.dtype)
     if add_self_loops:
         edge_index, base = add_remaining_self_loops(edge_index, base, 1.0, num_nodes)
     dst = edge_index[1]
@@ -139,14 +194,7 @@ def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor
 
 
 def _attention_features(x: Tensor, attention_x: Tensor | None, score: str) -> Tensor:
-    if attention_x is None:
-        query = x
-    else:
-        query = check_features(attention_x, "attention_x")
-        if query.size(0) != x.size(0):
-            raise ValueError(f"'attention_x' must have one row per node of 'x' "
-                             f"({x.size(0)}), got {query.size(0)} rows")
-        query = query.to(x.dtype)
+    query = x if attention_x is None else attention_x.to(x.dtype)
     return F.normalize(query, dim=-1) if score == "cosine" else query
 
 
@@ -191,8 +239,7 @@ def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, beta:
         count = num_nodes - 1 - scatter(torch.ones_like(pos_dst), pos_dst, 0, num_nodes,
                                         reduce="sum")
     else:
-        negative_index, _ = as_edge_index(affinity_index, None, num_nodes, num_nodes,
-                                          "affinity_index", "affinity_weight", query.dtype)
+        negative_index, _ = as_edge_index(affinity_index, None, query.dtype)
         src, dst = negative_index
         keep = (src != dst) & ~torch.isin(dst * num_nodes + src, key)
         negative_index = negative_index[:, keep]
