@@ -246,3 +246,16 @@ META = torch.device("meta")
 def test_device_mismatch_is_a_clear_error(call, name):
     with pytest.raises(ValueError, match=f"{name}.*meta"):
         call()
+
+
+def test_bipartite_attention_weights_checks_its_inputs():
+    from mp_contrastive.nn.functional.attention import bipartite_attention_weights
+    x_src, x_dst = torch.randn(4, 3), torch.randn(2, 3)
+    edge_index = torch.tensor([[0, 1, 3], [0, 1, 1]])
+    weights = bipartite_attention_weights(x_src, x_dst, edge_index)
+    assert weights.shape == (3,)
+    with pytest.raises(ValueError, match="out of range"):
+        bipartite_attention_weights(x_src, x_dst, torch.tensor([[0, 4], [0, 1]]))
+    x_src[1, 0] = math.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        bipartite_attention_weights(x_src, x_dst, edge_index)

@@ -92,13 +92,15 @@ class AlignmentGCNConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
-        # One boundary: x's type and shape are checked here; its finiteness is checked once, on
-        # lin(x), with the graph, by the propagation's checks: a NaN or Inf in x makes its row of
-        # lin(x) non-finite (Inf * 0 is NaN), and that check reads out_channels columns where one
-        # on x would read in_channels (1,433 on Cora: 1.3 ms, a fifth of GCNConv's forward,
-        # python -m benchmarks.layer_overhead). The propagation then runs unchecked.
-        h = self.lin(check_node_features(x, finite=False))
-        self.propagation._check(h, edge_index, edge_weight)
+        # One boundary: x's type and shape are checked here; its finiteness once, on lin(x): a
+        # NaN or Inf in x makes its row of lin(x) non-finite (Inf * 0 is NaN), and that check
+        # reads out_channels columns where one on x would read in_channels (1,433 on Cora:
+        # 1.3 ms, a fifth of GCNConv's forward, python -m benchmarks.layer_overhead). lin(x)'s
+        # type and shape follow from x's. Then the graph, and the propagation runs unchecked.
+        x = check_node_features(x, finite=False)
+        h = self.lin(x)
+        require_finite(h, "x", sync=False)
+        self.propagation._check_graph(edge_index, edge_weight, x.size(0), x.size(0), h)
         return self._propagate(h, edge_index, edge_weight)
 
     def _forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:

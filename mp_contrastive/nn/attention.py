@@ -16,7 +16,7 @@ from mp_contrastive.nn.functional.attention import (
     SCORES,
     AttentionSpec,
     _attention_weights,
-    bipartite_attention_weights,
+    _bipartite_attention_weights,
     check_attention_inputs,
 )
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
@@ -199,7 +199,7 @@ class AttentionAlignmentConv(StepConv):
         x_src, x_dst = x
         index, base = as_edge_index(edge_index, edge_weight, x_dst.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_attention):
-            weight = bipartite_attention_weights(x_src, x_dst, index, base, beta=self.beta,
+            weight = _bipartite_attention_weights(x_src, x_dst, index, base, beta=self.beta,
                                                  score=self.score)
         return x_src, x_dst, index, weight
 

@@ -27,7 +27,7 @@ from mp_contrastive._validation import (
 )
 from mp_contrastive.nn.functional.sparse import scatter_logsumexp
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.inputs import as_edge_index, check_adjacency
+from mp_contrastive.nn.inputs import as_edge_index, check_adjacency, check_pair
 
 __all__ = ["NORMALIZATIONS", "SCORES", "AttentionSpec", "attention_weights",
            "bipartite_attention_weights", "check_attention_inputs",
@@ -182,6 +182,18 @@ def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor
     over each target's incoming edges, with base weights :math:`b` (default :math:`1/\deg(i)`).
     The other normalisations compare a node with the rest of its own node set, which a bipartite
     pair does not give. Differentiable w.r.t. the features and a tensor ``beta``."""
+    x_src, x_dst, _ = check_pair((x_src, x_dst))
+    check_adjacency(edge_index, edge_weight, x_src.size(0), x_dst.size(0), "edge_index",
+                    "edge_weight", x_dst, nonnegative=True)
+    edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_dst.dtype)
+    return _bipartite_attention_weights(x_src, x_dst, edge_index, edge_weight, beta=beta,
+                                        score=score)
+
+
+def _bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor,
+                                 edge_weight: Tensor | None = None, *,
+                                 beta: float | Tensor = 1.0, score: str = "dot") -> Tensor:
+    """:func:`bipartite_attention_weights` of checked inputs."""
     src, dst = edge_index
     num_dst = x_dst.size(0)
     if edge_weight is None:
