@@ -259,3 +259,19 @@ def test_bipartite_attention_weights_checks_its_inputs():
     x_src[1, 0] = math.nan
     with pytest.raises(ValueError, match="non-finite"):
         bipartite_attention_weights(x_src, x_dst, edge_index)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_layer_checks_do_not_synchronise_on_cuda():
+    x, edge_index = torch.randn(6, 5, device="cuda"), RING.cuda()
+    weight = torch.rand(RING.size(1), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        AlignmentConv()._check(x, edge_index, weight)
+        ContrastiveConv()._check(x, edge_index, weight, edge_index, weight, torch.rand(6).cuda())
+        UniformityConv()._check(x, edge_index, weight)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    with pytest.raises(ValueError, match="non-finite"):  # a loss: on the host, named
+        SimCLRLoss()(torch.full((4, 5), math.nan, device="cuda"), x[:4])
