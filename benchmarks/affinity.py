@@ -6,7 +6,7 @@ blockwise dense path, all measured in one run:
                                   [--features sphere vMF]
 
 1. Uniformity step + energy (the operator's forward + backward: what ``MessagePassingLoss`` and
-   ``SimCLRLoss`` evaluate, under ``no_grad`` with ``trusted_inputs``) of a batch of 512 anchors
+   ``SimCLRLoss`` evaluate, under ``no_grad``, on inputs they checked once) of a batch of 512 anchors
    against 4k / 16k / 65k / 262k bank negatives, d = 128, temperatures 0.1 and 0.5, features
    uniform on the sphere or a mixture of von Mises-Fisher clusters. Contenders: dense (the
    library's path: blockwise above ``Tiling.threshold``), the top-64 alone (exact search and
@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch_geometric.nn.pool import MIPSKNNIndex
 
 from benchmarks._measure import interleaved_times, markdown_table, peak_memory
-from mp_contrastive._validation import trusted_inputs
 from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
 from mp_contrastive.knn import AffinityIndex
 from mp_contrastive.nn import UniformityConv
@@ -118,7 +117,7 @@ def head_mass(q: torch.Tensor, bank: torch.Tensor, lse: torch.Tensor, index: tor
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict, dict]:
     def quiet(fn: Callable[[], object]) -> Callable[[], object]:
         def run() -> object:
-            with torch.no_grad(), trusted_inputs():
+            with torch.no_grad():
                 return fn()
         return run
 
@@ -151,8 +150,8 @@ def uniformity_rows(kind: str, tau: float, m: int, repeats: int, gen: torch.Gene
     exact = AffinityIndex(bank, backend="exact")
     ivf = ivf_index(bank)
     build = _seconds(ivf.cells)  # trains the IVF index, adds the bank, reads its cells
-    with torch.no_grad(), trusted_inputs():
-        dense_step = conv.step((bank, q))
+    with torch.no_grad():
+        dense_step = conv._step((bank, q))
         lse = row_logsumexp(q, bank)
 
     default_nprobe = ivf.nprobe
@@ -177,9 +176,9 @@ def uniformity_rows(kind: str, tau: float, m: int, repeats: int, gen: torch.Gene
         "top-64 + 512 uniform": drawn(512, "uniform"),
         "top-16 (nprobe 1) + 384 cluster-IS": drawn(384, k=16, nprobe=1),
     }
-    fns: dict[str, Callable[[], object]] = {"dense": lambda: conv.step_and_energy((bank, q))}
+    fns: dict[str, Callable[[], object]] = {"dense": lambda: conv._step_and_energy((bank, q))}
     for name, make in edges.items():
-        fns[name] = lambda make=make: conv.step_and_energy((bank, q), *make())
+        fns[name] = lambda make=make: conv._step_and_energy((bank, q), *make())
     times, peaks = timed(fns, repeats)
     path = "blockwise" if DEFAULT_TILING.blockwise(BATCH, m) else "plain"
     rows: list[list[object]] = []
@@ -187,9 +186,9 @@ def uniformity_rows(kind: str, tau: float, m: int, repeats: int, gen: torch.Gene
         if name == "dense":
             mass, agree = "1", agreement(dense_step, dense_step, q)
         else:
-            with torch.no_grad(), trusted_inputs():
+            with torch.no_grad():
                 index, weight = edges[name]()
-                step = conv.step((bank, q), index, weight)
+                step = conv._step((bank, q), index, weight)
             mass = f"{head_mass(q, bank, lse, index, weight):.3f}"
             agree = agreement(step, dense_step, q)
         speedup = times["dense"] / times[name]
@@ -215,10 +214,10 @@ def tradeoff_table(m: int, gen: torch.Generator, centers: torch.Tensor, repeats:
     exact = AffinityIndex(bank, backend="exact")
     ivf = ivf_index(bank)
     ivf.cells()
-    with torch.no_grad(), trusted_inputs():
-        dense_step = conv.step((bank, q))
+    with torch.no_grad():
+        dense_step = conv._step((bank, q))
         lse = row_logsumexp(q, bank)
-    fns: dict[str, Callable[[], object]] = {"dense": lambda: conv.step_and_energy((bank, q))}
+    fns: dict[str, Callable[[], object]] = {"dense": lambda: conv._step_and_energy((bank, q))}
     make: dict[str, Callable[[], tuple]] = {}
     for k in [16, 64, 256, 1024]:
         make[f"top-{k} alone"] = lambda k=k: (exact.search(k, q)[0], None)
@@ -230,13 +229,13 @@ def tradeoff_table(m: int, gen: torch.Generator, centers: torch.Tensor, repeats:
         make[f"top-16 + {draws} uniform"] = lambda d=draws: ivf.sample(
             16, d, q, proposal="uniform", generator=torch.Generator().manual_seed(2))
     for name, edges in make.items():
-        fns[name] = lambda edges=edges: conv.step_and_energy((bank, q), *edges())
+        fns[name] = lambda edges=edges: conv._step_and_energy((bank, q), *edges())
     times = interleaved_times({n: _quiet(f) for n, f in fns.items()}, repeats, warmup=1)
     rows = []
     for name, edges in make.items():
-        with torch.no_grad(), trusted_inputs():
+        with torch.no_grad():
             index, weight = edges()
-            step = conv.step((bank, q), index, weight)
+            step = conv._step((bank, q), index, weight)
         rows.append([name, f"{index.size(1) / BATCH:.0f}",
                      f"{head_mass(q, bank, lse, index, weight):.3f}",
                      *agreement(step, dense_step, q), f"{times[name] * 1e3:.1f}",
@@ -303,8 +302,8 @@ def blockwise_table(n: int, repeats: int, gen: torch.Generator) -> list[str]:
         return lambda: fn(convs[path])
 
     def no_grad(conv: UniformityConv) -> object:
-        with torch.no_grad(), trusted_inputs():
-            return conv.step_and_energy(h)
+        with torch.no_grad():
+            return conv._step_and_energy(h)
 
     def autograd(conv: UniformityConv) -> object:
         x = h.detach().requires_grad_()
@@ -338,7 +337,7 @@ def blockwise_table(n: int, repeats: int, gen: torch.Generator) -> list[str]:
 
 def _quiet(fn: Callable[[], object]) -> Callable[[], object]:
     def run() -> object:
-        with torch.no_grad(), trusted_inputs():
+        with torch.no_grad():
             return fn()
     return run
 

@@ -2,25 +2,35 @@
 
 Each check raises a ``TypeError`` or ``ValueError`` whose message names the offending argument and
 the expected shape, so that a bad call fails at the boundary instead of deep inside an index op.
-Checks that read tensor values (finiteness, index ranges) cost a pass and a synchronisation each;
-they are skipped under ``torch.compile`` (where they would break the graph) and inside
-:func:`trusted_inputs`, which the library's own losses use after validating their inputs once.
-Every direct call of a public function runs them.
+
+One boundary: a public entry point (a module's ``forward``, a public function) checks each of its
+tensors once and hands them, trusted, to an internal function (``_forward``, ``_step``, ...); the
+library's own callers that hold checked tensors call the internal function, so no tensor is
+checked twice in one call and no switch turns the checks off.
+
+Checks that read tensor values (finiteness, index ranges) are skipped under ``torch.compile``
+(a data-dependent branch would break the graph). Everywhere else they run, in one of two ways
+(docs/guide.md, "Input checks"):
+
+* ``sync=True`` (the losses and the data boundary: once per training step): the values are read
+  on the host and a bad one is a ``ValueError`` naming it, at the call that passed it.
+* ``sync=False`` (the layers, called many times per step): on the CPU the same ``ValueError``
+  (reading a CPU tensor costs no synchronisation); on an accelerator a device-side assert
+  (``torch._assert_async``), so that a layer never stalls the host to wait for the device. A bad
+  value then fails at the next synchronisation, as a device error.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+import weakref
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 
 __all__ = [
-    "trusted_inputs",
     "check_features",
     "check_feature_dim",
     "check_index_vector",
@@ -35,27 +45,14 @@ __all__ = [
     "check_device",
     "check_device_arg",
     "unit_rows",
+    "require",
 ]
 
 
-_TRUSTED: ContextVar[bool] = ContextVar("mp_contrastive_trusted_inputs", default=False)
-
-
-@contextmanager
-def trusted_inputs() -> Iterator[None]:
-    """Skip the value checks (finiteness, index ranges) of inputs that the caller has already
-    validated or built itself; shape and type checks still run."""
-    token = _TRUSTED.set(True)
-    try:
-        yield
-    finally:
-        _TRUSTED.reset(token)
-
-
 def value_checks_skipped() -> bool:
-    """Whether value checks (finite, in range) are off: inside :func:`trusted_inputs`, or while
-    ``torch.compile`` traces (a data-dependent check would break the graph)."""
-    return _TRUSTED.get() or is_compiling()
+    """Whether value checks (finite, in range) are off: only while ``torch.compile`` traces (a
+    data-dependent check would break the graph)."""
+    return is_compiling()
 
 
 def has_values(x: Tensor) -> bool:
@@ -65,12 +62,34 @@ def has_values(x: Tensor) -> bool:
     return x.device.type != "meta"
 
 
-def check_device(x: Tensor, name: str, device: torch.device | None, ref: str, *,
+def device_side(reference: Tensor, sync: bool) -> bool:
+    """Whether a value check on ``reference``'s device is a device-side assert: ``sync=False``
+    (a layer) on an accelerator. A CPU tensor is read directly: no device to wait for."""
+    return not sync and reference.device.type != "cpu"
+
+
+def require(ok: Tensor, message: str, detail: Callable[[], str] | None = None, *,
+            sync: bool = True) -> None:
+    """Raise ``ValueError(message + detail())`` unless the one-element bool tensor ``ok`` holds.
+    Under :func:`device_side` it is ``torch._assert_async(ok, message)`` instead: no host sync,
+    and ``detail`` (which reads values) is never called. A ``meta`` ``ok`` (computed from a
+    tensor without data) holds nothing to check."""
+    if not has_values(ok):
+        return
+    if device_side(ok, sync):
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message + (detail() if detail is not None else ""))
+
+
+def check_device(x: Tensor, name: str, device: torch.device | None, ref: str = "x", *,
                  move: bool = False) -> Tensor:
     """``x`` must be on ``device``, the device of the argument ``ref``: otherwise a ``ValueError``
     names both arguments and both devices (instead of a failure deep inside an index op or a
     ``.item()``). With ``move`` (small index tensors the library has always moved for the user)
-    a tensor with values is moved there instead; a ``meta`` tensor never is (it has no data)."""
+    a tensor with values is moved there instead; a ``meta`` tensor never is (it has no data).
+    The one device check of the library: run before any value check (a value check on a tensor
+    of another device would fail inside torch)."""
     if device is None or x.device == device:
         return x
     if move and has_values(x) and device.type != "meta":
@@ -109,7 +128,8 @@ def unit_rows(x: Tensor) -> Tensor:
 def check_product_range(x: Tensor, name: str) -> Tensor:
     """The inner products and squared distances of ``x``'s rows must be finite in its dtype:
     a ``ValueError`` names ``x`` when its largest entry ``m`` has ``4 d m^2`` above the dtype's
-    maximum (scores would be ``inf``; faiss's clustering aborts the process on them)."""
+    maximum (scores would be ``inf``; faiss's clustering aborts the process on them). Read on the
+    host (the kNN search is a data boundary, once per graph or bank)."""
     if x.numel() == 0 or value_checks_skipped() or not has_values(x):
         return x
     peak = float(x.detach().abs().max())
@@ -121,8 +141,10 @@ def check_product_range(x: Tensor, name: str) -> Tensor:
     return x
 
 
-def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor:
-    """``x`` must be a non-empty floating-point tensor of shape ``[num_nodes, num_features]``."""
+def check_features(x: object, name: str = "x", *, finite: bool = True,
+                   sync: bool = True) -> Tensor:
+    """``x`` must be a non-empty floating-point tensor of shape ``[num_nodes, num_features]``
+    (finite unless ``finite=False``; ``sync``: see :func:`require`)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape [num_nodes, num_features], "
                         f"got {type(x).__name__}")
@@ -134,8 +156,8 @@ def check_features(x: object, name: str = "x", *, finite: bool = True) -> Tensor
     if x.size(0) == 0 or x.size(1) == 0:
         raise ValueError(f"'{name}' is empty (shape {tuple(x.shape)}): an empty batch has no "
                          f"contrastive update")
-    if finite and not value_checks_skipped() and has_values(x) and not all_finite(x):
-        raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
+    if finite:
+        require_finite(x, name, sync=sync)
     return x
 
 
@@ -148,6 +170,29 @@ def check_feature_dim(x: Tensor, name: str, dim: int, rows: str, what: str) -> T
     return x
 
 
+def require_finite(x: Tensor, name: str, *, sync: bool = True) -> None:
+    """``x`` (strided) holds no NaN or Inf, by :func:`require`. On the host a sum decides first: it
+    is finite only if every value is (NaN and Inf propagate through it; 4x faster than the
+    min/max below at 2,708 x 64), and only a non-finite sum, which a finite overflow can also
+    give, pays for the exact :func:`all_finite`."""
+    if value_checks_skipped():
+        return
+    message = f"'{name}' contains non-finite values (NaN or Inf)"
+    if x.layout != torch.strided:
+        x = x.coalesce().values() if x.layout == torch.sparse_coo else x.values()
+    if x.numel() == 0 or not has_values(x):
+        return
+    x = x.detach()
+    if device_side(x, sync):  # exact: a false assert (a finite overflow) would end the process
+        require(_finite_extremes(x), message, sync=sync)
+    elif not math.isfinite(x.sum().item()) and not all_finite(x):
+        raise ValueError(message)
+
+
+def _finite_extremes(x: Tensor) -> Tensor:
+    return torch.isfinite(torch.stack(torch.aminmax(x))).all()
+
+
 def all_finite(x: Tensor) -> bool:
     """Whether ``x`` holds no NaN or Inf. A min/max reduction (NaN propagates through it) reads
     ``x`` once without the boolean copy of ``isfinite(x).all()``: 7x faster at 65k x 128."""
@@ -155,14 +200,15 @@ def all_finite(x: Tensor) -> bool:
         x = x.coalesce().values() if x.layout == torch.sparse_coo else x.values()
     if x.numel() == 0 or not has_values(x):
         return True
-    return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
+    return bool(_finite_extremes(x))
 
 
 def check_index_vector(index: object, name: str, length: int | None = None, *,
-                       device: torch.device | None = None, ref: str = "x",
-                       move: bool = False) -> Tensor:
+                       device: torch.device | None = None, ref: str = "x", move: bool = False,
+                       sync: bool = True) -> Tensor:
     """``index`` must be an integer tensor of shape ``[length]`` with non-negative entries (on
-    ``device``, that of the argument ``ref``, when given: see :func:`check_device`)."""
+    ``device``, that of the argument ``ref``, when given: see :func:`check_device`; ``sync``: see
+    :func:`require`)."""
     if not isinstance(index, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of integers, got {type(index).__name__}")
     if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
@@ -173,9 +219,9 @@ def check_index_vector(index: object, name: str, length: int | None = None, *,
         raise ValueError(f"'{name}' must have one entry per node ({length}), "
                          f"got {index.numel()} entries")
     index = check_device(index, name, device, ref, move=move)
-    if index.numel() > 0 and not value_checks_skipped() and has_values(index) \
-            and int(index.min()) < 0:
-        raise ValueError(f"'{name}' must be non-negative, got minimum {int(index.min())}")
+    if index.numel() > 0 and not value_checks_skipped() and has_values(index):
+        require(index.min() >= 0, f"'{name}' must be non-negative",
+                lambda: f", got minimum {int(index.min())}", sync=sync)
     return index.long()
 
 
@@ -189,9 +235,28 @@ def check_labels(labels: object, num_nodes: int | None = None,
     return labels, int(labels.max()) + 1
 
 
+#: Index tensors found in range, with their version counter and the bounds they were checked
+#: against. Full-graph training passes one ``edge_index`` to every layer call; read once, it is
+#: not read again while unchanged: an in-place write bumps the version counter (views share it),
+#: so a modified graph is checked again. (Writes that bypass autograd's counter, through
+#: ``.data`` or NumPy, are not seen.) Keyed by ``id`` with a weak reference (a tensor's ``==``
+#: is elementwise, so it cannot be a dict key): a graph that is freed leaves the table.
+_IN_RANGE: dict[int, tuple[weakref.ref[Tensor], tuple[int, int, int]]] = {}
+
+
+def _in_range(index: Tensor, key: tuple[int, int, int]) -> bool:
+    entry = _IN_RANGE.get(id(index))
+    return entry is not None and entry[0]() is index and entry[1] == key
+
+
+def _remember_in_range(index: Tensor, key: tuple[int, int, int]) -> None:
+    ident = id(index)
+    _IN_RANGE[ident] = (weakref.ref(index, lambda _: _IN_RANGE.pop(ident, None)), key)
+
+
 def check_edge_index(edge_index: object, num_src: int, num_dst: int,
                      name: str = "edge_index", *, device: torch.device | None = None,
-                     ref: str = "x", move: bool = False) -> Tensor:
+                     ref: str = "x", move: bool = False, sync: bool = True) -> Tensor:
     """``edge_index`` must be an integer tensor ``[2, num_edges]`` with sources below ``num_src``
     and targets below ``num_dst`` (on ``device``, that of ``ref``, when given)."""
     if not isinstance(edge_index, Tensor):
@@ -204,20 +269,32 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
         raise ValueError(f"'{name}' must have shape [2, num_edges], got {tuple(edge_index.shape)}")
     edge_index = check_device(edge_index, name, device, ref, move=move)
     if edge_index.numel() > 0 and not value_checks_skipped() and has_values(edge_index):
-        # One pass and one device-to-host copy for both rows' ranges (not three reductions,
-        # each a host sync on a GPU).
-        src_min, dst_min, src_max, dst_max = torch.cat(torch.aminmax(edge_index, dim=1)).tolist()
-        if min(src_min, dst_min) < 0 or src_max >= num_src or dst_max >= num_dst:
-            raise ValueError(
-                f"'{name}' is out of range: sources must lie in [0, {num_src}) and targets in "
-                f"[0, {num_dst}), got sources in [{src_min}, {src_max}] and targets in "
-                f"[{dst_min}, {dst_max}]")
+        key = (edge_index._version, num_src, num_dst)
+        if _in_range(edge_index, key):
+            return edge_index
+        # One reduction: over the whole tensor for one node set (half the time of one per row),
+        # per row for two.
+        if num_src == num_dst:
+            low, high = torch.aminmax(edge_index)
+            ok = (low >= 0) & (high < num_src)
+        else:
+            low, high = torch.aminmax(edge_index, dim=1)
+            ok = (low.min() >= 0) & (high[0] < num_src) & (high[1] < num_dst)
+
+        def detail() -> str:
+            src_min, dst_min, src_max, dst_max = torch.cat(
+                torch.aminmax(edge_index, dim=1)).tolist()
+            return (f", got sources in [{src_min}, {src_max}] and targets in "
+                    f"[{dst_min}, {dst_max}]")
+        require(ok, f"'{name}' is out of range: sources must lie in [0, {num_src}) and targets "
+                    f"in [0, {num_dst})", detail, sync=sync)
+        _remember_in_range(edge_index, key)
     return edge_index
 
 
 def check_edge_values(values: object, num_edges: int, name: str, *,
                       nonnegative: bool = False, device: torch.device | None = None,
-                      ref: str = "x") -> Tensor:
+                      ref: str = "x", sync: bool = True) -> Tensor:
     """Per-edge values ``[num_edges]``: floating point and finite (NaN or Inf would spread through
     every sum they enter) and, with ``nonnegative`` (weights whose logarithm or square root is
     taken), at least zero."""
@@ -230,17 +307,17 @@ def check_edge_values(values: object, num_edges: int, name: str, *,
         raise ValueError(f"'{name}' must have shape [num_edges] = [{num_edges}], "
                          f"got {tuple(values.shape)}")
     values = check_device(values, name, device, ref)
-    return check_weight_values(values, name, nonnegative=nonnegative)
+    return check_weight_values(values, name, nonnegative=nonnegative, sync=sync)
 
 
-def check_weight_values(values: Tensor, name: str, *, nonnegative: bool = False) -> Tensor:
+def check_weight_values(values: Tensor, name: str, *, nonnegative: bool = False,
+                        sync: bool = True) -> Tensor:
     """The values of floating-point weights: finite and, with ``nonnegative``, at least zero."""
-    if values.numel() > 0 and not value_checks_skipped() and has_values(values):
-        if not all_finite(values):
-            raise ValueError(f"'{name}' contains non-finite values (NaN or Inf)")
-        if nonnegative and bool(values.detach().min() < 0):
-            raise ValueError(f"'{name}' must be non-negative (weights), got minimum "
-                             f"{float(values.detach().min())}")
+    require_finite(values, name, sync=sync)
+    if nonnegative and values.numel() > 0 and not value_checks_skipped() and has_values(values):
+        lowest = values.detach().min()
+        require(lowest >= 0, f"'{name}' must be non-negative (weights)",
+                lambda: f", got minimum {float(lowest)}", sync=sync)
     return values
 
 

@@ -39,7 +39,6 @@ from mp_contrastive._validation import (
     check_features,
     check_index_vector,
     check_positive,
-    trusted_inputs,
     unit_rows,
 )
 from mp_contrastive.bank_loss import MemoryBankContrast, bank_size
@@ -82,8 +81,7 @@ class _DescentLoss(torch.autograd.Function):
                     ctx.unsupported or "this descent_loss was built without a 'step_fn', so its "
                     "gradient cannot be differentiated (create_graph=True); pass step_fn, or "
                     "compute the loss with plain autograd for second derivatives")
-            with trusted_inputs():
-                step = ctx.step_fn(h)
+            step = ctx.step_fn(h)
         return step * (-(grad_value / ctx.alpha)), None, None, None, None, None
 
 
@@ -132,14 +130,17 @@ class MessagePassingLoss(nn.Module):
 
     def forward(self, x: Tensor | tuple[Tensor, Tensor], *args: object,
                 **kwargs: object) -> Tensor:
+        # The loss is the boundary: its inputs are checked once, on the host (once per step),
+        # and the operator's trusted computation runs twice on them (the step, and step_fn).
+        self.conv._check(x, *args, sync=True, **kwargs)
         pair = isinstance(x, (tuple, list))
         h = x[1] if pair else x
         with torch.no_grad():
-            step = self.conv.step(x, *args, **kwargs)
+            step = self.conv._step(x, *args, **kwargs)
         value = step.pow(2).sum() / (2 * self.conv.alpha)
 
         def step_fn(h: Tensor) -> Tensor:
-            return self.conv.step((x[0], h) if pair else h, *args, **kwargs)
+            return self.conv._step((x[0], h) if pair else h, *args, **kwargs)
 
         unsupported = None
         if self.conv.detach_targets:
@@ -210,26 +211,33 @@ class _ViewContrastiveLoss(nn.Module):
             raise TypeError(f"the second argument must be the second view z1 (float tensor) or "
                             f"'sample' (integer tensor), got {type(z1_or_sample).__name__}")
         if z1_or_sample.is_floating_point():
+            # The device first: a value check on a tensor of another device would fail in torch.
+            check_device(z1_or_sample, "z1", z0.device, "z0")
             z1 = check_features(z1_or_sample, "z1")
-            check_device(z1, "z1", z0.device, "z0")
             if z1.shape != z0.shape:
                 raise ValueError(f"'z1' must have the same shape as 'z0' {tuple(z0.shape)}, "
                                  f"got {tuple(z1.shape)}")
-            key = (z0.size(0), z0.device, z0.dtype)
-            if key not in self._graph_cache:
-                sample = view_sample_index(z0.size(0), 2, device=z0.device)
-                edge_index, edge_weight, _ = augmentation_edges(sample, z0.dtype)
-                self._graph_cache = {key: (edge_index, edge_weight)}
-            return torch.cat([z0, z1]), *self._graph_cache[key]
+            return self._views(z0, z1)
         sample = check_index_vector(z1_or_sample, "sample", length=z0.size(0), device=z0.device,
                                     ref="z0", move=True)
         edge_index, edge_weight, _ = augmentation_edges(sample, z0.dtype)
         return z0, edge_index, edge_weight
 
-    def _loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
-              attention_x: Tensor | None = None, affinity_index: Tensor | None = None,
-              affinity_weight: Tensor | None = None) -> Tensor:
-        h = sphere_projection(z, self.temperature)
+    def _views(self, z0: Tensor, z1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_nodes` of two checked views."""
+        key = (z0.size(0), z0.device, z0.dtype)
+        if key not in self._graph_cache:
+            sample = view_sample_index(z0.size(0), 2, device=z0.device)
+            edge_index, edge_weight, _ = augmentation_edges(sample, z0.dtype)
+            self._graph_cache = {key: (edge_index, edge_weight)}
+        return torch.cat([z0, z1]), *self._graph_cache[key]
+
+    def _checked_loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                      attention_x: Tensor | None = None, affinity_index: Tensor | None = None,
+                      affinity_weight: Tensor | None = None) -> Tensor:
+        """:meth:`_loss` after checking a caller's affinity graph (``z``, ``attention_x`` and the
+        augmentation graph are checked or built by the caller: :meth:`_nodes`,
+        :meth:`_attention_rows`)."""
         if affinity_index is not None:
             if self.reduction == "none":
                 raise ValueError("reduction='none' needs the dense affinity graph: pass "
@@ -244,18 +252,26 @@ class _ViewContrastiveLoss(nn.Module):
                                                move=True).to(z.dtype)
         elif affinity_weight is not None:
             raise TypeError("'affinity_weight' needs 'affinity_index'")
+        return self._loss(z, edge_index, edge_weight, attention_x, affinity_index,
+                          affinity_weight)
+
+    def _loss(self, z: Tensor, edge_index: Tensor, edge_weight: Tensor,
+              attention_x: Tensor | None = None, affinity_index: Tensor | None = None,
+              affinity_weight: Tensor | None = None) -> Tensor:
+        """The loss of checked inputs."""
+        h = sphere_projection(z, self.temperature)
         if self.reduction == "none":
             return self._per_view(h, edge_index, edge_weight, attention_x)
-        # z and the graphs were checked (or built) above: skip the operator's value checks.
-        with torch.no_grad(), trusted_inputs():
-            step, energy = self.conv.step_and_energy(h, edge_index, edge_weight,
-                                                     affinity_index=affinity_index,
-                                                     affinity_weight=affinity_weight,
-                                                     attention_x=attention_x)
+        # z and the graphs were checked (or built) above: the operator's trusted computation.
+        with torch.no_grad():
+            step, energy = self.conv._step_and_energy(h, edge_index, edge_weight,
+                                                      affinity_index=affinity_index,
+                                                      affinity_weight=affinity_weight,
+                                                      attention_x=attention_x)
 
         def step_fn(h: Tensor) -> Tensor:
-            return self.conv.step(h, edge_index, edge_weight, affinity_index=affinity_index,
-                                  affinity_weight=affinity_weight, attention_x=attention_x)
+            return self.conv._step(h, edge_index, edge_weight, affinity_index=affinity_index,
+                                   affinity_weight=affinity_weight, attention_x=attention_x)
 
         loss = descent_loss(h, step, self.conv.alpha, energy, step_fn)
         return loss / z.size(0) if self.reduction == "mean" else loss
@@ -270,9 +286,9 @@ class _ViewContrastiveLoss(nn.Module):
         weight, anchor = edge_weight, None
         attention = self.conv.attention
         if attention is not None:  # the detached attention weights, as in the operator
-            with torch.no_grad(), trusted_inputs():
-                edge_index, weight = attention.weights(h.detach(), edge_index, edge_weight,
-                                                       attention_x=attention_x)
+            with torch.no_grad():
+                edge_index, weight = attention._weights(h.detach(), edge_index, edge_weight,
+                                                        attention_x=attention_x)
             weight = weight.detach()
             if attention.normalize == "positives":
                 anchor = scatter(weight, edge_index[1], 0, num_nodes, reduce="sum")
@@ -348,8 +364,8 @@ class SimCLRLoss(_ViewContrastiveLoss):
         if sample_ids is not None:
             raise ValueError("'sample_ids' names the memory bank's entries: it needs "
                              "memory_bank_size > 0")
-        return self._loss(*self._nodes(z0, z1_or_sample), affinity_index=affinity_index,
-                          affinity_weight=affinity_weight)
+        return self._checked_loss(*self._nodes(z0, z1_or_sample), affinity_index=affinity_index,
+                                  affinity_weight=affinity_weight)
 
     def extra_repr(self) -> str:
         bank = "" if self.memory is None else f", memory_bank_size={self.memory.bank.size}, " \
@@ -403,12 +419,7 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
         pair of per-view tensors matching ``(z0, z1)``); default the normalised ``z``.
         ``affinity_index``, ``affinity_weight``: a sparse affinity graph, and ``sample_ids``: the
         rows' samples for a memory bank, as in :class:`SimCLRLoss`."""
-        if isinstance(attention_features, (tuple, list)):
-            attention_features = torch.cat(list(attention_features))
-        if attention_features is not None:  # the operator below runs on trusted inputs
-            attention_features = check_features(attention_features, "attention_features")
-            if isinstance(z0, Tensor):  # (z0 itself is checked below)
-                check_device(attention_features, "attention_features", z0.device, "z0")
+        attention_features = self._attention_features(attention_features)
         if self.memory is not None:
             if affinity_index is not None or affinity_weight is not None:
                 raise ValueError("a loss with a memory bank builds its own affinity graph "
@@ -423,8 +434,28 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
             raise ValueError("'sample_ids' names the memory bank's entries: it needs "
                              "memory_bank_size > 0")
         z, edge_index, edge_weight = self._nodes(z0, z1_or_sample)
-        return self._loss(z, edge_index, edge_weight, attention_features,
-                          affinity_index=affinity_index, affinity_weight=affinity_weight)
+        self._attention_rows(attention_features, z)
+        return self._checked_loss(z, edge_index, edge_weight, attention_features,
+                                  affinity_index=affinity_index, affinity_weight=affinity_weight)
+
+    @staticmethod
+    def _attention_rows(attention_x: Tensor | None, z: Tensor) -> None:
+        """Checked attention features must have one row per view of ``z``, on its device."""
+        if attention_x is not None:
+            if attention_x.size(0) != z.size(0):
+                raise ValueError(f"'attention_features' must have one row per view "
+                                 f"({z.size(0)}), got {attention_x.size(0)}")
+            check_device(attention_x, "attention_features", z.device, "z0")
+
+    @staticmethod
+    def _attention_features(attention_features: object) -> Tensor | None:
+        """One tensor of checked attention features (the operator below runs on trusted
+        inputs), or ``None``."""
+        if isinstance(attention_features, (tuple, list)):
+            attention_features = torch.cat(list(attention_features))
+        if attention_features is None:
+            return None
+        return check_features(attention_features, "attention_features")
 
     def extra_repr(self) -> str:
         att = self.conv.attention

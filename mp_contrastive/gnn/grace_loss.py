@@ -29,10 +29,10 @@ from torch import Tensor, nn
 
 from mp_contrastive._validation import (
     check_choice,
+    check_device,
     check_features,
     check_positive,
     check_positive_int,
-    trusted_inputs,
 )
 from mp_contrastive.graph import augmentation_graph, sphere_projection
 from mp_contrastive.knn import sampled_affinity_graph
@@ -109,20 +109,23 @@ class GraphContrastiveLoss(nn.Module):
 
     def forward(self, u: Tensor, v: Tensor,
                 attention_features: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        u, v = check_features(u, "u"), check_features(v, "v")
-        if u.shape != v.shape:
-            raise ValueError(f"'v' must have the shape of 'u' {tuple(u.shape)}, got {tuple(v.shape)}")
-        if attention_features is not None and self.attention is None:
-            raise ValueError("'attention_features' needs an attention variant")
-        extra = () if self.attention is None else (attention_features,)
+        # The boundary: u, v (and the attention features) are checked here, once; the NT-Xent
+        # below and its operator run on them, and on the graphs built here, unchecked.
+        u, v = _check_views(u, v)
+        attention_x = None
+        if attention_features is not None:
+            if self.attention is None:
+                raise ValueError("'attention_features' needs an attention variant")
+            attention_x = AttentionSimCLRLoss._attention_features(attention_features)
+        z, edge_index, edge_weight = self.loss._views(u, v)
+        AttentionSimCLRLoss._attention_rows(attention_x, z)
         if not self.uses_knn(u.size(0)):
             self.last_path, self.last_affinity_edges = "dense", None
-            return self.loss(u, v, *extra)
+            return self.loss._loss(z, edge_index, edge_weight, attention_x)
         affinity_index, affinity_weight = self._affinity_graph(u, v)
         self.last_path, self.last_affinity_edges = "knn", affinity_index.size(1)
-        with trusted_inputs():  # the affinity graph is ours, u and v were checked above
-            return self.loss(u, v, *extra, affinity_index=affinity_index,
-                             affinity_weight=affinity_weight)
+        return self.loss._loss(z, edge_index, edge_weight, attention_x, affinity_index,
+                               affinity_weight)
 
     def _affinity_graph(self, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """The kNN path's affinity edges and weights, searched every ``knn_refresh`` calls."""
@@ -184,6 +187,7 @@ class MultiStageAlignment(nn.Module):
         """The term at ``epoch`` for projections ``u``, ``v`` of nodes ``index`` (default: every
         node, in order; a mini-batch passes its node ids); then stores this epoch's stage of those
         nodes (under DDP the memory receives every rank's nodes)."""
+        u, v = _check_views(u, v)  # the step below runs unchecked on them
         n = u.size(0)
         h = sphere_projection(torch.cat([u, v]), self.tau)
         rows = torch.arange(n, device=h.device) if index is None else index
@@ -197,12 +201,23 @@ class MultiStageAlignment(nn.Module):
         edge_weight = torch.full((edge_index.size(1),), self.weight, dtype=h.dtype, device=h.device)
         target = target.to(h.dtype)
         x = torch.cat([h, target])
-        with torch.no_grad(), trusted_inputs():
-            step = self.conv.step(x, edge_index, edge_weight)[: 2 * n]
+        with torch.no_grad():  # u, v and the graph are checked or built here
+            step = self.conv._step(x, edge_index, edge_weight)[: 2 * n]
         value = -(self.weight * (h[nodes] * target[nodes]).sum()
                   + self.weight * (h[nodes + n] * target[nodes]).sum())
 
         def step_fn(h: Tensor) -> Tensor:  # the targets are memory rows: constants, as in L_ms
-            return self.conv.step(torch.cat([h, target]), edge_index, edge_weight)[: 2 * n]
+            return self.conv._step(torch.cat([h, target]), edge_index, edge_weight)[: 2 * n]
 
         return descent_loss(h, step, self.conv.alpha, value, step_fn) / (2 * n)
+
+
+def _check_views(u: object, v: object) -> tuple[Tensor, Tensor]:
+    """Two views' projections: features of one shape, on one device."""
+    u = check_features(u, "u")
+    if isinstance(v, Tensor):  # the device first: values are read on it
+        check_device(v, "v", u.device, "u")
+    v = check_features(v, "v")
+    if u.shape != v.shape:
+        raise ValueError(f"'v' must have the shape of 'u' {tuple(u.shape)}, got {tuple(v.shape)}")
+    return u, v

@@ -33,11 +33,13 @@ from mp_contrastive._validation import (
     check_features,
     check_positive_int,
     check_rate,
+    require_finite,
 )
 from mp_contrastive.gnn.augment import check_node_features
 from mp_contrastive.memory import StageAggregation
 from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv
 from mp_contrastive.nn.functional import SCORES
+from mp_contrastive.nn.inputs import check_adjacency
 
 __all__ = [
     "feature_dropout",
@@ -90,12 +92,23 @@ class AlignmentGCNConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
-        # Finiteness is checked once, by the propagation, on lin(x): a NaN or Inf in x makes its
-        # row of lin(x) non-finite (Inf * 0 is NaN), and that check reads out_channels columns
-        # where one here would read in_channels (1,433 on Cora: 1.3 ms, a fifth of GCNConv's
-        # forward, python -m benchmarks.layer_overhead).
-        out = self.propagation(self.lin(check_node_features(x, finite=False)), edge_index,
-                               edge_weight)
+        # One boundary: x's type and shape are checked here; its finiteness once, on lin(x): a
+        # NaN or Inf in x makes its row of lin(x) non-finite (Inf * 0 is NaN), and that check
+        # reads out_channels columns where one on x would read in_channels (1,433 on Cora:
+        # 1.3 ms, a fifth of GCNConv's forward, python -m benchmarks.layer_overhead). lin(x)'s
+        # type and shape follow from x's. Then the graph, and the propagation runs unchecked.
+        x = check_node_features(x, finite=False)
+        h = self.lin(x)
+        require_finite(h, "x", sync=False)
+        self.propagation._check_graph(edge_index, edge_weight, x.size(0), x.size(0), h)
+        return self._propagate(h, edge_index, edge_weight)
+
+    def _forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        """``forward`` of checked inputs (a model that checked them once, for every layer)."""
+        return self._propagate(self.lin(x), edge_index, edge_weight)
+
+    def _propagate(self, h: Tensor, edge_index: Adj, edge_weight: OptTensor) -> Tensor:
+        out = self.propagation._forward(h, edge_index, edge_weight)
         return out if self.bias is None else out + self.bias
 
     def __repr__(self) -> str:
@@ -158,7 +171,20 @@ class AttentionAlignmentGATConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        h = self.lin(check_features(x))
+        # Checked once, here: x's type and shape, the graph, and (for x's finiteness, as in
+        # AlignmentGCNConv) lin(x); the operators below run unchecked on the per-head copies.
+        x = check_features(x, finite=False)
+        check_adjacency(edge_index, None, x.size(0), x.size(0), "edge_index", "edge_weight", x,
+                        sync=False)
+        h = self.lin(x)
+        require_finite(h, "x", sync=False)
+        return self._heads(h, edge_index)
+
+    def _forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """``forward`` of checked inputs (a model that checked them once, for every layer)."""
+        return self._heads(self.lin(x), edge_index)
+
+    def _heads(self, h: Tensor, edge_index: Tensor) -> Tensor:
         num_nodes, heads = h.size(0), self.heads
         # All heads in one operator call: head k's nodes are rows k N .. (k+1) N - 1 of a graph
         # holding one copy of edge_index per head. The copies share no node, so each head's
@@ -169,11 +195,11 @@ class AttentionAlignmentGATConv(nn.Module):
             offsets = torch.arange(heads, device=edge_index.device).mul_(num_nodes)
             edge_index = (edge_index.unsqueeze(1) + offsets.view(1, heads, 1)).flatten(1)
         if self.training and self.dropout > 0:
-            edges, weight = self.propagation.attention(h, edge_index)
+            edges, weight = self.propagation._attention(h, edge_index)
             weight = F.dropout(weight, p=self.dropout, training=True)
-            out = self.weighted(h, edges, weight)
+            out = self.weighted._forward(h, edges, weight)
         else:
-            out = self.propagation(h, edge_index)
+            out = self.propagation._forward(h, edge_index)
         out = out.view(heads, num_nodes, self.out_channels).transpose(0, 1)
         out = out.flatten(1) if self.concat else out.mean(dim=1)
         return out if self.bias is None else out + self.bias
@@ -274,11 +300,24 @@ class NodeClassifier(nn.Module):
                 module.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        # Our layers: x and edge_index are checked once here, not once per layer; x's
+        # finiteness on the first layer's output (a NaN or Inf in x spreads into it, and it has
+        # hidden_channels columns, not in_channels). PyG's layers check nothing.
+        ours = self.layer in ("gcn", "attention")
+        if ours:
+            x = check_node_features(x, finite=False)
+            check_adjacency(edge_index, None, x.size(0), x.size(0), "edge_index", "edge_weight",
+                            x, sync=False)
         stages = []
         for index, conv in enumerate(self.convs):
             x = (feature_dropout(x, self.dropout, self.training) if index == 0
                  else F.dropout(x, p=self.dropout, training=self.training))
-            x = conv(x, edge_index)
+            if ours:
+                x = conv._forward(x, edge_index)
+                if index == 0:
+                    require_finite(x, "x", sync=False)
+            else:
+                x = conv(x, edge_index)
             if index < len(self.convs) - 1 or self.jk is not None:
                 x = self.activation(x)
                 stages.append(x)

@@ -48,7 +48,6 @@ from mp_contrastive._validation import (
     check_positive,
     check_positive_int,
     check_rate,
-    trusted_inputs,
 )
 from mp_contrastive.gnn.training import fit_node_classifier, linear_probe, seed_everything
 from mp_contrastive.graph import sphere_projection
@@ -106,7 +105,7 @@ def propagate(x: Tensor, edge_index: Tensor, scheme: str, depths: Sequence[int],
     for index in range(1, max(depths) + 1):
         affinity_index, weight = (affinity_edges(h, k, num_samples, affinity, generator)
                                   if scheme == "contrastive" else (None, None))
-        h = step(h, edge_index, loops, affinity_index, weight)
+        h = step._forward(h, edge_index, loops, affinity_index, weight)
         if index in depths:
             out[index] = h
     return out
@@ -159,11 +158,21 @@ class PropagationStep(nn.Module):
                 ) -> Tensor:
         """``loops``: ``edge_index`` with self loops (the contrastive step's alignment graph);
         ``affinity_*``: from :func:`affinity_edges` (``"contrastive"`` only)."""
-        with trusted_inputs():
-            if self.scheme == "contrastive":
-                h = self.contrast(h, loops, None, affinity_index, affinity_weight)
-            else:
-                h = self.align(h, edge_index)
+        if self.scheme == "contrastive":
+            self.contrast._check(h, loops, None, affinity_index, affinity_weight)
+        else:
+            self.align._check(h, edge_index)
+        return self._forward(h, edge_index, loops, affinity_index, affinity_weight)
+
+    def _forward(self, h: Tensor, edge_index: Tensor, loops: Tensor,
+                 affinity_index: Tensor | None = None, affinity_weight: Tensor | None = None
+                 ) -> Tensor:
+        """``forward`` of checked inputs (:func:`propagate` and
+        :class:`DeepPropagationClassifier` check theirs once, then step many times)."""
+        if self.scheme == "contrastive":
+            h = self.contrast._forward(h, loops, None, affinity_index, affinity_weight)
+        else:
+            h = self.align._forward(h, edge_index)
         return self.normalize(h)
 
     def extra_repr(self) -> str:
@@ -270,7 +279,7 @@ class DeepPropagationClassifier(nn.Module):
                 self._graphs.append(affinity_edges(h, self.k, self.num_samples, self.affinity,
                                                    self._generator))
             graph = self._graphs[index] if contrastive else (None, None)
-            h = F.relu(self.step(h, edge_index, loops, *graph))
+            h = F.relu(self.step._forward(h, edge_index, loops, *graph))
         return self.classifier(F.dropout(h, self.dropout, self.training))
 
     def extra_repr(self) -> str:

@@ -10,8 +10,8 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import is_sparse, is_torch_sparse_tensor, scatter
 
-from mp_contrastive._validation import check_features, value_checks_skipped
-from mp_contrastive.nn.inputs import as_edge_index, split_pair
+from mp_contrastive._validation import check_features, require, value_checks_skipped
+from mp_contrastive.nn.inputs import _sparse_values, as_edge_index, check_adjacency, check_pair
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AlignmentConv"]
@@ -110,13 +110,19 @@ class AlignmentConv(StepConv):
 
     def forward(self, x: Tensor | PairTensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
+        self._check(x, edge_index, edge_weight)
+        return self._forward(x, edge_index, edge_weight)
+
+    def _forward(self, x: Tensor | PairTensor, edge_index: Adj,
+                 edge_weight: OptTensor = None) -> Tensor:
+        """``forward`` of checked inputs."""
         if isinstance(x, (tuple, list)):
-            x_src, x_dst = self._pair(x)
+            x_src, x_dst = x
             smoothed = self._bipartite(x_src, x_dst, edge_index, edge_weight)
             return smoothed if self.alpha == 1.0 else \
                 torch.add(self.alpha * smoothed, x_dst, alpha=1.0 - self.alpha)
         x2, shape = self._fold(x)
-        adj, weight = self.normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
+        adj, weight = self._normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
         smoothed = self._propagate(adj, weight, x2)
         # The output is formed directly, not as x + step: at alpha = 1 (detached) it is exactly
         # A x, and at alpha = 1/2 exactly (A + A^T) x / 2, without an x - x rounding.
@@ -129,16 +135,50 @@ class AlignmentConv(StepConv):
                 torch.add(self.alpha * both, x2, alpha=1.0 - 2.0 * self.alpha)
         return self._unfold(out, shape)
 
+    def _check(self, x: object, edge_index: object, edge_weight: object = None, *,
+               sync: bool = False) -> None:
+        if isinstance(x, (tuple, list)):
+            x_src, x_dst, _ = check_pair(x, sync=sync)
+            self._check_pair_settings()
+            num_src, num_dst = x_src.size(0), x_dst.size(0)
+        else:
+            x_dst = self._check_x(x, sync=sync)
+            num_src = num_dst = x_dst.size(-2)
+        self._check_graph(edge_index, edge_weight, num_src, num_dst, x_dst, sync=sync)
+
+    def _check_graph(self, edge_index: object, edge_weight: object, num_src: int, num_dst: int,
+                     reference: Tensor, *, sync: bool = False) -> None:
+        """The graph and its weights, unless a cached :math:`\bar{A}` replaces them (as in
+        ``GCNConv(cached=True)``, the graph is then not read)."""
+        if self.normalize and self.cached and self._cached_adj is not None:
+            return
+        sparse = is_sparse(edge_index)
+        if sparse and self.flow == "target_to_source":
+            raise ValueError("flow='target_to_source' cannot be used with a sparse 'edge_index' "
+                             "(adj_t): pass the transposed matrix, adj_t.t(), with the default flow "
+                             "(as for GCNConv)")
+        check_adjacency(edge_index, edge_weight, num_src, num_dst, "edge_index", "edge_weight",
+                        reference, sync=sync)
+        weight = _sparse_values(edge_index) if sparse else edge_weight
+        if self.normalize and weight is not None and weight.numel() > 0 \
+                and not value_checks_skipped():
+            # Finiteness is check_adjacency's (for every layout); the sign depends on normalize.
+            lowest = weight.detach().min()
+            require(lowest >= 0, "'edge_weight' must be non-negative with normalize=True (the "
+                    "normalisation D^-1/2 A D^-1/2 takes square roots of the weighted degrees); "
+                    "pass normalize=False with an already normalised signed adjacency",
+                    lambda: f", got minimum {float(lowest)}", sync=sync)
+
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
         if isinstance(x, (tuple, list)):  # the sources are constants: E = |x_dst|^2/2 - x_dst.Ax_src
-            x_src, x_dst = self._pair(x)
+            x_src, x_dst = x
             smoothed = self._bipartite(x_src, x_dst, edge_index, edge_weight)
             energy = 0.5 * (x_dst * x_dst).sum() - (x_dst * smoothed).sum() if need_energy \
                 else None
             return (x_dst - smoothed if need_step else None), energy
         x2, shape = self._fold(x)
-        adj, weight = self.normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
+        adj, weight = self._normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
         smoothed = self._propagate(adj, weight, x2)
         energy = grad = None
         if need_energy:
@@ -156,16 +196,13 @@ class AlignmentConv(StepConv):
         r"""The propagation matrix :math:`\bar{A}`: an ``edge_index`` with weights, or a sparse
         ``adj_t`` (kept sparse for the fused sparse-dense matmul). With ``cached=True`` (and
         ``normalize=True``) the first call's result is stored and returned from then on."""
+        self._check_graph(edge_index, edge_weight, num_nodes, num_nodes, x)
+        return self._normalized_adjacency(edge_index, edge_weight, num_nodes, x)
+
+    def _normalized_adjacency(self, edge_index: Adj, edge_weight: OptTensor, num_nodes: int,
+                              x: Tensor) -> tuple[Adj, OptTensor]:
         if self.normalize and self.cached and self._cached_adj is not None:
             return self._cached_adj
-        if is_sparse(edge_index) and self.flow == "target_to_source":
-            raise ValueError("flow='target_to_source' cannot be used with a sparse 'edge_index' "
-                             "(adj_t): pass the transposed matrix, adj_t.t(), with the default flow "
-                             "(as for GCNConv)")
-        index, weight = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
-                                      "edge_index", "edge_weight", x.dtype, device=x.device)
-        if weight is not None and not value_checks_skipped():
-            self._check_weights(weight)
         # gcn_norm has no CSC branch: a CSC adj_t goes the edge_index way.
         keep_sparse = is_sparse(edge_index) and not (
             is_torch_sparse_tensor(edge_index) and edge_index.layout == torch.sparse_csc)
@@ -175,7 +212,7 @@ class AlignmentConv(StepConv):
                 adj = adj.to(x.dtype)
             weight = None
         else:
-            adj = index
+            adj, weight = as_edge_index(edge_index, edge_weight, x.dtype)
         if self.normalize:
             if keep_sparse:
                 adj = gcn_norm(adj, None, num_nodes, add_self_loops=self.add_self_loops,
@@ -188,10 +225,9 @@ class AlignmentConv(StepConv):
                 self._cached_adj = (adj, weight)
         return adj, weight
 
-    def _pair(self, x: tuple[Tensor, Tensor] | list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _check_pair_settings(self) -> None:
         """A bipartite pair ``(x_src, x_dst)``, PyG's convention (``to_hetero``, layer-wise
         sampling): messages flow from ``x_src`` into ``x_dst``, and only ``x_dst`` moves."""
-        x_src, x_dst, _ = split_pair(x)
         if not self.detach_targets:
             raise ValueError("AlignmentConv with a bipartite pair (x_src, x_dst): only x_dst moves, "
                              "so use the GCN form, detach_targets=True (the gradient-step form "
@@ -202,7 +238,6 @@ class AlignmentConv(StepConv):
         if self.flow != "source_to_target":
             raise ValueError("AlignmentConv with a bipartite pair (x_src, x_dst) needs "
                              "flow='source_to_target' (messages flow into x_dst)")
-        return x_src, x_dst
 
     def _bipartite(self, x_src: Tensor, x_dst: Tensor, edge_index: Adj,
                    edge_weight: OptTensor) -> Tensor:
@@ -212,11 +247,7 @@ class AlignmentConv(StepConv):
         if self.cached and self._cached_adj is not None:
             index, weight = self._cached_adj
         else:
-            index, weight = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
-                                          "edge_index", "edge_weight", x_dst.dtype,
-                                          device=x_dst.device)
-            if weight is not None and not value_checks_skipped():
-                self._check_weights(weight)
+            index, weight = as_edge_index(edge_index, edge_weight, x_dst.dtype)
             if self.normalize:
                 src, dst = index
                 w = torch.ones(index.size(1), dtype=x_dst.dtype, device=index.device) \
@@ -229,15 +260,6 @@ class AlignmentConv(StepConv):
                     self._cached_adj = (index, weight)
         return self.propagate(index, x=(x_src, x_dst), weight=weight,
                               size=(x_src.size(0), x_dst.size(0)))
-
-    def _check_weights(self, weight: Tensor) -> None:
-        # Finiteness is as_edge_index's (for every layout); the sign depends on normalize.
-        lowest = weight.detach().min() if weight.numel() > 0 else None
-        if self.normalize and lowest is not None and bool(lowest < 0):
-            raise ValueError(f"'edge_weight' must be non-negative with normalize=True (the "
-                             f"normalisation D^-1/2 A D^-1/2 takes square roots of the weighted "
-                             f"degrees), got minimum {float(lowest)}; pass normalize=False "
-                             f"with an already normalised signed adjacency")
 
     # -- message passing -----------------------------------------------------------------------------
     def _propagate(self, adj: Adj, weight: OptTensor, x: Tensor) -> Tensor:
@@ -252,15 +274,23 @@ class AlignmentConv(StepConv):
         return adj.t() if is_sparse(adj) else adj.flip(0)
 
     @staticmethod
-    def _fold(x: Tensor) -> tuple[Tensor, tuple[int, ...] | None]:
-        """A static-graph batch ``[B, N, F]`` as ``[N, B * F]`` (the step is linear in ``x``)."""
+    def _check_x(x: object, *, sync: bool = False) -> Tensor:
+        """``x``: ``[num_nodes, features]`` or (a static graph) ``[batch, num_nodes, features]``."""
         if isinstance(x, Tensor) and x.dim() == 3:
-            shape = tuple(x.shape)
-            return check_features(x.transpose(0, 1).reshape(shape[1], -1)), shape
+            check_features(x.flatten(0, 1), sync=sync)  # a view: no copy of x
+            return x
         if isinstance(x, Tensor) and x.dim() != 2:
             raise ValueError(f"'x' must have shape [num_nodes, num_features] or (a static graph) "
                              f"[batch, num_nodes, num_features], got shape {tuple(x.shape)}")
-        return check_features(x), None
+        return check_features(x, sync=sync)
+
+    @staticmethod
+    def _fold(x: Tensor) -> tuple[Tensor, tuple[int, ...] | None]:
+        """A static-graph batch ``[B, N, F]`` as ``[N, B * F]`` (the step is linear in ``x``)."""
+        if x.dim() == 3:
+            shape = tuple(x.shape)
+            return x.transpose(0, 1).reshape(shape[1], -1), shape
+        return x, None
 
     @staticmethod
     def _unfold(out: Tensor, shape: tuple[int, ...] | None) -> Tensor:

@@ -15,11 +15,12 @@ from mp_contrastive.nn.functional.attention import (
     NORMALIZATIONS,
     SCORES,
     AttentionSpec,
-    attention_weights,
-    bipartite_attention_weights,
+    _attention_weights,
+    _bipartite_attention_weights,
+    check_attention_inputs,
 )
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
-from mp_contrastive.nn.inputs import as_edge_index, split_pair
+from mp_contrastive.nn.inputs import as_edge_index, check_adjacency, check_pair
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AttentionAlignmentConv"]
@@ -120,6 +121,15 @@ class AttentionAlignmentConv(StepConv):
         ``GATConv`` (the edge index includes the added self loops, if any). ``x`` may be PyG's
         bipartite pair ``(x_src, x_dst)`` for the GAT / AGNN form (``normalize="neighbors"``,
         ``detach_targets=True``): ``x_dst`` moves towards the attention-weighted ``x_src``."""
+        self._check(x, edge_index, edge_weight, affinity_index, attention_x)
+        return self._forward(x, edge_index, edge_weight, affinity_index, attention_x,
+                             return_attention_weights)
+
+    def _forward(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
+                 affinity_index: Adj | None = None, attention_x: OptTensor = None,
+                 return_attention_weights: bool | None = None
+                 ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``forward`` of checked inputs."""
         x_src, x_dst, *attention = self._attention_graph(x, edge_index, edge_weight,
                                                          affinity_index, attention_x)
         grad, _ = self._descend(x_src, x_dst, *attention, need_step=True, need_energy=False)
@@ -132,12 +142,39 @@ class AttentionAlignmentConv(StepConv):
                   attention_x: OptTensor = None) -> tuple[Tensor, Tensor]:
         """The attention graph ``(edge_index, weights)`` over the positive pairs (detached unless
         ``detach_attention=False``)."""
+        check_attention_inputs(x, edge_index, edge_weight, affinity_index, attention_x,
+                               sync=False)
+        return self._attention(x, edge_index, edge_weight, affinity_index, attention_x)
+
+    def _attention(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
+                   affinity_index: Adj | None = None,
+                   attention_x: OptTensor = None) -> tuple[Tensor, Tensor]:
+        """:meth:`attention` of checked inputs."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_attention):
-            return attention_weights(x, edge_index, edge_weight, beta=self.beta,
-                                     normalize=self.normalize, score=self.score,
-                                     add_self_loops=self.add_self_loops,
-                                     affinity_index=affinity_index, attention_x=attention_x,
-                                     tiling=self.tiling)
+            return _attention_weights(x, edge_index, edge_weight, beta=self.beta,
+                                      normalize=self.normalize, score=self.score,
+                                      add_self_loops=self.add_self_loops,
+                                      affinity_index=affinity_index, attention_x=attention_x,
+                                      tiling=self.tiling)
+
+    def _check(self, x: object, edge_index: object, edge_weight: object = None,
+               affinity_index: object = None, attention_x: object = None, *,
+               sync: bool = False) -> None:
+        if not isinstance(x, (tuple, list)):
+            check_attention_inputs(x, edge_index, edge_weight, affinity_index, attention_x,
+                                   sync=sync)
+            return
+        x_src, x_dst, _ = check_pair(x, sync=sync)
+        if self.normalize != "neighbors" or not self.detach_targets or self.add_self_loops:
+            raise ValueError("AttentionAlignmentConv with a bipartite pair (x_src, x_dst) is the "
+                             "GAT / AGNN form: use normalize='neighbors', detach_targets=True and "
+                             "add_self_loops=False (the other normalisations compare a node with "
+                             "the rest of its own node set)")
+        if affinity_index is not None or attention_x is not None:
+            raise ValueError("AttentionAlignmentConv with a bipartite pair takes no "
+                             "affinity_index or attention_x")
+        check_adjacency(edge_index, edge_weight, x_src.size(0), x_dst.size(0), "edge_index",
+                        "edge_weight", x_dst, nonnegative=True, sync=sync)
 
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None,
                  affinity_index: Adj | None = None, attention_x: OptTensor = None, *,
@@ -153,27 +190,16 @@ class AttentionAlignmentConv(StepConv):
         is ``x_dst``) or of a bipartite pair."""
         if isinstance(x, (tuple, list)):
             return self._bipartite(x, edge_index, edge_weight, affinity_index, attention_x)
-        return x, x, *self.attention(x, edge_index, edge_weight, affinity_index, attention_x)
+        return x, x, *self._attention(x, edge_index, edge_weight, affinity_index, attention_x)
 
     def _bipartite(self, x: tuple[Tensor, Tensor] | list[Tensor], edge_index: Adj,
                    edge_weight: OptTensor, affinity_index: Adj | None,
                    attention_x: OptTensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(x_src, x_dst, edge_index, weights)`` of a bipartite pair, or a ``ValueError`` naming
-        the form that works."""
-        x_src, x_dst, _ = split_pair(x)
-        if self.normalize != "neighbors" or not self.detach_targets or self.add_self_loops:
-            raise ValueError("AttentionAlignmentConv with a bipartite pair (x_src, x_dst) is the "
-                             "GAT / AGNN form: use normalize='neighbors', detach_targets=True and "
-                             "add_self_loops=False (the other normalisations compare a node with "
-                             "the rest of its own node set)")
-        if affinity_index is not None or attention_x is not None:
-            raise ValueError("AttentionAlignmentConv with a bipartite pair takes no "
-                             "affinity_index or attention_x")
-        index, base = as_edge_index(edge_index, edge_weight, x_src.size(0), x_dst.size(0),
-                                    "edge_index", "edge_weight", x_dst.dtype, nonnegative=True,
-                                    device=x_dst.device)
+        """``(x_src, x_dst, edge_index, weights)`` of a checked bipartite pair."""
+        x_src, x_dst = x
+        index, base = as_edge_index(edge_index, edge_weight, x_dst.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_attention):
-            weight = bipartite_attention_weights(x_src, x_dst, index, base, beta=self.beta,
+            weight = _bipartite_attention_weights(x_src, x_dst, index, base, beta=self.beta,
                                                  score=self.score)
         return x_src, x_dst, index, weight
 

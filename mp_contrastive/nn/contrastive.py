@@ -12,14 +12,18 @@ from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import scatter
 
 from mp_contrastive.nn.functional.affinity import uniformity
-from mp_contrastive.nn.functional.attention import AttentionSpec
+from mp_contrastive.nn.functional.attention import AttentionSpec, check_attention_x
 from mp_contrastive.nn.functional.sparse import grad_tracked
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.inputs import (
+    anchor_coefficients,
     as_edge_index,
+    batch_pair,
+    check_adjacency,
     check_anchor_weight,
     check_batch,
     check_kernel,
+    check_pair,
     split_pair,
 )
 from mp_contrastive.nn.step_conv import StepConv
@@ -86,39 +90,69 @@ class ContrastiveConv(StepConv):
         affinity graph stays within each graph (the same as one call per graph);
         ``negatives``: other nodes (e.g. a memory bank's features) that are the affinity graph's
         neighbours instead of ``x`` itself (the step is on ``x``)."""
-        return _nodes(x)[1] + self.step(x, edge_index, edge_weight, affinity_index,
-                                        affinity_weight, anchor_weight, attention_x, batch,
-                                        negatives)
+        self._check(x, edge_index, edge_weight, affinity_index, affinity_weight, anchor_weight,
+                    attention_x, batch, negatives)
+        return self._forward(x, edge_index, edge_weight, affinity_index, affinity_weight,
+                             anchor_weight, attention_x, batch, negatives)
 
-    def _compute(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
+    def _forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
                  affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
                  anchor_weight: OptTensor = None, attention_x: OptTensor = None,
-                 batch: OptTensor = None, negatives: OptTensor = None, *,
-                 need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
-        x_src, x_dst, same_nodes = _nodes(x, negatives)
-        num_dst, dtype = x_dst.size(0), x_dst.dtype
-        edge_index, edge_weight = as_edge_index(edge_index, edge_weight, num_dst, num_dst,
-                                                "edge_index", "edge_weight", dtype,
-                                                nonnegative=self.normalize, device=x_dst.device)
-        if self.normalize:
-            edge_index, edge_weight = gcn_norm(edge_index, edge_weight, num_dst,
-                                               add_self_loops=False, dtype=dtype)
+                 batch: OptTensor = None, negatives: OptTensor = None) -> Tensor:
+        """``forward`` of checked inputs."""
+        return x + self._step(x, edge_index, edge_weight, affinity_index, affinity_weight,
+                              anchor_weight, attention_x, batch, negatives)
+
+    def _check(self, x: object, edge_index: object, edge_weight: object = None,
+               affinity_index: object = None, affinity_weight: object = None,
+               anchor_weight: object = None, attention_x: object = None, batch: object = None,
+               negatives: object = None, *, sync: bool = False) -> None:
+        if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(p, Tensor) for p in x):
+            raise TypeError("'x' must be a torch.Tensor: ContrastiveConv takes one node set (its "
+                            "augmentation edges join nodes of x); pass other nodes that act as "
+                            "negatives (a memory bank) as negatives=..., not as a pair "
+                            "(x_src, x_dst)")
+        if negatives is None:
+            x_src, x_dst, same_nodes = check_pair(x, sync=sync)
+        else:
+            x_src, x_dst, same_nodes = check_pair((negatives, x), "(negatives, x)", sync=sync)
+        num_dst = x_dst.size(0)
+        check_adjacency(edge_index, edge_weight, num_dst, num_dst, "edge_index", "edge_weight",
+                        x_dst, nonnegative=self.normalize, sync=sync)
         if affinity_index is not None:
-            affinity_index, affinity_weight = as_edge_index(
-                affinity_index, affinity_weight, x_src.size(0), num_dst, "affinity_index",
-                "affinity_weight", dtype, nonnegative=True, device=x_dst.device)
+            check_adjacency(affinity_index, affinity_weight, x_src.size(0), num_dst,
+                            "affinity_index", "affinity_weight", x_dst, nonnegative=True,
+                            sync=sync)
         elif affinity_weight is not None:
             raise ValueError("'affinity_weight' needs an 'affinity_index' (the dense affinity "
                              "graph is unweighted)")
-        anchor_weight = check_anchor_weight(anchor_weight, num_dst, dtype, x_dst.device)
-        batch = check_batch(batch, x_src.size(0), num_dst, same_nodes, affinity_index is None)
-
+        check_anchor_weight(anchor_weight, num_dst, x_dst, sync=sync)
+        check_batch(batch, x_src.size(0), num_dst, same_nodes, affinity_index is None, x_dst)
         attention = self.attention
         if batch is not None and attention is not None and attention.normalize == "negatives" \
                 and affinity_index is None:
             raise ValueError("ContrastiveConv: batch= with a 'negatives' attention on the dense "
                              "graph is not supported (its normaliser runs over every node); use "
                              "normalize='positives' or 'neighbors', or one call per graph")
+        if attention_x is not None and attention is not None:  # read only by the attention
+            check_attention_x(attention_x, x_dst, sync=sync)
+
+    def _compute(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
+                 affinity_index: Adj | None = None, affinity_weight: OptTensor = None,
+                 anchor_weight: OptTensor = None, attention_x: OptTensor = None,
+                 batch: OptTensor = None, negatives: OptTensor = None, *,
+                 need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
+        x_src, x_dst, same_nodes = split_pair(x if negatives is None else (negatives, x))
+        num_dst, dtype = x_dst.size(0), x_dst.dtype
+        edge_index, edge_weight = as_edge_index(edge_index, edge_weight, dtype)
+        if self.normalize:
+            edge_index, edge_weight = gcn_norm(edge_index, edge_weight, num_dst,
+                                               add_self_loops=False, dtype=dtype)
+        if affinity_index is not None:
+            affinity_index, affinity_weight = as_edge_index(affinity_index, affinity_weight, dtype)
+        anchor_weight = anchor_coefficients(anchor_weight, dtype)
+        batch = batch_pair(batch)
+        attention = self.attention
         # Under an explainer the augmentation edges go through propagate, where its edge mask
         # applies, instead of being folded into the dense coefficients.
         dense = affinity_index is None and same_nodes and not self.explain
@@ -172,7 +206,7 @@ class ContrastiveConv(StepConv):
         """Replace the augmentation weights by (detached) attention weights and, for the official
         ``"positives"`` normalisation, weight each anchor's uniformity term by its row sum."""
         with torch.no_grad():
-            edge_index, weight = attention.weights(
+            edge_index, weight = attention._weights(
                 x, edge_index, edge_weight, affinity_index=negative_index,
                 attention_x=attention_x, similarity=similarity, row_logsumexp=row_logsumexp,
                 tiling=self.tiling)
@@ -181,14 +215,3 @@ class ContrastiveConv(StepConv):
             anchor_weight = row_sum if anchor_weight is None else anchor_weight * row_sum
         return edge_index, weight, anchor_weight
 
-
-def _nodes(x: object, negatives: OptTensor = None) -> tuple[Tensor, Tensor, bool]:
-    """``(x_src, x_dst, same_nodes)``: the affinity graph's neighbours (``negatives`` or ``x``) and
-    the nodes that move (``x``, which carries the augmentation edges)."""
-    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(p, Tensor) for p in x):
-        raise TypeError("'x' must be a torch.Tensor: ContrastiveConv takes one node set (its "
-                        "augmentation edges join nodes of x); pass other nodes that act as "
-                        "negatives (a memory bank) as negatives=..., not as a pair (x_src, x_dst)")
-    if negatives is None:
-        return split_pair(x)
-    return split_pair((negatives, x), "(negatives, x)")

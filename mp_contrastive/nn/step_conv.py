@@ -21,7 +21,10 @@ class StepConv(MessagePassing):
 
     Subclasses implement ``_compute(x, ..., need_step, need_energy) -> (grad, energy)``; the step,
     the energy and the forward pass all come from it, so the three can never disagree. The
-    arguments after ``x`` are the subclass's ``forward`` arguments.
+    arguments after ``x`` are the subclass's ``forward`` arguments. Each public method checks its
+    inputs once with ``_check`` and then runs the unchecked ``_compute``; callers that hold
+    checked inputs (a loss, a layer wrapping the operator) call ``_step``, ``_energy``,
+    ``_step_and_energy`` or ``_forward`` directly.
 
     Args:
         alpha (float): step size :math:`\alpha > 0`.
@@ -52,26 +55,48 @@ class StepConv(MessagePassing):
     def reset_parameters(self) -> None:
         super().reset_parameters()
 
+    # -- the public entry points: check once, then the trusted computation ---------------------
     def step(self, x: Tensor | PairTensor, *args: Any, **kwargs: Any) -> Tensor:
         r"""The update :math:`\mathrm{conv}(x) - x = -\alpha \nabla E(x)`, computed directly (not as
         a difference, so it keeps full precision when it is small against :math:`x`). Takes the
         arguments of ``forward``."""
-        grad, _ = self._compute(x, *args, need_step=True, need_energy=False, **kwargs)
-        return -self.alpha * grad
+        self._check(x, *args, **kwargs)
+        return self._step(x, *args, **kwargs)
 
     def energy(self, x: Tensor | PairTensor, *args: Any, **kwargs: Any) -> Tensor:
         """The energy :math:`E(x)` whose gradient step this operator performs (a scalar)."""
-        _, energy = self._compute(x, *args, need_step=False, need_energy=True, **kwargs)
-        return energy
+        self._check(x, *args, **kwargs)
+        return self._energy(x, *args, **kwargs)
 
     def step_and_energy(self, x: Tensor | PairTensor, *args: Any,
                         **kwargs: Any) -> tuple[Tensor, Tensor]:
         """Both at the cost of one: ``(step(x), energy(x))``."""
+        self._check(x, *args, **kwargs)
+        return self._step_and_energy(x, *args, **kwargs)
+
+    # -- for callers that hold checked inputs (the losses, wrapping layers) -----------------------
+    def _check(self, x: Any, *args: Any, sync: bool = False, **kwargs: Any) -> None:
+        """Check the arguments of ``forward`` once (shape, dtype, device, values), raising a
+        ``TypeError`` or ``ValueError`` that names the bad one. ``sync=False`` (a layer call):
+        on an accelerator the value checks are device-side asserts; a loss checks with
+        ``sync=True``, once per step (``mp_contrastive._validation``)."""
+        raise NotImplementedError
+
+    def _step(self, x: Any, *args: Any, **kwargs: Any) -> Tensor:
+        grad, _ = self._compute(x, *args, need_step=True, need_energy=False, **kwargs)
+        return -self.alpha * grad
+
+    def _energy(self, x: Any, *args: Any, **kwargs: Any) -> Tensor:
+        _, energy = self._compute(x, *args, need_step=False, need_energy=True, **kwargs)
+        return energy
+
+    def _step_and_energy(self, x: Any, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
         grad, energy = self._compute(x, *args, need_step=True, need_energy=True, **kwargs)
         return -self.alpha * grad, energy
 
     def _compute(self, x: Any, *args: Any, need_step: bool, need_energy: bool,
                  **kwargs: Any) -> tuple[Tensor | None, Tensor | None]:
+        """``(grad, energy)`` of checked inputs: no checks here."""
         raise NotImplementedError
 
     def __prepare_scriptable__(self) -> StepConv:

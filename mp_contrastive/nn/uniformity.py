@@ -10,10 +10,14 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 from mp_contrastive.nn.functional.affinity import uniformity
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.inputs import (
+    anchor_coefficients,
     as_edge_index,
+    batch_pair,
+    check_adjacency,
     check_anchor_weight,
     check_batch,
     check_kernel,
+    check_pair,
     split_pair,
 )
 from mp_contrastive.nn.step_conv import StepConv
@@ -69,34 +73,45 @@ class UniformityConv(StepConv):
         """``anchor_weight`` are the :math:`c_i` (default one). ``batch``: each node's graph in a
         PyG ``Batch`` (as PyG's normalisation layers take it), so that the dense affinity graph
         stays within each graph: the same as one call per graph."""
-        _, x_dst, _ = split_pair(x)
-        return x_dst + self.step(x, edge_index, edge_weight, anchor_weight, batch)
+        self._check(x, edge_index, edge_weight, anchor_weight, batch)
+        return self._forward(x, edge_index, edge_weight, anchor_weight, batch)
+
+    def _forward(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
+                 edge_weight: OptTensor = None, anchor_weight: OptTensor = None,
+                 batch: Tensor | PairTensor | None = None) -> Tensor:
+        """``forward`` of checked inputs."""
+        return split_pair(x)[1] + self._step(x, edge_index, edge_weight, anchor_weight, batch)
+
+    def _check(self, x: object, edge_index: object = None, edge_weight: object = None,
+               anchor_weight: object = None, batch: object = None, *,
+               sync: bool = False) -> None:
+        x_src, x_dst, same_nodes = check_pair(x, sync=sync)
+        if edge_index is None:
+            if edge_weight is not None:
+                raise ValueError("'edge_weight' needs an 'edge_index' (the dense affinity graph is "
+                                 "unweighted)")
+        else:
+            check_adjacency(edge_index, edge_weight, x_src.size(0), x_dst.size(0), "edge_index",
+                            "edge_weight", x_dst, nonnegative=True, sync=sync)
+        check_anchor_weight(anchor_weight, x_dst.size(0), x_dst, sync=sync)
+        check_batch(batch, x_src.size(0), x_dst.size(0), same_nodes, edge_index is None, x_dst)
 
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
                  edge_weight: OptTensor = None, anchor_weight: OptTensor = None,
                  batch: Tensor | PairTensor | None = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
         x_src, x_dst, same_nodes = split_pair(x)
-        if edge_index is None:
-            if edge_weight is not None:
-                raise ValueError("'edge_weight' needs an 'edge_index' (the dense affinity graph is "
-                                 "unweighted)")
-        else:
-            edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_src.size(0),
-                                                    x_dst.size(0), "edge_index", "edge_weight",
-                                                    x_dst.dtype, nonnegative=True,
-                                                    device=x_dst.device)
-        anchor_weight = check_anchor_weight(anchor_weight, x_dst.size(0), x_dst.dtype,
-                                            x_dst.device)
+        if edge_index is not None:
+            edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_dst.dtype)
         # Under an explainer the sparse edges go through propagate, where its edge mask applies
         # (the fused kernels bypass it).
         explained = self.explain and edge_index is not None
         repulsion = uniformity(x_src, x_dst, same_nodes=same_nodes,
                                both_sides=same_nodes and not self.detach_targets,
                                affinity_index=edge_index, affinity_weight=edge_weight,
-                               anchor_weight=anchor_weight, kernel=self.kernel,
-                               need_step=need_step, need_energy=need_energy, tiling=self.tiling,
-                               batch=check_batch(batch, x_src.size(0), x_dst.size(0), same_nodes,
-                                                 edge_index is None),
+                               anchor_weight=anchor_coefficients(anchor_weight, x_dst.dtype),
+                               kernel=self.kernel, need_step=need_step,
+                               need_energy=need_energy, tiling=self.tiling,
+                               batch=batch_pair(batch),
                                aggregate=self.weighted_sum if explained else None)
         return repulsion.grad, repulsion.energy

@@ -15,23 +15,25 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch_geometric.typing import Adj
 from torch_geometric.utils import add_remaining_self_loops, scatter, softmax
 
 from mp_contrastive._validation import (
-    all_finite,
     check_choice,
     check_device,
     check_features,
     check_nonnegative,
+    require,
     unit_rows,
     value_checks_skipped,
 )
 from mp_contrastive.nn.functional.sparse import scatter_logsumexp
 from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.inputs import as_edge_index
+from mp_contrastive.nn.inputs import as_edge_index, check_adjacency, check_pair
 
 __all__ = ["NORMALIZATIONS", "SCORES", "AttentionSpec", "attention_weights",
-           "bipartite_attention_weights"]
+           "bipartite_attention_weights", "check_attention_inputs",
+           "check_attention_x"]
 
 #: What the attention's scores are normalised by.
 NORMALIZATIONS = ("negatives", "positives", "neighbors")
@@ -71,12 +73,22 @@ class AttentionSpec:
                 similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
                 tiling: Tiling = DEFAULT_TILING) -> tuple[Tensor, Tensor]:
         """:func:`attention_weights` with this specification."""
-        return attention_weights(x, edge_index, edge_weight, beta=self.beta,
+        check_attention_inputs(x, edge_index, edge_weight, affinity_index, attention_x)
+        return self._weights(x, edge_index, edge_weight, affinity_index=affinity_index,
+                             attention_x=attention_x, similarity=similarity,
+                             row_logsumexp=row_logsumexp, tiling=tiling, sync=True)
+
+    def _weights(self, x: Tensor, edge_index: Adj, edge_weight: Tensor | None = None, *,
+                 affinity_index: Adj | None = None, attention_x: Tensor | None = None,
+                 similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
+                 tiling: Tiling = DEFAULT_TILING, sync: bool = False) -> tuple[Tensor, Tensor]:
+        """:meth:`weights` of checked inputs (``sync``: see :func:`_attention_weights`)."""
+        return _attention_weights(x, edge_index, edge_weight, beta=self.beta,
                                  normalize=self.normalize, score=self.score,
                                  add_self_loops=self.add_self_loops,
                                  affinity_index=affinity_index, attention_x=attention_x,
                                  similarity=similarity, row_logsumexp=row_logsumexp,
-                                 tiling=tiling)
+                                 tiling=tiling, sync=sync)
 
 
 def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None, *,
@@ -96,11 +108,52 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
     (tile by tile); for ``beta = 1`` a caller that has each row's ``row_logsumexp`` over the other
     nodes may pass that instead, and the pass is saved too.
     """
-    x = check_features(x)
+    check_attention_inputs(x, edge_index, edge_weight, affinity_index, attention_x)
+    return _attention_weights(x, edge_index, edge_weight, beta=beta, normalize=normalize,
+                              score=score, add_self_loops=add_self_loops,
+                              affinity_index=affinity_index, attention_x=attention_x,
+                              similarity=similarity, row_logsumexp=row_logsumexp, tiling=tiling,
+                              sync=True)
+
+
+def check_attention_inputs(x: object, edge_index: object, edge_weight: object = None,
+                           affinity_index: object = None, attention_x: object = None, *,
+                           sync: bool = True) -> None:
+    """The checks of :func:`attention_weights`' tensors (``sync``: see
+    :func:`~mp_contrastive._validation.require`)."""
+    x = check_features(x, sync=sync)
     num_nodes = x.size(0)
-    edge_index, base = as_edge_index(edge_index, edge_weight, num_nodes, num_nodes,
-                                     "edge_index", "edge_weight", x.dtype, nonnegative=True,
-                                     device=x.device)
+    check_adjacency(edge_index, edge_weight, num_nodes, num_nodes, "edge_index", "edge_weight",
+                    x, nonnegative=True, sync=sync)
+    if affinity_index is not None:
+        check_adjacency(affinity_index, None, num_nodes, num_nodes, "affinity_index",
+                        "affinity_weight", x, sync=sync)
+    if attention_x is not None:
+        check_attention_x(attention_x, x, sync=sync)
+
+
+def check_attention_x(attention_x: object, x: Tensor, *, sync: bool = True) -> None:
+    """Attention features: checked like features, one row per node of ``x``, on its device."""
+    if isinstance(attention_x, Tensor):  # the device first: values are read on it
+        check_device(attention_x, "attention_x", x.device, "x")
+    query = check_features(attention_x, "attention_x", sync=sync)
+    if query.size(0) != x.size(0):
+        raise ValueError(f"'attention_x' must have one row per node of 'x' "
+                         f"({x.size(0)}), got {query.size(0)} rows")
+
+
+def _attention_weights(x: Tensor, edge_index: Adj, edge_weight: Tensor | None = None, *,
+                       beta: float | Tensor = 1.0, normalize: str = "negatives",
+                       score: str = "dot", add_self_loops: bool = False,
+                       affinity_index: Adj | None = None, attention_x: Tensor | None = None,
+                       similarity: Tensor | None = None, row_logsumexp: Tensor | None = None,
+                       tiling: Tiling = DEFAULT_TILING,
+                       sync: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`attention_weights` of checked inputs. ``sync``: how the weights' own check (an
+    overflow) fails, see :func:`~mp_contrastive._validation.require` (``False`` for the layers:
+    a device-side assert on an accelerator)."""
+    num_nodes = x.size(0)
+    edge_index, base = as_edge_index(edge_index, edge_weight, x.dtype)
     if add_self_loops:
         edge_index, base = add_remaining_self_loops(edge_index, base, 1.0, num_nodes)
     dst = edge_index[1]
@@ -134,34 +187,35 @@ def attention_weights(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None 
             query, edge_index, scores, present, beta, affinity_index, similarity,
             row_logsumexp if reusable and unit_beta else None, tiling)
         weight = torch.where(present, base * (scores - log_mean.index_select(0, dst)).exp(), 0.0)
-    _check_attention(weight, no_negative, attention_x is not None)
+    _check_attention(weight, no_negative, attention_x is not None, sync)
     return edge_index, weight
 
 
-def _check_attention(weight: Tensor, no_negative: Tensor | None, own_features: bool) -> None:
+def _check_attention(weight: Tensor, no_negative: Tensor | None, own_features: bool,
+                     sync: bool) -> None:
     """A node with positives but no negatives (``"negatives"``), or weights that overflowed
     (``exp`` of a score far above the normaliser: ``beta`` times the features' inner products
     too large for the dtype), fail here with the arguments named. The ``"negatives"`` path reads
-    both in the one synchronisation it always had; the others check only outside
-    :func:`~mp_contrastive._validation.trusted_inputs` (their softmax-style normalisers cannot
-    overflow from finite scores)."""
-    if no_negative is None and (value_checks_skipped() or weight.numel() == 0):
-        return
+    both in the one synchronisation it always had; the others, whose softmax-style normalisers
+    cannot overflow from finite scores, check by :func:`~mp_contrastive._validation.require`
+    (``sync=False`` from a layer: a device-side assert on an accelerator, no host sync; a
+    ``ValueError`` on the CPU), and not while ``torch.compile`` traces."""
     if weight.device.type == "meta":
         return
+    features = "'attention_x'" if own_features else "'x'"
+    overflow = (f"the attention weights overflow (exp of 'beta' times the inner products "
+                f"of {features} exceeds the dtype's range): use a smaller 'beta', "
+                f"score='cosine', or features of smaller norm")
     if no_negative is None:
-        finite = all_finite(weight.detach())
-    else:
-        flags = torch.stack([no_negative, ~torch.isfinite(weight.detach()).all()]).tolist()
-        if flags[0]:
-            raise ValueError("normalize='negatives' needs at least one negative for every node "
-                             "with a positive pair (a batch of one sample has none)")
-        finite = not flags[1]
-    if not finite:
-        features = "'attention_x'" if own_features else "'x'"
-        raise ValueError(f"the attention weights overflow (exp of 'beta' times the inner products "
-                         f"of {features} exceeds the dtype's range): use a smaller 'beta', "
-                         f"score='cosine', or features of smaller norm")
+        if not value_checks_skipped() and weight.numel() > 0:
+            require(torch.isfinite(weight.detach()).all(), overflow, sync=sync)
+        return
+    flags = torch.stack([no_negative, ~torch.isfinite(weight.detach()).all()]).tolist()
+    if flags[0]:
+        raise ValueError("normalize='negatives' needs at least one negative for every node "
+                         "with a positive pair (a batch of one sample has none)")
+    if flags[1]:
+        raise ValueError(overflow)
 
 
 def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor,
@@ -172,6 +226,18 @@ def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor
     over each target's incoming edges, with base weights :math:`b` (default :math:`1/\deg(i)`).
     The other normalisations compare a node with the rest of its own node set, which a bipartite
     pair does not give. Differentiable w.r.t. the features and a tensor ``beta``."""
+    x_src, x_dst, _ = check_pair((x_src, x_dst))
+    check_adjacency(edge_index, edge_weight, x_src.size(0), x_dst.size(0), "edge_index",
+                    "edge_weight", x_dst, nonnegative=True)
+    edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_dst.dtype)
+    return _bipartite_attention_weights(x_src, x_dst, edge_index, edge_weight, beta=beta,
+                                        score=score)
+
+
+def _bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor,
+                                 edge_weight: Tensor | None = None, *,
+                                 beta: float | Tensor = 1.0, score: str = "dot") -> Tensor:
+    """:func:`bipartite_attention_weights` of checked inputs."""
     src, dst = edge_index
     num_dst = x_dst.size(0)
     if edge_weight is None:
@@ -183,15 +249,7 @@ def bipartite_attention_weights(x_src: Tensor, x_dst: Tensor, edge_index: Tensor
 
 
 def _attention_features(x: Tensor, attention_x: Tensor | None, score: str) -> Tensor:
-    if attention_x is None:
-        query = x
-    else:
-        query = check_features(attention_x, "attention_x")
-        check_device(query, "attention_x", x.device, "x")
-        if query.size(0) != x.size(0):
-            raise ValueError(f"'attention_x' must have one row per node of 'x' "
-                             f"({x.size(0)}), got {query.size(0)} rows")
-        query = query.to(x.dtype)
+    query = x if attention_x is None else attention_x.to(x.dtype)
     # unit_rows, not F.normalize: cosines are scale-free, also for rows of norm 1e-13 or 1e200.
     return unit_rows(query) if score == "cosine" else query
 
@@ -240,9 +298,7 @@ def _log_mean_negatives(query: Tensor, edge_index: Tensor, scores: Tensor, prese
         count = num_nodes - 1 - scatter(torch.ones_like(pos_dst), pos_dst, 0, num_nodes,
                                         reduce="sum")
     else:
-        negative_index, _ = as_edge_index(affinity_index, None, num_nodes, num_nodes,
-                                          "affinity_index", "affinity_weight", query.dtype,
-                                          device=query.device)
+        negative_index, _ = as_edge_index(affinity_index, None, query.dtype)
         src, dst = negative_index
         keep = (src != dst) & ~torch.isin(dst * num_nodes + src, key)
         negative_index = negative_index[:, keep]
