@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["peak_memory", "interleaved_times", "markdown_table"]
+__all__ = ["peak_memory", "interleaved_times"]
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
@@ -52,9 +52,3 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int,
             sync()
             samples[name].append(time.perf_counter() - start)
     return {name: statistic(values) for name, values in samples.items()}
-
-
-def markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)

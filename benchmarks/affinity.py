@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn.pool import MIPSKNNIndex
 
-from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
 from mp_contrastive.knn import AffinityIndex
 from mp_contrastive.nn import UniformityConv

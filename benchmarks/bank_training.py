@@ -22,8 +22,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks._measure import markdown_table
 from benchmarks.suite import docs_markers, replace_marked_section
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import (
     ArgumentParser,
     existing_file,

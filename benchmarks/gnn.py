@@ -24,7 +24,8 @@ from torch_geometric.data import Data
 from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 from torch_geometric.utils import scatter, softmax
 
-from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import (
     ArgumentParser,
     argument_error,

@@ -24,7 +24,8 @@ from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
-from benchmarks._measure import interleaved_times, markdown_table
+from benchmarks._measure import interleaved_times
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import (
     ArgumentParser,
     make_parser,

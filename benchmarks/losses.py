@@ -15,7 +15,8 @@ from collections.abc import Callable
 import torch
 from lightly.loss import NTXentLoss
 
-from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import (
     ArgumentParser,
     argument_error,

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks._measure import interleaved_times, markdown_table, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import (
     ArgumentParser,
     existing_file,

@@ -24,7 +24,8 @@ from torch import nn
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import dropout_edge, mask_feature
 
-from benchmarks._measure import interleaved_times, markdown_table
+from benchmarks._measure import interleaved_times
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import (
     ArgumentParser,
     int_at_least,

@@ -16,7 +16,8 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from benchmarks._measure import interleaved_times, markdown_table
+from benchmarks._measure import interleaved_times
+from mp_contrastive._reporting import markdown_table
 from mp_contrastive.cli import (
     ArgumentParser,
     int_at_least,

@@ -30,6 +30,7 @@ from pathlib import Path
 from torch_geometric.data import Data
 
 from mp_contrastive._files import save_figure_atomic, write_text_atomic
+from mp_contrastive._reporting import markdown_table, progress_bar
 from mp_contrastive.cli import (
     ArgumentParser,
     argument_error,
@@ -45,9 +46,7 @@ from mp_contrastive.gnn.experiment import (
     add_graph_arguments,
     format_mean_std,
     load_datasets,
-    markdown_table,
     mean_std,
-    progress_bar,
     setup_threads,
 )
 from mp_contrastive.gnn.oversmoothing import (
@@ -161,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         return {"rows": depth_study(data, args.depths, (scheme,), seed=seed,
                                     probe_weight_decay=args.probe_weight_decay, **step)}
 
-    bar = progress_bar(len(datasets) * len(args.schemes) * len(seeds), "runs", args.no_progress)
+    bar = progress_bar(len(datasets) * len(args.schemes) * len(seeds), "runs",
+                       enabled=not args.no_progress)
     rows = []
     for name, data in datasets.items():
         for scheme in args.schemes:

@@ -17,15 +17,14 @@ from __future__ import annotations
 import time
 
 from mp_contrastive._files import write_text_atomic
+from mp_contrastive._reporting import markdown_table, progress_bar
 from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
 from mp_contrastive.gnn.experiment import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
     load_datasets,
-    markdown_table,
     mean_std,
-    progress_bar,
     setup_threads,
 )
 from mp_contrastive.gnn.training import SUPERVISED_PRESETS, train_node_classifier
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     jobs = [(name, preset) for name in datasets for family in args.models
             for preset in FAMILIES[family][:2]]
-    bar = progress_bar(len(jobs) * len(seeds), "runs", args.no_progress)
+    bar = progress_bar(len(jobs) * len(seeds), "runs", enabled=not args.no_progress)
     results: dict[tuple[str, str], list[dict]] = {}
     for name, preset in jobs:
         for seed in seeds:

@@ -27,6 +27,7 @@ import argparse
 import time
 
 from mp_contrastive._files import write_text_atomic
+from mp_contrastive._reporting import markdown_table, progress_bar
 from mp_contrastive.cli import (
     ArgumentParser,
     argument_error,
@@ -44,9 +45,7 @@ from mp_contrastive.gnn.experiment import (
     add_graph_arguments,
     format_mean_std,
     load_datasets,
-    markdown_table,
     mean_std,
-    progress_bar,
     setup_threads,
 )
 from mp_contrastive.gnn.grace_config import VARIANTS
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                     runs.append(store.runs[key])
                     continue
                 bar = progress_bar(config.epochs, f"{name} {variant} seed {seed}",
-                                   args.no_progress or rank > 0)
+                                   enabled=not args.no_progress and rank == 0)
 
                 def run(config=config, seed=seed, bar=bar, data=data) -> dict:  # noqa: ANN001
                     def tick(epoch: int, loss: float) -> None:

@@ -10,7 +10,6 @@ files found in a read-only data folder are first copied into a cache folder
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -20,13 +19,12 @@ from torch_geometric.data import Data
 from torch_geometric.datasets import Planetoid
 from torch_geometric.utils import coalesce, to_undirected
 
+from mp_contrastive._paths import default_cache_dir, default_data_root
 from mp_contrastive._validation import check_positive_int
 
 __all__ = [
     "PLANETOID_NAMES",
     "PUBMED_SIZE",
-    "default_data_root",
-    "default_cache_dir",
     "load_planetoid",
     "planted_partition_graph",
     "GRAPH_DATASETS",
@@ -36,18 +34,6 @@ __all__ = [
 PLANETOID_NAMES = ("Cora", "CiteSeer", "PubMed")
 #: PubMed's statistics (nodes, features, classes, undirected edges) for the synthetic stand-in.
 PUBMED_SIZE = {"num_nodes": 19717, "num_features": 500, "num_classes": 3, "num_edges": 44324}
-
-
-def default_data_root() -> Path | None:
-    """``$MP_CONTRASTIVE_DATA`` when set (a folder holding ``Planetoid/<Name>/raw``), else ``None``."""
-    env = os.environ.get("MP_CONTRASTIVE_DATA")
-    return Path(env) if env else None
-
-
-def default_cache_dir() -> Path:
-    """Where Planetoid is processed: ``~/.cache/mp_contrastive`` (``$XDG_CACHE_HOME`` respected)."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "mp_contrastive"
 
 
 def _canonical_name(name: object) -> str:
@@ -81,7 +67,7 @@ def load_planetoid(name: str, root: str | Path | None = None, *, cache_dir: str 
             (the shared data layout), ``root/<Name>/raw`` or the raw folder itself; default
             ``$MP_CONTRASTIVE_DATA``. They are copied into ``cache_dir`` before loading.
         cache_dir (str or Path, optional): where PyG processes the data (default
-            :func:`default_cache_dir`).
+            ``~/.cache/mp_contrastive``, ``$XDG_CACHE_HOME`` respected).
         download (bool): when no raw files are found, let PyG download them into ``cache_dir``.
         normalize_features (bool): row-normalise the features (``T.NormalizeFeatures``, as GCN, GAT
             and GRACE do). (default ``True``)

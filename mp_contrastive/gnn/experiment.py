@@ -1,6 +1,6 @@
 """What the graph example scripts share: arguments (on top of :mod:`mp_contrastive.cli`), thread
-set-up, dataset loading, a resumable store of per-seed results, mean +- std summaries and Markdown
-tables."""
+set-up, dataset loading, a resumable store of per-seed results and mean +- std summaries (the
+progress bar and Markdown tables are :mod:`mp_contrastive._reporting`'s)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ __all__ = [
     "ResultStore",
     "mean_std",
     "format_mean_std",
-    "markdown_table",
-    "progress_bar",
 ]
 
 #: What ``--data-root`` holds for the graph examples.
@@ -147,24 +145,3 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
 def format_mean_std(values: Iterable[float]) -> str:
     mean, std = mean_std(values)
     return f"{mean:.2f} ± {std:.2f}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def progress_bar(total: int, description: str, disable: bool) -> Any:
-    """A tqdm bar (a no-op object when tqdm is missing or ``disable``)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with the examples extra
-        disable = True
-    if disable:
-        class _Silent:
-            def update(self, n: int = 1) -> None: ...
-            def set_postfix_str(self, text: str) -> None: ...
-            def close(self) -> None: ...
-        return _Silent()
-    return tqdm(total=total, desc=description, dynamic_ncols=True)

@@ -8,7 +8,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
                       ) from error
 
 from mp_contrastive.vision.augment import SimCLRAugment, to_float
-from mp_contrastive.vision.data import ImageArrays, default_data_root, load_cifar, stratified_subset
+from mp_contrastive.vision.data import ImageArrays, load_cifar, stratified_subset
 from mp_contrastive.vision.evaluation import (
     extract_features,
     knn_accuracy,
@@ -20,7 +20,6 @@ from mp_contrastive.vision.optim import LARS, lars_param_groups, warmup_cosine
 
 __all__ = [
     "ImageArrays",
-    "default_data_root",
     "load_cifar",
     "stratified_subset",
     "SimCLRAugment",

@@ -13,7 +13,6 @@ torchvision's own layout under ``<root>`` or ``<root>/<name>`` (``cifar-10-batch
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageArrays", "DATASETS", "CIFAR_MEAN_STD", "default_data_root", "load_cifar",
-           "stratified_subset"]
+from mp_contrastive._paths import default_cache_dir, default_data_root
+
+__all__ = ["ImageArrays", "DATASETS", "CIFAR_MEAN_STD", "load_cifar", "stratified_subset"]
 
 DATASETS = {"cifar10": 10, "cifar100": 100}
 
@@ -52,23 +52,20 @@ class ImageArrays:
                            f"{self.source} [subset of {index.numel()}]")
 
 
-def default_data_root() -> Path:
-    """``$MP_CONTRASTIVE_DATA`` if set, else ``~/.cache/mp_contrastive``."""
-    env = os.environ.get("MP_CONTRASTIVE_DATA")
-    return Path(env) if env else Path.home() / ".cache" / "mp_contrastive"
-
-
 def load_cifar(name: str = "cifar10", root: str | Path | None = None, train: bool = True,
                download: bool = False,
                select: Callable[[Tensor], Tensor] | None = None) -> ImageArrays:
     """Load a CIFAR split from the first source that has it (see the module docstring).
+
+    ``root`` defaults to ``$MP_CONTRASTIVE_DATA``, else ``~/.cache/mp_contrastive``
+    (``$XDG_CACHE_HOME`` respected).
 
     ``select`` maps the labels to the indices to keep (e.g. a class-balanced subset); the packed
     copy then decodes only those images.
     """
     if name not in DATASETS:
         raise ValueError(f"'name' must be one of {tuple(DATASETS)}, got {name!r}")
-    root = default_data_root() if root is None else Path(root)
+    root = (default_data_root() or default_cache_dir()) if root is None else Path(root)
     if not root.is_dir() and not download:
         raise FileNotFoundError(
             f"data root '{root}' does not exist. Pass --data-root (or set MP_CONTRASTIVE_DATA) to a "

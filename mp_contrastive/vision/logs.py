@@ -1,30 +1,18 @@
 """The image trainer's logs, written through :mod:`mp_contrastive.loggers` on rank 0:
 ``steps.csv`` (step, epoch, loss, lr, images_per_s), ``epochs.csv`` (epoch, loss, knn_top1,
 seconds), TensorBoard scalars ``train/*`` per step and ``epoch/*`` per epoch in
-``tensorboard/``, and one console line per epoch; and the optional progress bar."""
+``tensorboard/``, and one console line per epoch."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from mp_contrastive.loggers import CSVLogger, TensorBoardLogger, truncate_tensorboard
 
-__all__ = ["TrainingLogs", "progress_bar"]
+__all__ = ["TrainingLogs"]
 
 STEP_COLUMNS = ("epoch", "loss", "lr", "images_per_s")
 EPOCH_COLUMNS = ("loss", "knn_top1", "seconds")
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
-    """A ``tqdm`` bar over ``total`` steps, or ``None`` when disabled or ``tqdm`` is missing."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 class TrainingLogs:

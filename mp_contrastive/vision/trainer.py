@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mp_contrastive._files import write_text_atomic
+from mp_contrastive._reporting import progress_bar
 from mp_contrastive._signals import Interrupted, StopSignals
 from mp_contrastive._validation import check_nonnegative_int, check_positive_int
 from mp_contrastive.distributed import rank_and_world
@@ -42,7 +43,7 @@ from mp_contrastive.vision.checkpoint import (
 )
 from mp_contrastive.vision.data import ImageArrays
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
-from mp_contrastive.vision.logs import TrainingLogs, progress_bar
+from mp_contrastive.vision.logs import TrainingLogs
 from mp_contrastive.vision.optim import build_optimizer, warmup_cosine
 
 __all__ = ["TrainConfig", "Trainer", "load_checkpoint", "Interrupted", "PRECISIONS"]
@@ -326,9 +327,8 @@ class Trainer:
         if hasattr(self.method, "set_epoch"):
             self.method.set_epoch(self.epoch)
         progress = progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{config.epochs}",
-                                config.progress and self.rank == 0)
-        if progress is not None:
-            progress.update(self.step_in_epoch)
+                                config.progress and self.rank == 0, leave=False)
+        progress.update(self.step_in_epoch)
         try:
             for it in range(self.step_in_epoch, self.steps_per_epoch):
                 step = self.step
@@ -350,17 +350,15 @@ class Trainer:
                     features, sample, node_index = self.method.last_nodes
                     self.dynamics(step, features, sample=sample,
                                   labels=self.train_data.labels[node_index.cpu()])
-                if progress is not None:
-                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}")
-                    progress.update()
+                progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}")
+                progress.update()
                 self.logs.step(step, self.epoch, value, lr, speed)
                 self._stop_if_requested(saved=False)
                 if (config.checkpoint_every and self.step % config.checkpoint_every == 0
                         and self.step_in_epoch < self.steps_per_epoch):  # the epoch's end saves
                     self.save_checkpoint()
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
 
     def _optimizer_step(self, index: Tensor) -> float:
         """One step on the images ``index`` (augmented ``num_views`` times); returns the loss."""

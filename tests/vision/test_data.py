@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mp_contrastive.vision.data import default_data_root, load_cifar, stratified_subset
+from mp_contrastive.vision.data import load_cifar, stratified_subset
 
 
 def test_packed_cifar10_from_shared_data(data_root):
@@ -40,11 +40,14 @@ def test_missing_root_and_missing_data_are_clear(tmp_path):
         load_cifar("mnist", tmp_path)
 
 
-def test_default_root_follows_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("MP_CONTRASTIVE_DATA", str(tmp_path))
-    assert default_data_root() == tmp_path
+def test_default_root_is_the_environment_then_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("MP_CONTRASTIVE_DATA", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match=f"data root '{tmp_path / 'data'}' does not exist"):
+        load_cifar("cifar10")
     monkeypatch.delenv("MP_CONTRASTIVE_DATA")
-    assert default_data_root().name == "mp_contrastive"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match=f"data root '{tmp_path / 'cache'}/mp_contrastive'"):
+        load_cifar("cifar10")
 
 
 def test_stratified_subset():
