@@ -80,21 +80,16 @@ def _similarity_tile(h_src: Tensor, q: Tensor, r0: int, c0: int, c1: int, cfg: _
     return s
 
 
-def _chunks(num_cols: int, cols: int) -> list[tuple[int, int]]:
-    return [(c0, min(num_cols, c0 + cols)) for c0 in range(0, num_cols, cols)]
-
-
 def _blockwise_forward(h_src: Tensor, h_dst: Tensor, anchor: Tensor | None, pull: _Pull | None,
                        cfg: _Config) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     n, m = h_dst.size(0), h_src.size(0)
     rows, cols = cfg.tiling.shape(n, m)
-    chunks = _chunks(m, cols)
+    chunks = list(cfg.tiling.spans(m, cols))
     infonce = cfg.kernel == "infonce"
     grad = h_dst.new_zeros(h_dst.shape) if cfg.need_step else None
     lse = h_dst.new_empty(n) if infonce else None
     energy = h_dst.new_zeros(())
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
+    for r0, r1 in cfg.tiling.spans(n, rows):
         q = h_dst[r0:r1]
         c = None if anchor is None else anchor[r0:r1].unsqueeze(1)
         edges = None if pull is None or not cfg.need_step else pull.rows(r0, r1)
@@ -152,7 +147,7 @@ def _blockwise_backward(h_src: Tensor, h_dst: Tensor, anchor: Tensor | None, pul
     ``d h_src = dS^T h_dst + K^T g_G``."""
     n, m = h_dst.size(0), h_src.size(0)
     rows, cols = cfg.tiling.shape(n, m)
-    chunks = _chunks(m, cols)
+    chunks = list(cfg.tiling.spans(m, cols))
     infonce = cfg.kernel == "infonce"
     d_src, d_dst = torch.zeros_like(h_src), torch.zeros_like(h_dst)
     d_anchor = h_dst.new_zeros(n) if need_anchor else None
@@ -164,8 +159,7 @@ def _blockwise_backward(h_src: Tensor, h_dst: Tensor, anchor: Tensor | None, pul
             dk.addmm_(q, g_grad[c0:c1].T)
         return dk
 
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
+    for r0, r1 in cfg.tiling.spans(n, rows):
         q = h_dst[r0:r1]
         c = None if anchor is None else anchor[r0:r1].unsqueeze(1)
         edges = None if pull is None or g_grad is None else pull.rows(r0, r1)
