@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
+from mp_contrastive._linear_head import fit_linear_head
 from mp_contrastive._validation import (
     check_features,
     check_nonnegative,
@@ -185,6 +186,7 @@ def linear_probe(embeddings: Tensor, data: Data, *, weight_decays: tuple[float, 
     x = F.normalize(embeddings, dim=1)
     y = data.y.to(x.device)
     num_classes = int(y.max()) + 1
+    x_train, y_train = x[data.train_mask], y[data.train_mask]
     best: dict[str, float] = {"val_acc": -1.0}
     for decay in weight_decays:
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -195,10 +197,7 @@ def linear_probe(embeddings: Tensor, data: Data, *, weight_decays: tuple[float, 
                                     .mul_(2 * bound).sub_(bound))
             classifier.bias.zero_()
         optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=decay)
-        for _ in range(epochs):
-            optimizer.zero_grad()
-            F.cross_entropy(classifier(x[data.train_mask]), y[data.train_mask]).backward()
-            optimizer.step()
+        fit_linear_head(classifier, x_train, y_train, optimizer, epochs)
         with torch.no_grad():
             logits = classifier(x)
         val_acc = masked_accuracy(logits, y, data.val_mask)

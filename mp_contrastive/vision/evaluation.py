@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mp_contrastive._linear_head import fit_linear_head
 from mp_contrastive._validation import check_positive_int
 from mp_contrastive.vision.augment import random_crop_flip, to_float
 
@@ -75,15 +76,8 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
                                 weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-x_train.size(0) // batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-    for _ in range(epochs):
-        order = torch.randperm(x_train.size(0), generator=generator)
-        for start in range(0, x_train.size(0), batch_size):
-            batch = order[start:start + batch_size]
-            loss = F.cross_entropy(classifier(x_train[batch]), train_labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    fit_linear_head(classifier, x_train, train_labels, optimizer, epochs, batch_size=batch_size,
+                    generator=generator, scheduler=scheduler)
     with torch.no_grad():
         train_acc = (classifier(x_train).argmax(1) == train_labels).float().mean().item()
         test_acc = (classifier(x_test).argmax(1) == test_labels).float().mean().item()
