@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -75,13 +76,17 @@ def command(arm: Arm, seed: int, folder: Path, data_root: str | None) -> list[st
     return cmd
 
 
-def results_of(arm: Arm, seed: int, out: Path, data_root: str | None) -> dict[str, Any]:
-    """The run's ``results.json``, running the example first if it is not there."""
+def results_of(arm: Arm, seed: int, out: Path, data_root: str | None,
+               threads: int = 1) -> dict[str, Any]:
+    """The run's ``results.json``, running the example first (on ``threads`` torch threads) if
+    it is not there."""
     folder = out / f"{arm.folder}_{seed}"
     path = folder / "results.json"
     if not path.exists():
         print(" ".join(command(arm, seed, folder, data_root)), flush=True)
-        status = subprocess.run(command(arm, seed, folder, data_root), cwd=ROOT).returncode
+        # The thread count changes the order of the sums, hence the last digits of the figures.
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        status = subprocess.run(command(arm, seed, folder, data_root), cwd=ROOT, env=env).returncode
         if status != 0:  # the example printed its own error above
             raise SystemExit(f"error: {arm.script} (seed {seed}) exited with status {status}; "
                              f"its output folder is {folder}")
@@ -125,6 +130,9 @@ def build_parser() -> ArgumentParser:
                         help="passed to the examples (default: theirs, $MP_CONTRASTIVE_DATA)")
     parser.add_argument("--update-docs", type=existing_file, default=None,
                         help="write the table between <!-- results-headlines --> markers here")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="torch threads of each run (OMP_NUM_THREADS); results differ in "
+                             "their last digits from one thread count to another")
     parser.add_argument("--seed", type=nonnegative_int, default=0,
                         help="first seed (runs use seed .. seed+n-1)")
     parser.add_check(docs_markers("--update-docs", lambda _: MARKER))
@@ -134,12 +142,14 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> str:
     args: argparse.Namespace = build_parser().parse_args(argv)
     out = Path(args.out)
-    rows = {arm: [results_of(arm, seed, out, args.data_root)
+    rows = {arm: [results_of(arm, seed, out, args.data_root, args.threads)
                   for seed in range(args.seed, args.seed + (args.seeds if arm.all_seeds else 1))]
             for arm in ARMS}
-    report = (f"{table(rows)}\n\nMean ± standard deviation over the seeds (population, as in "
-              f"the graph tables); each run's `results.json` is in `{out}/<run>_<seed>`. "
-              f"Produced by `python -m benchmarks.headlines --update-docs docs/results.md`.")
+    report = (f"{table(rows)}\n\n{args.threads} torch thread(s) per run; mean ± standard "
+              f"deviation over the seeds (population, as in the graph tables); each run's "
+              f"`results.json` is in `{out}/<run>_<seed>`. Produced by `python -m "
+              f"benchmarks.headlines --out {out} --threads {args.threads} --update-docs "
+              f"docs/results.md`.")
     print(report)
     if args.update_docs:
         replace_marked_section(args.update_docs, MARKER, report)

@@ -45,7 +45,8 @@ def test_table_from_existing_runs_and_docs_update(tmp_path, monkeypatch):
 def test_missing_runs_are_made_and_resumed(tmp_path, monkeypatch):
     commands = []
 
-    def run(cmd, cwd):
+    def run(cmd, cwd, env):
+        assert env["OMP_NUM_THREADS"] == "1"
         commands.append(cmd)
         folder = Path(cmd[cmd.index("--out") + 1])
         (folder / "results.json").parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,6 @@ def test_missing_runs_are_made_and_resumed(tmp_path, monkeypatch):
 
 def test_a_failed_run_stops_with_one_line_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(headlines.subprocess, "run",
-                        lambda cmd, cwd: type("Failed", (), {"returncode": 2})())
+                        lambda cmd, cwd, env: type("Failed", (), {"returncode": 2})())
     with pytest.raises(SystemExit, match="cifar_simclr_gat.py"):
         headlines.main(["--out", str(tmp_path)])
