@@ -83,10 +83,11 @@ def results_of(arm: Arm, seed: int, out: Path, data_root: str | None,
     folder = out / f"{arm.folder}_{seed}"
     path = folder / "results.json"
     if not path.exists():
-        print(" ".join(command(arm, seed, folder, data_root)), flush=True)
+        cmd = command(arm, seed, folder, data_root)
+        print(" ".join(cmd), flush=True)
         # The thread count changes the order of the sums, hence the last digits of the figures.
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        status = subprocess.run(command(arm, seed, folder, data_root), cwd=ROOT, env=env).returncode
+        status = subprocess.run(cmd, cwd=ROOT, env=env).returncode
         if status != 0:  # the example printed its own error above
             raise SystemExit(f"error: {arm.script} (seed {seed}) exited with status {status}; "
                              f"its output folder is {folder}")

@@ -178,8 +178,7 @@ def require_finite(x: Tensor, name: str, *, sync: bool = True) -> None:
     if value_checks_skipped():
         return
     message = f"'{name}' contains non-finite values (NaN or Inf)"
-    if x.layout != torch.strided:
-        x = x.coalesce().values() if x.layout == torch.sparse_coo else x.values()
+    x = _stored_values(x)
     if x.numel() == 0 or not has_values(x):
         return
     x = x.detach()
@@ -189,6 +188,13 @@ def require_finite(x: Tensor, name: str, *, sync: bool = True) -> None:
         raise ValueError(message)
 
 
+def _stored_values(x: Tensor) -> Tensor:
+    """The values a sparse tensor stores (its implicit zeros are finite), or ``x`` itself."""
+    if x.layout == torch.strided:
+        return x
+    return x.coalesce().values() if x.layout == torch.sparse_coo else x.values()
+
+
 def _finite_extremes(x: Tensor) -> Tensor:
     return torch.isfinite(torch.stack(torch.aminmax(x))).all()
 
@@ -196,8 +202,7 @@ def _finite_extremes(x: Tensor) -> Tensor:
 def all_finite(x: Tensor) -> bool:
     """Whether ``x`` holds no NaN or Inf. A min/max reduction (NaN propagates through it) reads
     ``x`` once without the boolean copy of ``isfinite(x).all()``: 7x faster at 65k x 128."""
-    if x.layout != torch.strided:
-        x = x.coalesce().values() if x.layout == torch.sparse_coo else x.values()
+    x = _stored_values(x)
     if x.numel() == 0 or not has_values(x):
         return True
     return bool(_finite_extremes(x))
