@@ -43,6 +43,7 @@ __all__ = [
     "check_choice",
     "check_edge_values",
     "check_device",
+    "device_mismatch",
     "check_device_arg",
     "unit_rows",
     "require",
@@ -94,8 +95,14 @@ def check_device(x: Tensor, name: str, device: torch.device | None, ref: str = "
         return x
     if move and has_values(x) and device.type != "meta":
         return x.to(device)
-    raise ValueError(f"'{name}' is on device {x.device} but '{ref}' is on device {device}: "
-                     f"move both to the same device")
+    raise device_mismatch(name, x.device, ref, device)
+
+
+def device_mismatch(name: str, found: torch.device, ref: str, device: torch.device) -> ValueError:
+    """The error of :func:`check_device`, for inputs that are not a ``Tensor`` (a
+    ``SparseTensor``'s ``device`` is a method)."""
+    return ValueError(f"'{name}' is on device {found} but '{ref}' is on device {device}: "
+                      f"move both to the same device")
 
 
 def check_device_arg(device: object, name: str = "device") -> torch.device | None:

@@ -15,6 +15,7 @@ from mp_contrastive._validation import (
     check_features,
     check_index_vector,
     check_weight_values,
+    device_mismatch,
 )
 
 __all__ = ["KERNELS", "check_pair", "split_pair", "check_adjacency", "as_edge_index",
@@ -67,8 +68,7 @@ def check_adjacency(adj: object, edge_weight: object, num_src: int, num_dst: int
     if is_sparse(adj):
         adj_device = adj.device() if callable(adj.device) else adj.device  # SparseTensor: a method
         if adj_device != device:
-            raise ValueError(f"'{name}' is on device {adj_device} but '{ref}' is on device "
-                             f"{device}: move both to the same device")
+            raise device_mismatch(name, adj_device, ref, device)
         if edge_weight is not None:
             raise ValueError(f"'{weight_name}' must be None when '{name}' is a sparse matrix "
                              f"(its values are the weights)")
