@@ -122,14 +122,15 @@ class AlignmentConv(StepConv):
             return smoothed if self.alpha == 1.0 else \
                 torch.add(self.alpha * smoothed, x_dst, alpha=1.0 - self.alpha)
         x2, shape = self._fold(x)
-        adj, weight = self._normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
-        smoothed = self._propagate(adj, weight, x2)
         # The output is formed directly, not as x + step: at alpha = 1 (detached) it is exactly
         # A x, and at alpha = 1/2 exactly (A + A^T) x / 2, without an x - x rounding.
         if self.detach_targets:
+            smoothed = self._smoothed(edge_index, edge_weight, x2)
             out = smoothed if self.alpha == 1.0 else \
                 torch.add(self.alpha * smoothed, x2, alpha=1.0 - self.alpha)
         else:
+            adj, weight = self._normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
+            smoothed = self._propagate(adj, weight, x2)
             both = smoothed + self._propagate(self._transpose(adj), weight, x2)
             out = self.alpha * both if self.alpha == 0.5 else \
                 torch.add(self.alpha * both, x2, alpha=1.0 - 2.0 * self.alpha)
@@ -178,8 +179,12 @@ class AlignmentConv(StepConv):
                 else None
             return (x_dst - smoothed if need_step else None), energy
         x2, shape = self._fold(x)
-        adj, weight = self._normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
-        smoothed = self._propagate(adj, weight, x2)
+        if self.detach_targets:
+            adj = weight = None
+            smoothed = self._smoothed(edge_index, edge_weight, x2)
+        else:
+            adj, weight = self._normalized_adjacency(edge_index, edge_weight, x2.size(0), x2)
+            smoothed = self._propagate(adj, weight, x2)
         energy = grad = None
         if need_energy:
             energy = (x2 * x2).sum() - (x2 * smoothed).sum()
@@ -262,6 +267,42 @@ class AlignmentConv(StepConv):
                               size=(x_src.size(0), x_dst.size(0)))
 
     # -- message passing -----------------------------------------------------------------------------
+    def _smoothed(self, edge_index: Adj, edge_weight: OptTensor, x: Tensor) -> Tensor:
+        r""":math:`\bar{A} x` of checked inputs: by :meth:`_row_scaled` where it applies, else
+        through ``gcn_norm``'s per-edge weights. It applies to a plain ``edge_index`` with
+        ``normalize=True``, nothing cached, and, with ``add_self_loops=True``, no self loop in the
+        graph (``add_remaining_self_loops`` would keep its weight and drop duplicates; that rule
+        stays ``gcn_norm``'s). ``torch.compile`` takes the ``gcn_norm`` path: the self-loop test is
+        data-dependent control flow, which a full graph cannot hold."""
+        if self.normalize and not self.cached and not is_sparse(edge_index) \
+                and not torch.compiler.is_compiling() \
+                and not (self.add_self_loops and bool((edge_index[0] == edge_index[1]).any())):
+            return self._row_scaled(edge_index, edge_weight, x)
+        adj, weight = self._normalized_adjacency(edge_index, edge_weight, x.size(0), x)
+        return self._propagate(adj, weight, x)
+
+    def _row_scaled(self, edge_index: Tensor, edge_weight: OptTensor, x: Tensor) -> Tensor:
+        r""":math:`\bar{A} x = D^{-1/2} \big(A (D^{-1/2} x) + D^{-1/2} x\big)` (the last term
+        with self loops) on a graph without self loops: the matrix ``gcn_norm`` builds, applied as
+        two row scalings of ``x`` around an unnormalised sum. ``gcn_norm`` rebuilds the edge list
+        with the self loops appended and gathers both ends' degrees for every edge, which at Cora's
+        size costs as much as the propagation itself; the row scalings touch ``num_nodes`` rows
+        (``python -m benchmarks.layer_overhead``: the layer is then faster than ``GCNConv``). The
+        result equals ``gcn_norm``'s to rounding (the products are taken in another order)."""
+        target = edge_index[1] if self.flow == "source_to_target" else edge_index[0]
+        weight = None if edge_weight is None else edge_weight.to(x.dtype)
+        counts = torch.ones(target.numel(), dtype=x.dtype, device=x.device) if weight is None \
+            else weight
+        degree = scatter(counts, target, 0, x.size(0), reduce="sum")
+        if self.add_self_loops:
+            degree = degree + 1.0
+        scale = degree.pow(-0.5).masked_fill_(degree == 0, 0.0).unsqueeze(-1)
+        scaled = x * scale
+        summed = self.propagate(edge_index, x=scaled, weight=weight)
+        if self.add_self_loops:
+            summed = summed + scaled
+        return summed * scale
+
     def _propagate(self, adj: Adj, weight: OptTensor, x: Tensor) -> Tensor:
         r""":math:`\bar{A} x` by ``propagate`` on the plain ``x`` tensor, so that ``flow`` and
         ``decomposed_layers`` apply as in any PyG layer."""
