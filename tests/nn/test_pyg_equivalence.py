@@ -82,7 +82,7 @@ def graphs(gen: torch.Generator) -> dict[str, tuple[Tensor, Tensor | None, int]]
         # nodes 20..24 have no edges: only their self loop
         "isolated_nodes": (directed, weight, n + 5),
         # self loops already in the graph (node 3 twice, equal weights): add_remaining_self_loops
-        # keeps their weight; these take gcn_norm's path, the others the row-scaled one
+        # keeps their weight; these take gcn_norm's path, the others _loops_apart
         "self_loops": (torch.cat([directed, torch.tensor([[3, 5, 3], [3, 5, 3]])], 1),
                        torch.cat([weight, torch.tensor([0.5, 2.0, 0.5], dtype=torch.float64)]), n),
     }
@@ -102,29 +102,30 @@ def test_gcn_form_equals_gcnconv(gen, name):
 @pytest.mark.parametrize("name", GRAPHS)
 @pytest.mark.parametrize("flow", ["source_to_target", "target_to_source"])
 @pytest.mark.parametrize("self_loops", [True, False])
-def test_row_scaled_path_equals_gcn_norm_path(gen, monkeypatch, name, flow, self_loops):
-    """The row-scaled sum, D^-1/2 (A (D^-1/2 x) + D^-1/2 x), is the gcn_norm propagation it
-    replaces: outputs and gradients to 1e-12 in float64, and gcn_norm is not called on a graph
-    without self loops (the fast path really runs)."""
+def test_loops_apart_path_equals_gcn_norm_path(gen, monkeypatch, name, flow, self_loops):
+    """The propagation with the self loops' messages added after the sum (no edge list rebuilt)
+    is gcn_norm's propagation, bitwise (the same products, summed in the same order), with
+    gradients to 1e-12 in float64; and gcn_norm is not called on a graph without self loops
+    (the fast path really runs)."""
     edge_index, edge_weight, n = graphs(gen)[name]
     x = features(gen, n).requires_grad_()
     weight = None if edge_weight is None else edge_weight.detach().requires_grad_()
     conv = AlignmentConv(alpha=1.0, detach_targets=True, add_self_loops=self_loops, flow=flow)
-    row_scaled = conv._row_scaled(edge_index, weight, x)
+    loops_apart = conv._loops_apart(edge_index, weight, x)
     adj, normed = conv._normalized_adjacency(edge_index, weight, n, x)
     reference = conv._propagate(adj, normed, x)
     if not (self_loops and name == "self_loops"):  # there the gcn_norm path keeps loop weights
-        torch.testing.assert_close(row_scaled, reference, atol=1e-12, rtol=0.0)
+        assert torch.equal(loops_apart, reference)
         inputs = [x] if weight is None else [x, weight]
         v = torch.randn_like(reference)
-        for a, b in zip(torch.autograd.grad(row_scaled, inputs, v, retain_graph=True),
+        for a, b in zip(torch.autograd.grad(loops_apart, inputs, v, retain_graph=True),
                         torch.autograd.grad(reference, inputs, v), strict=True):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0.0)
 
         def no_gcn_norm(*args: object, **kwargs: object) -> None:
             raise AssertionError("gcn_norm called on the row-scaled path")
         monkeypatch.setattr("mp_contrastive.nn.alignment.gcn_norm", no_gcn_norm)
-        torch.testing.assert_close(conv(x, edge_index, weight), reference, atol=1e-12, rtol=0.0)
+        assert torch.equal(conv(x, edge_index, weight), reference)
 
 
 def test_gradient_step_form_is_not_gcn_on_directed_graphs(gen):
@@ -259,9 +260,8 @@ def test_torch_compile(gen):
 
 def test_alpha_one_is_exactly_propagation(gen):
     """The GCN form is A x as computed, not x - (x - A x): bitwise equal to GCNConv with an identity
-    weight (x @ I is exact) where both run gcn_norm's propagation (a graph with self loops; on
-    others the row-scaled sum rounds in another order, test_row_scaled_path_equals_gcn_norm_path)."""
-    edge_index, weight, n = graphs(gen)["self_loops"]
+    weight (x @ I is exact)."""
+    edge_index, weight, n = graphs(gen)["directed_weighted"]
     x = torch.randn(n, 4, generator=gen)
     gcn = GCNConv(4, 4, bias=False)
     with torch.no_grad():
