@@ -105,6 +105,10 @@ def build_parser() -> ArgumentParser:
         if args.key_momentum > 0 and args.memory_bank == 0:
             raise argument_error("--key-momentum", "the momentum keys fill a memory bank: it "
                                  "needs --memory-bank K > 0")
+        if args.memory_bank and args.num_crops != 2:
+            raise argument_error("--num-crops", f"a memory bank contrasts the first view with "
+                                 f"the second and the bank (lightly's two-view NTXentLoss), got "
+                                 f"{args.num_crops} views: use --num-crops 2 with --memory-bank")
 
     parser.add_check(check)
     return parser
