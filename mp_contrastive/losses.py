@@ -324,8 +324,8 @@ class SimCLRLoss(_ViewContrastiveLoss):
         \frac{1}{N} \sum_i \frac{1}{|P(i)|} \sum_{p \in P(i)}
         -\log \frac{e^{s_{ip}/\tau}}{\sum_{k \ne i} e^{s_{ik}/\tau}},
 
-    SupCon's :math:`\mathcal{L}^{sup}_{out}` (Khosla et al. 2020) with sample ids for labels:
-    pytorch-metric-learning's ``SupConLoss`` gives the same value. solo-learn's
+    SupCon's :math:`\mathcal{L}^{sup}_{out}` (Khosla et al. 2020) with sample ids for labels,
+    the form pytorch-metric-learning's ``SupConLoss`` computes. solo-learn's
     ``simclr_loss_func`` (``solo/losses/simclr.py``, multi-crop through ``indexes``) puts the sum
     over positives inside the logarithm,
     :math:`\frac{1}{N} \sum_i -\log \frac{\sum_{p \in P(i)} e^{s_{ip}/\tau}}
