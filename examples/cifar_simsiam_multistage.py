@@ -88,6 +88,10 @@ def build_parser() -> ArgumentParser:
                         help=preset_help(PRESETS, "pred_dim", "predictor hidden width"))
 
     def check(args: argparse.Namespace) -> None:
+        if args.num_crops != 2:
+            raise argument_error("--num-crops", f"SimSiam predicts each of two views from the "
+                                 f"other (and the multi-stage memory stores view 2), got "
+                                 f"{args.num_crops} views: leave --num-crops at 2")
         # The official code keeps one epoch, averaged: other values are never replaced silently.
         if args.multistage == "official":
             if args.stages not in (None, 1):

@@ -317,6 +317,24 @@ class SimCLRLoss(_ViewContrastiveLoss):
     ``[N, D]`` and each row's sample id (any number of views per sample, at least two).
     Second derivatives (``create_graph=True``) are those of the plain NT-Xent.
 
+    Multi-crop (more than two views of a sample): with :math:`s_{ik} = \cos(z_i, z_k)` and
+    :math:`P(i)` the other views of anchor :math:`i`'s sample, the ``"mean"`` loss is
+
+    .. math::
+        \frac{1}{N} \sum_i \frac{1}{|P(i)|} \sum_{p \in P(i)}
+        -\log \frac{e^{s_{ip}/\tau}}{\sum_{k \ne i} e^{s_{ik}/\tau}},
+
+    SupCon's :math:`\mathcal{L}^{sup}_{out}` (Khosla et al. 2020) with sample ids for labels,
+    the form pytorch-metric-learning's ``SupConLoss`` computes. solo-learn's
+    ``simclr_loss_func`` (``solo/losses/simclr.py``, multi-crop through ``indexes``) puts the sum
+    over positives inside the logarithm,
+    :math:`\frac{1}{N} \sum_i -\log \frac{\sum_{p \in P(i)} e^{s_{ip}/\tau}}
+    {\sum_{k \ne i} e^{s_{ik}/\tau}}`, which is lower by at least :math:`\log |P(i)|` (Jensen;
+    equal to ours minus :math:`\log |P(i)|` only when an anchor's positives are equally similar)
+    and weighs each positive's gradient by its share of the positives' exponentials instead of
+    :math:`1/|P(i)|`. With two views (:math:`|P(i)| = 1`) the two are the same NT-Xent.
+    ``docs/guide.md`` (Multi-crop) gives measured values.
+
     ``affinity_index`` ``[2, E]`` (optional) replaces the dense affinity graph by a sparse one
     among the :math:`N` views (source = negative, target = anchor, node order of
     ``torch.cat([z0, z1])``), with optional importance weights ``affinity_weight`` ``[E]``, e.g.

@@ -19,6 +19,7 @@ from mp_contrastive.cli import (
     argument_error,
     float_in,
     fraction,
+    int_at_least,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -48,7 +49,8 @@ from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 __all__ = ["add_image_arguments", "preset_help", "augmentation", "dynamics_monitor",
            "train_and_evaluate", "resolve_preset", "build_backbone", "chosen_settings",
            "check_warmup_epochs", "run_probe", "Splits", "load_splits",
-           "train_config", "run_settings", "resume", "final_evaluation", "RESUME_MAY_CHANGE"]
+           "train_config", "run_settings", "resume", "final_evaluation", "RESUME_MAY_CHANGE",
+           "sync_batch_norm"]
 
 # Defaults a preset may override: the GRAPH-ATTENTION code's choices (stem padding 1, default
 # initialisation, raw [0, 1] inputs, float32), which solo-learn's SimSiam changes.
@@ -170,6 +172,17 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                         help="log learning-dynamics diagnostics (alignment, uniformity, effective "
                              "rank, equilibrium gap, class distances) every N steps to "
                              "<out>/dynamics.csv; 0 = off")
+    parser.add_argument("--num-crops", type=int_at_least(2), default=2, metavar="N",
+                        help="augmented views (global crops, all of the same size and "
+                             "augmentation) of every image per step, N >= 2; the loss gets each "
+                             "view's sample id, so all N views of an image are positives of one "
+                             "another (docs/guide.md, Multi-crop)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun with CUDA, batch norm statistics over the global "
+                             "batch (torch.nn.SyncBatchNorm) instead of each process's share; a "
+                             "single process already sees the whole batch, so there it changes "
+                             "nothing and says so; refused with gloo on the CPU, where torch's "
+                             "SyncBatchNorm does not run")
 
     def check(args: argparse.Namespace) -> None:
         device = _device(args)
@@ -201,6 +214,10 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
         if batch % world:
             raise argument_error("--batch-size", f"{batch} must be divisible by the number of "
                                                  f"processes ({world})")
+        if getattr(args, "sync_bn", False) and world > 1 and device.type != "cuda":
+            raise argument_error("--sync-bn", f"torch's SyncBatchNorm synchronises CUDA tensors "
+                                              f"only, and the device is '{device}'{found}: "
+                                              f"leave --sync-bn out on the CPU")
 
     parser.add_check(check)
 
@@ -326,6 +343,7 @@ def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: st
                  **extra: Any) -> TrainConfig:
     return TrainConfig(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
+        num_views=getattr(args, "num_crops", 2),
         optimizer=settings["optimizer"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
         out_dir=out_dir, precision=settings["precision"], compile=args.compile,
@@ -339,6 +357,9 @@ def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits
                        temperature: float | None = None) -> dict[str, Any]:
     """The part every image example shares once its method is built: trainer (with the kNN and
     dynamics monitors), ``--resume``, training, final evaluation and results."""
+    settings.update(num_crops=getattr(args, "num_crops", 2),
+                    sync_bn=getattr(args, "sync_bn", False))
+    method = sync_batch_norm(method, settings["sync_bn"])
     trainer = Trainer(method, encoder, splits.train, augmentation(settings),
                       train_config(settings, args, out_dir), monitor=(splits.bank, splits.queries),
                       device=device)
@@ -353,6 +374,24 @@ def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits
             f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}")
     trainer.fit()
     return final_evaluation(trainer, splits, settings, started)
+
+
+def sync_batch_norm(method: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """``--sync-bn``: ``method`` with every batch norm converted to :class:`torch.nn.SyncBatchNorm`
+    in place (``torch.nn.SyncBatchNorm.convert_sync_batchnorm``), so that under DDP the
+    normalisation statistics are those of the global batch, as in one process. Converted before
+    the trainer wraps the method in DDP; an encoder held separately (the backbone) is converted
+    with it, as its batch norms are replaced inside it. Without a process group of more than one
+    rank it returns ``method`` unchanged and prints why (one process already normalises over the
+    whole batch); nothing without ``enabled``."""
+    if not enabled:
+        return method
+    _, world = rank_and_world()
+    if world == 1:
+        _print0("--sync-bn: a single process already normalises over the whole batch, so the "
+                "model keeps its batch norms (the flag acts under torchrun only)")
+        return method
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
 
 
 def resume(trainer: Trainer, args: argparse.Namespace) -> None:

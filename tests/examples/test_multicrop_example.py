@@ -1,0 +1,80 @@
+"""``--num-crops`` and ``--sync-bn`` on the image examples' command lines: a tiny SimCLR run with four
+crops per image trains (finite loss, results written, the dynamics monitor fed four views per
+image); out-of-range or unsupported values are argparse errors naming the flag."""
+
+import importlib
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mp_contrastive.cli import DATA_ENV
+from tests.examples.test_cifar_simclr_gat import ROOT, environment
+
+SIMCLR = importlib.import_module("examples.cifar_simclr_gat")
+SIMSIAM = importlib.import_module("examples.cifar_simsiam_multistage")
+TINY = ["--preset", "cpu", "--arch", "resnet10", "--width", "4", "--epochs", "1",
+        "--train-subset", "128", "--batch-size", "64", "--monitor-queries", "50",
+        "--probe-epochs", "1", "--no-progress", "--dynamics-every", "1"]
+
+
+def test_simclr_trains_with_four_crops(data_root, tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "cifar_simclr_gat.py"), *TINY,
+                           "--num-crops", "4", "--sync-bn", "--out", str(out)],
+                          capture_output=True, text=True, env=environment(data_root), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--sync-bn: a single process already normalises over the whole batch" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["num_crops"] == 4 and results["settings"]["sync_bn"] is True
+    assert len(results["loss_per_epoch"]) == 1 and math.isfinite(results["loss_per_epoch"][0])
+    assert math.isfinite(results["linear_probe"]["test_top1"])
+    stored = torch.load(out / "checkpoint.pt", weights_only=True)["settings"]
+    assert stored["num_views"] == 4 and stored["num_crops"] == 4
+    # The learning-dynamics monitor ran on each step's 4 x 64 views.
+    rows = (out / "dynamics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2  # header, one row per step (128 images / batch 64)
+
+
+CASES = [
+    (SIMCLR, ["--num-crops", "1"], "--num-crops"), (SIMCLR, ["--num-crops", "0"], "--num-crops"),
+    (SIMCLR, ["--num-crops", "four"], "--num-crops"),
+    (SIMCLR, ["--num-crops", "4", "--memory-bank", "64"], "--num-crops"),
+    (SIMSIAM, ["--num-crops", "1"], "--num-crops"), (SIMSIAM, ["--num-crops", "4"], "--num-crops"),
+]
+
+
+@pytest.mark.parametrize(("module", "argv", "flag"), CASES,
+                         ids=[f"{m.__name__.split('.')[-1]} {' '.join(a)}" for m, a, _ in CASES])
+def test_num_crops_is_validated(module, argv, flag, tmp_path, monkeypatch, capsys):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert re.search(rf"error: argument {flag}( |:)", last), last
+    assert captured.out == "" and not (tmp_path / "out").exists()
+    if module is SIMSIAM and argv[1] == "4":
+        assert "SimSiam" in last and "leave --num-crops at 2" in last
+
+
+def test_num_crops_defaults_to_two_views_per_image(tmp_path, monkeypatch):
+    """The default is the former behaviour: the trainer draws two views per image."""
+    from mp_contrastive.vision.experiment import chosen_settings, train_config
+
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for module in (SIMCLR, SIMSIAM):
+        args = module.build_parser().parse_args(["--preset", "cpu"])
+        assert args.num_crops == 2 and args.sync_bn is False
+        config = train_config(chosen_settings(args, module.PRESETS), args, str(tmp_path))
+        assert config.num_views == 2
+    args = SIMCLR.build_parser().parse_args(["--preset", "cpu", "--num-crops", "6"])
+    assert train_config(chosen_settings(args, SIMCLR.PRESETS), args, str(tmp_path)).num_views == 6
