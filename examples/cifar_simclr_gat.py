@@ -48,7 +48,8 @@ from mp_contrastive.vision.experiment import (
 from mp_contrastive.vision.methods import ATTENTION_MODES, SimCLRMethod
 
 PRESETS = {
-    # The official GRAPH-ATTENTION configuration (DESIGN.md section 4).
+    # The official GRAPH-ATTENTION configuration (each setting and its source: docs/results.md,
+    # "The paper presets against the official code").
     "paper": dict(dataset="cifar10", arch="resnet18", width=64, batch_size=512, epochs=200,
                   optimizer="lars", lr=1.0, weight_decay=1e-6, warmup=0.01, temperature=0.7,
                   train_subset=0, monitor_queries=0, probe_epochs=164, probe="official",

@@ -5,7 +5,7 @@ Every function takes plain tensors (features ``x`` of shape ``[num_nodes, num_fe
 floats, so it can be called on a toy graph, a training batch or a whole graph alike.
 
 **Graph spectra.** The Laplacian used throughout is the symmetric normalised Laplacian of
-DESIGN.md and Proposition 2,
+the paper's Proposition 2,
 
 .. math::
     L = I_{+} - \bar{A}, \qquad \bar{A} = D^{-1/2} A D^{-1/2},
