@@ -55,7 +55,7 @@ def _grace_cell(variant: str, dataset: str, seed: int, epochs: int | None,
 
 def _oversmoothing_cell(scheme: str, dataset: str, seed: int, depth: int,
                         data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.gnn.oversmoothing import depth_study
+    from mp_contrastive.experiments.oversmoothing import depth_study
 
     (row,) = depth_study(_dataset(dataset, data_root), depths=(depth,), schemes=(scheme,), seed=seed)
     return {"test_acc": row["test_acc"], "val_acc": row["val_acc"],

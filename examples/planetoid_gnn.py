@@ -18,8 +18,8 @@ import time
 
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
-from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
-from mp_contrastive.gnn.experiment import (
+from mp_contrastive.experiments.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
+from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,

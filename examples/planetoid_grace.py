@@ -28,7 +28,8 @@ import time
 
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
-from mp_contrastive.cli import (
+from mp_contrastive.distributed import rank_and_world, setup_distributed
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     make_parser,
@@ -38,9 +39,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.distributed import rank_and_world, setup_distributed
-from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig, train_grace
-from mp_contrastive.gnn.experiment import (
+from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
@@ -48,6 +47,7 @@ from mp_contrastive.gnn.experiment import (
     mean_std,
     setup_threads,
 )
+from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig, train_grace
 from mp_contrastive.gnn.grace_config import VARIANTS
 from mp_contrastive.gnn.minibatch import SAMPLERS
 

@@ -1,5 +1,5 @@
 """The operators on real graphs: Planetoid data, GNN layers built from the operators, graph
-augmentations, supervised and contrastive (GRACE-style) training, and the oversmoothing study."""
+augmentations, supervised and contrastive (GRACE-style) training."""
 
 from mp_contrastive.gnn.augment import GraphAugment, augment_graph
 from mp_contrastive.gnn.data import load_planetoid, planted_partition_graph
@@ -9,12 +9,6 @@ from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.grace_training import train_grace
 from mp_contrastive.gnn.minibatch import embed_nodes, train_grace_minibatch
 from mp_contrastive.gnn.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
-from mp_contrastive.gnn.oversmoothing import (
-    DeepPropagationClassifier,
-    depth_study,
-    propagate,
-    trained_depth_study,
-)
 from mp_contrastive.gnn.training import (
     SUPERVISED_PRESETS,
     SupervisedConfig,
@@ -48,8 +42,4 @@ __all__ = [
     "train_grace",
     "train_grace_minibatch",
     "embed_nodes",
-    "propagate",
-    "depth_study",
-    "DeepPropagationClassifier",
-    "trained_depth_study",
 ]

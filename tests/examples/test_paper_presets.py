@@ -12,9 +12,9 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock
 
+from mp_contrastive.experiments.vision import build_backbone, chosen_settings
 from mp_contrastive.vision.data import CIFAR_MEAN_STD
 from mp_contrastive.vision.evaluation import official_linear_probe
-from mp_contrastive.vision.experiment import build_backbone, chosen_settings
 
 SIMSIAM = importlib.import_module("examples.cifar_simsiam_multistage")
 SIMCLR = importlib.import_module("examples.cifar_simclr_gat")

@@ -5,13 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import to_dense_adj, to_undirected
 
-from mp_contrastive.gnn import oversmoothing, planted_partition_graph
-from mp_contrastive.gnn.oversmoothing import (
+from mp_contrastive.experiments import oversmoothing
+from mp_contrastive.experiments.oversmoothing import (
     DeepPropagationClassifier,
     depth_study,
     propagate,
     trained_depth_study,
 )
+from mp_contrastive.gnn import planted_partition_graph
 
 
 def small_graph(gen, n=30):

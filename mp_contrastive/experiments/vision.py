@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from mp_contrastive.cli import (
+from mp_contrastive.distributed import rank_and_world
+from mp_contrastive.experiments.cli import (
     DATA_ENV,
     ArgumentParser,
     add_common_arguments,
@@ -25,7 +26,6 @@ from mp_contrastive.cli import (
     positive_int,
     torch_device,
 )
-from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.checkpoint import SettingsMismatch
@@ -86,7 +86,7 @@ def preset_help(presets: dict[str, dict[str, Any]], key: str, text: str) -> str:
 
 def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any]],
                         out_pattern: str, lr_note: str | None = None) -> None:
-    """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and the image
+    """The common arguments (:func:`mp_contrastive.experiments.cli.add_common_arguments`) and the image
     examples' own; an option left out takes the chosen preset's value (``--help`` lists them).
     ``lr_note`` adds to ``--lr``'s help what the example does with the rate (e.g. its scaling).
     ``out_pattern`` describes ``--out``'s default, e.g. ``runs/simclr_<attention>_<preset>_seed<seed>``.

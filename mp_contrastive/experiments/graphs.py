@@ -1,4 +1,4 @@
-"""What the graph example scripts share: arguments (on top of :mod:`mp_contrastive.cli`), thread
+"""What the graph example scripts share: arguments (on top of :mod:`mp_contrastive.experiments.cli`), thread
 set-up, dataset loading, a resumable store of per-seed results and mean +- std summaries (the
 progress bar and Markdown tables are :mod:`mp_contrastive._reporting`'s)."""
 
@@ -16,7 +16,7 @@ import torch
 from torch_geometric.data import Data
 
 from mp_contrastive._files import write_text_atomic
-from mp_contrastive.cli import DATA_ENV, ArgumentParser, add_common_arguments, positive_int
+from mp_contrastive.experiments.cli import DATA_ENV, ArgumentParser, add_common_arguments, positive_int
 from mp_contrastive.gnn.data import GRAPH_DATASETS, PLANETOID_NAMES, load_graph, load_planetoid
 
 __all__ = [
@@ -49,7 +49,7 @@ def graph_name(text: str) -> str:
 
 def add_graph_arguments(parser: ArgumentParser, default_out: str,
                         any_graph: bool = False) -> None:
-    """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and
+    """The common arguments (:func:`mp_contrastive.experiments.cli.add_common_arguments`) and
     ``--datasets --num-seeds --threads``; ``--datasets`` takes the Planetoid graphs, or with
     ``any_graph`` every graph :func:`~mp_contrastive.gnn.data.load_graph` loads."""
     if any_graph:

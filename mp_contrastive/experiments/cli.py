@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mp_contrastive._paths import DATA_ENV
 from mp_contrastive._signals import Interrupted
 from mp_contrastive._validation import (
     check_choice,
@@ -50,9 +51,6 @@ __all__ = [
     "torch_device",
     "DATA_ENV",
 ]
-
-#: The environment variable the data loaders read when no ``--data-root`` is given.
-DATA_ENV = "MP_CONTRASTIVE_DATA"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -294,8 +292,8 @@ def add_common_arguments(parser: ArgumentParser, *, default_out: str | None, dat
                          data_default: str = f"${DATA_ENV}", out_help: str = "output folder",
                          seed_help: str = "random seed", download_fills_root: bool = False) -> None:
     """``--seed --data-root --download --out --no-progress``, the arguments the graph and the
-    image examples share (:func:`mp_contrastive.gnn.experiment.add_graph_arguments` and
-    :func:`mp_contrastive.vision.experiment.add_image_arguments` add their own).
+    image examples share (:func:`mp_contrastive.experiments.graphs.add_graph_arguments` and
+    :func:`mp_contrastive.experiments.vision.add_image_arguments` add their own).
 
     Args:
         default_out: ``--out``'s default (``None``: the script derives one, ``out_help`` says how).
