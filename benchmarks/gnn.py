@@ -33,8 +33,8 @@ from mp_contrastive.experiments.cli import (
     nonnegative_int,
     positive_int,
 )
+from mp_contrastive.experiments.presets import GRACE_PRESETS
 from mp_contrastive.gnn import (
-    GRACE_PRESETS,
     AlignmentGCNConv,
     AttentionAlignmentGATConv,
     load_planetoid,

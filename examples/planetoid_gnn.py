@@ -27,7 +27,8 @@ from mp_contrastive.experiments.graphs import (
     mean_std,
     setup_threads,
 )
-from mp_contrastive.gnn.training import SUPERVISED_PRESETS, train_node_classifier
+from mp_contrastive.experiments.presets import SUPERVISED_PRESETS
+from mp_contrastive.gnn import train_node_classifier
 
 # model family -> (our preset, PyG's preset, published accuracy on Cora / CiteSeer)
 FAMILIES = {

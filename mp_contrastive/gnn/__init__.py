@@ -3,14 +3,13 @@ augmentations, supervised and contrastive (GRACE-style) training."""
 
 from mp_contrastive.gnn.augment import GraphAugment, augment_graph
 from mp_contrastive.gnn.data import load_planetoid, planted_partition_graph
-from mp_contrastive.gnn.grace_config import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig
+from mp_contrastive.gnn.grace_config import GRACEConfig
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.grace_training import train_grace
 from mp_contrastive.gnn.minibatch import embed_nodes, train_grace_minibatch
 from mp_contrastive.gnn.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
 from mp_contrastive.gnn.training import (
-    SUPERVISED_PRESETS,
     SupervisedConfig,
     fit_node_classifier,
     linear_probe,
@@ -26,15 +25,12 @@ __all__ = [
     "AlignmentGCNConv",
     "AttentionAlignmentGATConv",
     "NodeClassifier",
-    "SUPERVISED_PRESETS",
     "SupervisedConfig",
     "seed_everything",
     "train_node_classifier",
     "fit_node_classifier",
     "linear_probe",
     "GRACEConfig",
-    "GRACE_PRESETS",
-    "GRACE_CONFIG_YAML",
     "GRACEEncoder",
     "GRACEModel",
     "GraphContrastiveLoss",
