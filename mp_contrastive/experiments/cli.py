@@ -30,7 +30,6 @@ from mp_contrastive._validation import (
 )
 
 __all__ = [
-    "HelpFormatter",
     "ArgumentParser",
     "make_parser",
     "run_cli",
@@ -42,18 +41,16 @@ __all__ = [
     "int_at_least",
     "positive_float",
     "nonnegative_float",
-    "finite_float",
     "fraction",
     "float_in",
     "comma_choices",
     "output_dir",
     "existing_file",
     "torch_device",
-    "DATA_ENV",
 ]
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` keeps the description's line breaks (the scripts' docstrings) and shows every
     option's default; an option whose default is ``None`` (decided later: a preset, torch) must
     say what it means in its own help text."""
@@ -71,12 +68,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """:class:`argparse.ArgumentParser` with :class:`HelpFormatter` and checks run after parsing:
+    """:class:`argparse.ArgumentParser` with :class:`_HelpFormatter` and checks run after parsing:
     a check takes the parsed namespace and raises ``ValueError`` (its message becomes the argparse
     error, exit status 2) when the arguments do not fit together."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
         self._checks: list[Callable[[argparse.Namespace], None]] = []
 
@@ -202,14 +199,6 @@ def positive_float(text: str) -> float:
 def nonnegative_float(text: str) -> float:
     """A finite number >= 0 (:func:`~mp_contrastive._validation.check_nonnegative`)."""
     return _library(check_nonnegative, _float(text))
-
-
-def finite_float(text: str) -> float:
-    """Any finite number."""
-    value = _float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
-    return value
 
 
 def float_in(low: float, high: float, *, low_open: bool = False,

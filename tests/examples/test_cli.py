@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from mp_contrastive.experiments.cli import DATA_ENV
+from mp_contrastive._paths import DATA_ENV
 
 NAMES = ("cifar_simclr_gat", "cifar_simsiam_multistage", "multistage_collapse", "oversmoothing",
          "planetoid_gnn", "planetoid_grace", "synthetic_dynamics")
