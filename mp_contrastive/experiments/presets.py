@@ -1,12 +1,11 @@
 """The published hyper-parameters the examples and benchmarks start from: the supervised
-protocols (:class:`~mp_contrastive.gnn.training.SupervisedConfig`) and GRACE's settings per dataset
+protocols (:class:`~mp_contrastive.gnn.SupervisedConfig`) and GRACE's settings per dataset
 (:class:`~mp_contrastive.gnn.GRACEConfig`), as their papers and code give them, and the examples'
 defaults where they differ."""
 
 from __future__ import annotations
 
-from mp_contrastive.gnn.grace_config import GRACEConfig
-from mp_contrastive.gnn.training import SupervisedConfig
+from mp_contrastive.gnn import GRACEConfig, SupervisedConfig
 
 __all__ = ["SUPERVISED_PRESETS", "GRACE_CONFIG_YAML", "GRACE_PRESETS"]
 
