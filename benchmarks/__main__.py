@@ -33,7 +33,7 @@ from benchmarks.suite import (
     summarize,
     write_outputs,
 )
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     comma_choices,

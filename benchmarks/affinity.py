@@ -37,7 +37,7 @@ from torch_geometric.nn.pool import MIPSKNNIndex
 
 from benchmarks._measure import interleaved_times, peak_memory
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
+from mp_contrastive.experiments.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
 from mp_contrastive.knn import AffinityIndex
 from mp_contrastive.nn import UniformityConv
 from mp_contrastive.nn.functional import DEFAULT_TILING, Tiling

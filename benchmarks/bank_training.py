@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.suite import docs_markers, replace_marked_section
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     existing_file,
     fraction,

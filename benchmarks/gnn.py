@@ -26,15 +26,15 @@ from torch_geometric.utils import scatter, softmax
 
 from benchmarks._measure import interleaved_times, peak_memory
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     make_parser,
     nonnegative_int,
     positive_int,
 )
+from mp_contrastive.experiments.presets import GRACE_PRESETS
 from mp_contrastive.gnn import (
-    GRACE_PRESETS,
     AlignmentGCNConv,
     AttentionAlignmentGATConv,
     load_planetoid,

@@ -42,7 +42,13 @@ from benchmarks._measure import interleaved_times
 from benchmarks.suite import docs_markers, replace_marked_section
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import ArgumentParser, existing_file, make_parser, output_dir, positive_int
+from mp_contrastive.experiments.cli import (
+    ArgumentParser,
+    existing_file,
+    make_parser,
+    output_dir,
+    positive_int,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "results-gpu-check"

@@ -33,7 +33,8 @@ def _dataset(name: str, data_root: str | None):  # noqa: ANN202 - a torch_geomet
 
 
 def _supervised_cell(preset: str, dataset: str, seed: int, data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.gnn.training import SUPERVISED_PRESETS, train_node_classifier
+    from mp_contrastive.experiments.presets import SUPERVISED_PRESETS
+    from mp_contrastive.gnn import train_node_classifier
 
     result = train_node_classifier(SUPERVISED_PRESETS[preset], _dataset(dataset, data_root), seed)
     return {"test_acc": result["test_acc"], "val_acc": result["val_acc"],
@@ -42,7 +43,8 @@ def _supervised_cell(preset: str, dataset: str, seed: int, data_root: str | None
 
 def _grace_cell(variant: str, dataset: str, seed: int, epochs: int | None,
                 data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, train_grace
+    from mp_contrastive.experiments.presets import GRACE_CONFIG_YAML, GRACE_PRESETS
+    from mp_contrastive.gnn import train_grace
 
     if epochs is None:
         config = GRACE_PRESETS[dataset].replace(variant=variant)
@@ -55,7 +57,7 @@ def _grace_cell(variant: str, dataset: str, seed: int, epochs: int | None,
 
 def _oversmoothing_cell(scheme: str, dataset: str, seed: int, depth: int,
                         data_root: str | None) -> dict[str, float]:
-    from mp_contrastive.gnn.oversmoothing import depth_study
+    from mp_contrastive.experiments.oversmoothing import depth_study
 
     (row,) = depth_study(_dataset(dataset, data_root), depths=(depth,), schemes=(scheme,), seed=seed)
     return {"test_acc": row["test_acc"], "val_acc": row["val_acc"],

@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmarks.suite import docs_markers, replace_marked_section
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     existing_file,
     make_parser,
@@ -36,7 +36,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.gnn.experiment import mean_std
+from mp_contrastive.experiments.graphs import mean_std
 
 MARKER = "results-headlines"
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ from torch_geometric.utils import to_undirected
 
 from benchmarks._measure import interleaved_times
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     make_parser,
     nonnegative_int,

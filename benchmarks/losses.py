@@ -17,7 +17,7 @@ from lightly.loss import NTXentLoss
 
 from benchmarks._measure import interleaved_times, peak_memory
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     int_at_least,

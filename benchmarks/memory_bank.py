@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from benchmarks._measure import interleaved_times, peak_memory
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     existing_file,
     make_parser,

@@ -26,7 +26,7 @@ from torch_geometric.utils import dropout_edge, mask_feature
 
 from benchmarks._measure import interleaved_times
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     int_at_least,
     make_parser,

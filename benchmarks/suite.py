@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mp_contrastive.cli import argument_error
+from mp_contrastive.experiments.cli import argument_error
 
 __all__ = ["Cell", "cell_key", "run_cells", "summarize", "SummaryRow", "markdown_summary", "write_outputs",
            "replace_marked_section", "docs_markers"]

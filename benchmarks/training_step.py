@@ -18,7 +18,7 @@ from lightly.models.modules import SimCLRProjectionHead
 
 from benchmarks._measure import interleaved_times
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     int_at_least,
     make_parser,

@@ -24,7 +24,8 @@ import time
 import torch
 
 from mp_contrastive.bank_loss import AFFINITIES
-from mp_contrastive.cli import (
+from mp_contrastive.distributed import setup_distributed
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     fraction,
@@ -34,9 +35,7 @@ from mp_contrastive.cli import (
     positive_float,
     run_cli,
 )
-from mp_contrastive.distributed import setup_distributed
-from mp_contrastive.vision import ProjectionHead, SimCLRModel
-from mp_contrastive.vision.experiment import (
+from mp_contrastive.experiments.vision import (
     add_image_arguments,
     build_backbone,
     check_warmup_epochs,
@@ -45,6 +44,7 @@ from mp_contrastive.vision.experiment import (
     resolve_preset,
     train_and_evaluate,
 )
+from mp_contrastive.vision import ProjectionHead, SimCLRModel
 from mp_contrastive.vision.methods import ATTENTION_MODES, SimCLRMethod
 
 PRESETS = {

@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from mp_contrastive.cli import (
+from mp_contrastive.distributed import setup_distributed
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     make_parser,
@@ -24,8 +25,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.distributed import setup_distributed
-from mp_contrastive.vision.experiment import (
+from mp_contrastive.experiments.vision import (
     add_image_arguments,
     build_backbone,
     check_warmup_epochs,

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from mp_contrastive._files import save_figure_atomic, write_text_atomic
-from mp_contrastive.cli import (
+from mp_contrastive.dynamics import effective_rank
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     add_common_arguments,
     argument_error,
@@ -31,10 +32,9 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.dynamics import effective_rank
+from mp_contrastive.experiments.vision import DATA_LAYOUT, load_splits
 from mp_contrastive.vision import SimCLRAugment, resnet_cifar
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
-from mp_contrastive.vision.experiment import DATA_LAYOUT, load_splits
 from mp_contrastive.vision.methods import SimSiamMethod
 from mp_contrastive.vision.models import ARCHITECTURES
 from mp_contrastive.vision.trainer import TrainConfig, Trainer

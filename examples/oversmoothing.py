@@ -4,7 +4,7 @@ Alignment alone (GCN propagation, AlignmentConv) collapses the features as depth
 ContrastiveConv step adds the uniformity on an affinity graph of the current features (each node's
 k nearest plus importance-weighted uniform draws, mp_contrastive.knn; or, with --affinity dense,
 every other node, exact) and keeps them apart; PyG's PairNorm is the anchor
-(mp_contrastive.gnn.oversmoothing). Two readings of depth:
+(mp_contrastive.experiments.oversmoothing). Two readings of depth:
 
 * --mode propagation (default): the steps with no learning in between, a linear probe (SGC's
   protocol) on the features after each depth, one seed;
@@ -31,7 +31,7 @@ from torch_geometric.data import Data
 
 from mp_contrastive._files import save_figure_atomic, write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
-from mp_contrastive.cli import (
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     make_parser,
@@ -41,7 +41,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.gnn.experiment import (
+from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
@@ -49,7 +49,7 @@ from mp_contrastive.gnn.experiment import (
     mean_std,
     setup_threads,
 )
-from mp_contrastive.gnn.oversmoothing import (
+from mp_contrastive.experiments.oversmoothing import (
     AFFINITIES,
     SCHEMES,
     depth_study,

@@ -18,8 +18,8 @@ import time
 
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
-from mp_contrastive.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
-from mp_contrastive.gnn.experiment import (
+from mp_contrastive.experiments.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
+from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
@@ -27,7 +27,8 @@ from mp_contrastive.gnn.experiment import (
     mean_std,
     setup_threads,
 )
-from mp_contrastive.gnn.training import SUPERVISED_PRESETS, train_node_classifier
+from mp_contrastive.experiments.presets import SUPERVISED_PRESETS
+from mp_contrastive.gnn import train_node_classifier
 
 # model family -> (our preset, PyG's preset, published accuracy on Cora / CiteSeer)
 FAMILIES = {

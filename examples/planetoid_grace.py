@@ -1,7 +1,7 @@
 """GRACE-style graph contrastive learning with the operators' loss, on the Planetoid public split:
 vanilla (NT-Xent with inter- and intra-view negatives = ContrastiveConv's energy), attention
 alignment and multi-stage alignment; linear probe on the frozen encoder. Published
-hyper-parameters per dataset (mp_contrastive.gnn.GRACE_PRESETS): on Cora DGL's
+hyper-parameters per dataset (mp_contrastive.experiments.presets.GRACE_PRESETS): on Cora DGL's
 public-split settings, the encoder selected by the probe's validation accuracy every 25 of 400
 epochs; elsewhere GRACE's config.yaml. --config-yaml runs GRACE's own settings and protocol
 (config.yaml, the last epoch's encoder) on every dataset.
@@ -28,7 +28,8 @@ import time
 
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
-from mp_contrastive.cli import (
+from mp_contrastive.distributed import rank_and_world, setup_distributed
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     make_parser,
@@ -38,9 +39,7 @@ from mp_contrastive.cli import (
     positive_int,
     run_cli,
 )
-from mp_contrastive.distributed import rank_and_world, setup_distributed
-from mp_contrastive.gnn import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig, train_grace
-from mp_contrastive.gnn.experiment import (
+from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
@@ -48,6 +47,8 @@ from mp_contrastive.gnn.experiment import (
     mean_std,
     setup_threads,
 )
+from mp_contrastive.experiments.presets import GRACE_CONFIG_YAML, GRACE_PRESETS
+from mp_contrastive.gnn import GRACEConfig, train_grace
 from mp_contrastive.gnn.grace_config import VARIANTS
 from mp_contrastive.gnn.minibatch import SAMPLERS
 

@@ -415,7 +415,7 @@ def plot(results: dict, path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so that this block is the script's whole command line.
-    from mp_contrastive.cli import (
+    from mp_contrastive.experiments.cli import (
         float_in,
         int_at_least,
         make_parser,
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from mp_contrastive.cli import library_error
+    from mp_contrastive.experiments.cli import library_error
 
     parser = build_parser()
     args = parser.parse_args(argv)

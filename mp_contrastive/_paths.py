@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mp_contrastive.cli import DATA_ENV
+__all__ = ["DATA_ENV", "default_data_root", "default_cache_dir"]
 
-__all__ = ["default_data_root", "default_cache_dir"]
+#: The environment variable the data loaders read when no data folder is given.
+DATA_ENV = "MP_CONTRASTIVE_DATA"
 
 
 def default_data_root() -> Path | None:

@@ -1,6 +1,6 @@
 """Stopping a long run cleanly on Ctrl-C (SIGINT) or SIGTERM (what schedulers, ``kill`` and
 ``torchrun`` send): the signal is noted, the run finishes its current step, saves a checkpoint
-and raises :class:`Interrupted`, which :func:`mp_contrastive.cli.run_cli` prints as one line."""
+and raises :class:`Interrupted`, which :func:`mp_contrastive.experiments.cli.run_cli` prints as one line."""
 
 from __future__ import annotations
 

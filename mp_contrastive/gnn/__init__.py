@@ -1,22 +1,18 @@
-"""The operators on real graphs: Planetoid data, GNN layers built from the operators, graph
-augmentations, supervised and contrastive (GRACE-style) training, and the oversmoothing study."""
+"""The operators on real graphs: data loaders (Planetoid and the other graphs of
+:func:`load_graph`), graph augmentations, GNN layers built from the operators, the GRACE-style
+encoder and loss, supervised and contrastive training (full-batch and mini-batch) and the linear
+probe that evaluates frozen embeddings. The experiment harness (presets, command lines, the
+oversmoothing study) is :mod:`mp_contrastive.experiments`."""
 
 from mp_contrastive.gnn.augment import GraphAugment, augment_graph
-from mp_contrastive.gnn.data import load_planetoid, planted_partition_graph
-from mp_contrastive.gnn.grace_config import GRACE_CONFIG_YAML, GRACE_PRESETS, GRACEConfig
+from mp_contrastive.gnn.data import load_graph, load_planetoid, planted_partition_graph
+from mp_contrastive.gnn.grace_config import GRACEConfig
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.grace_training import train_grace
 from mp_contrastive.gnn.minibatch import embed_nodes, train_grace_minibatch
 from mp_contrastive.gnn.models import AlignmentGCNConv, AttentionAlignmentGATConv, NodeClassifier
-from mp_contrastive.gnn.oversmoothing import (
-    DeepPropagationClassifier,
-    depth_study,
-    propagate,
-    trained_depth_study,
-)
 from mp_contrastive.gnn.training import (
-    SUPERVISED_PRESETS,
     SupervisedConfig,
     fit_node_classifier,
     linear_probe,
@@ -25,31 +21,31 @@ from mp_contrastive.gnn.training import (
 )
 
 __all__ = [
+    # data
     "load_planetoid",
+    "load_graph",
     "planted_partition_graph",
+    # augmentations
     "GraphAugment",
     "augment_graph",
+    # models
     "AlignmentGCNConv",
     "AttentionAlignmentGATConv",
     "NodeClassifier",
-    "SUPERVISED_PRESETS",
-    "SupervisedConfig",
-    "seed_everything",
-    "train_node_classifier",
-    "fit_node_classifier",
-    "linear_probe",
-    "GRACEConfig",
-    "GRACE_PRESETS",
-    "GRACE_CONFIG_YAML",
     "GRACEEncoder",
     "GRACEModel",
+    # losses
     "GraphContrastiveLoss",
     "MultiStageAlignment",
+    # training and embedding
+    "seed_everything",
+    "SupervisedConfig",
+    "train_node_classifier",
+    "fit_node_classifier",
+    "GRACEConfig",
     "train_grace",
     "train_grace_minibatch",
     "embed_nodes",
-    "propagate",
-    "depth_study",
-    "DeepPropagationClassifier",
-    "trained_depth_study",
+    # evaluation
+    "linear_probe",
 ]

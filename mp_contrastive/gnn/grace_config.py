@@ -1,12 +1,12 @@
-"""Hyper-parameters of a GRACE-style run (:func:`~mp_contrastive.gnn.train_grace`) and the
-published settings per dataset."""
+"""Hyper-parameters of a GRACE-style run (:func:`~mp_contrastive.gnn.train_grace`); the published
+settings per dataset are in :mod:`mp_contrastive.experiments.presets`."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["VARIANTS", "GRACEConfig", "GRACE_CONFIG_YAML", "GRACE_PRESETS"]
+__all__ = ["VARIANTS", "GRACEConfig"]
 
 #: ``"vanilla"`` (GRACE's loss from the operators), ``"attention"`` and ``"multistage"`` (the
 #: paper's variants) and ``"reference"`` (GRACE as its authors' code computes it); see
@@ -69,27 +69,3 @@ class GRACEConfig:
 
     def replace(self, **changes: Any) -> GRACEConfig:
         return GRACEConfig(**{**asdict(self), **changes})
-
-
-#: GRACE's own settings and protocol, per dataset (``config.yaml`` of CRIPAC-DIG/GRACE, tuned on
-#: random splits; the last epoch's encoder is evaluated).
-GRACE_CONFIG_YAML: dict[str, GRACEConfig] = {
-    "Cora": GRACEConfig(),
-    "CiteSeer": GRACEConfig(lr=1e-3, hidden=256, proj_hidden=256, activation="prelu",
-                            drop_edge=(0.2, 0.0), drop_feature=(0.3, 0.2), tau=0.9),
-    "PubMed": GRACEConfig(lr=1e-3, hidden=256, proj_hidden=256, drop_edge=(0.4, 0.1),
-                          drop_feature=(0.0, 0.2), tau=0.7, epochs=1500),
-}
-
-#: The defaults of the GRACE examples (the measured accuracies are in the documentation). Cora:
-#: the settings DGL's GRACE example re-tuned for the public split (hidden 256, drop_edge
-#: (0.3, 0.4), 400 epochs; the rest as in ``config.yaml``), with the encoder selected by the
-#: probe's validation accuracy every 25 epochs (DGL and GRACE evaluate the last epoch). CiteSeer:
-#: ``config.yaml``. PubMed: ``config.yaml`` with negatives through the kNN path (39,434 views), its
-#: edges refreshed every 10 epochs, since the search costs most of a CPU step (benchmarks/gnn.py).
-GRACE_PRESETS: dict[str, GRACEConfig] = {
-    "Cora": GRACE_CONFIG_YAML["Cora"].replace(hidden=256, proj_hidden=256, drop_edge=(0.3, 0.4),
-                                              epochs=400, eval_every=25),
-    "CiteSeer": GRACE_CONFIG_YAML["CiteSeer"],
-    "PubMed": GRACE_CONFIG_YAML["PubMed"].replace(knn_k=32, knn_samples=128, knn_refresh=10),
-}

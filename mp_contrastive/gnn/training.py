@@ -27,7 +27,6 @@ from mp_contrastive._validation import (
 from mp_contrastive.gnn.models import NodeClassifier
 
 __all__ = [
-    "SUPERVISED_PRESETS",
     "SupervisedConfig",
     "seed_everything",
     "masked_accuracy",
@@ -69,23 +68,6 @@ class SupervisedConfig:
 
     def replace(self, **changes: Any) -> SupervisedConfig:
         return SupervisedConfig(**{**asdict(self), **changes})
-
-
-#: The published protocols: GCN (Kipf & Welling 2017: 16 hidden, dropout 0.5, lr 0.01, weight decay
-#: 5e-4 on the first layer, 200 epochs), GAT (Velickovic et al. 2018: 8 heads x 8 hidden, dropout
-#: 0.6 on inputs and attention, lr 0.005, weight decay 5e-4; 200 epochs here, as in PyG's
-#: ``gat.py``, instead of early stopping with patience 100), and a 3-layer JumpingKnowledge GCN
-#: (64 hidden, max aggregation) with the GCN protocol. The ``pyg_*`` rows are the same protocol with
-#: PyG's layers.
-SUPERVISED_PRESETS: dict[str, SupervisedConfig] = {
-    "gcn": SupervisedConfig(),
-    "attention": SupervisedConfig(layer="attention", hidden_channels=8, dropout=0.6, lr=0.005,
-                                  decay="all"),
-    "jk": SupervisedConfig(hidden_channels=64, num_layers=3, jk="max"),
-}
-SUPERVISED_PRESETS["pyg_gcn"] = SUPERVISED_PRESETS["gcn"].replace(layer="pyg_gcn")
-SUPERVISED_PRESETS["pyg_gat"] = SUPERVISED_PRESETS["attention"].replace(layer="pyg_gat")
-SUPERVISED_PRESETS["pyg_jk"] = SUPERVISED_PRESETS["jk"].replace(layer="pyg_gcn")
 
 
 def build_classifier(config: SupervisedConfig, in_channels: int, num_classes: int) -> NodeClassifier:

@@ -7,7 +7,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     raise ImportError("mp_contrastive.vision needs torchvision: pip install 'mp_contrastive[examples]'"
                       ) from error
 
-from mp_contrastive.vision.augment import SimCLRAugment, to_float
+from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.data import ImageArrays, load_cifar, stratified_subset
 from mp_contrastive.vision.evaluation import (
     extract_features,
@@ -23,7 +23,6 @@ __all__ = [
     "load_cifar",
     "stratified_subset",
     "SimCLRAugment",
-    "to_float",
     "resnet_cifar",
     "ProjectionHead",
     "SimCLRModel",

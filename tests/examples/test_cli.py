@@ -7,13 +7,13 @@ import re
 import pytest
 import torch
 
-from mp_contrastive.cli import DATA_ENV
+from mp_contrastive._paths import DATA_ENV
 
 NAMES = ("cifar_simclr_gat", "cifar_simsiam_multistage", "multistage_collapse", "oversmoothing",
          "planetoid_gnn", "planetoid_grace", "synthetic_dynamics")
 EXAMPLES = {name: importlib.import_module(f"examples.{name}") for name in NAMES}
 
-# Shared by both image examples (mp_contrastive.vision.experiment.add_image_arguments).
+# Shared by both image examples (mp_contrastive.experiments.vision.add_image_arguments).
 IMAGE = [
     (["--epochs", "0"], "--epochs"), (["--epochs", "-1"], "--epochs"),
     (["--epochs", "ten"], "--epochs"), (["--batch-size", "0"], "--batch-size"),
@@ -156,7 +156,7 @@ def test_bf16_and_another_precision_name_both_flags(name, workdir, capsys):
 def test_missing_data_under_an_existing_folder_names_flag_variable_and_download(workdir,
                                                                                   monkeypatch):
     """The graph examples' loader words the library's 'pass root' error for the command line."""
-    from mp_contrastive.gnn.experiment import load_datasets
+    from mp_contrastive.experiments.graphs import load_datasets
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # an empty cache
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from mp_contrastive.cli import DATA_ENV
+from mp_contrastive._paths import DATA_ENV
 from tests.examples.test_cifar_simclr_gat import ROOT, environment
 
 SIMCLR = importlib.import_module("examples.cifar_simclr_gat")
@@ -67,14 +67,14 @@ def test_num_crops_is_validated(module, argv, flag, tmp_path, monkeypatch, capsy
 
 def test_num_crops_defaults_to_two_views_per_image(tmp_path, monkeypatch):
     """The default is the former behaviour: the trainer draws two views per image."""
-    from mp_contrastive.vision.experiment import chosen_settings, train_config
+    from mp_contrastive.experiments.vision import _chosen_settings, _train_config
 
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for module in (SIMCLR, SIMSIAM):
         args = module.build_parser().parse_args(["--preset", "cpu"])
         assert args.num_crops == 2 and args.sync_bn is False
-        config = train_config(chosen_settings(args, module.PRESETS), args, str(tmp_path))
+        config = _train_config(_chosen_settings(args, module.PRESETS), args, str(tmp_path))
         assert config.num_views == 2
     args = SIMCLR.build_parser().parse_args(["--preset", "cpu", "--num-crops", "6"])
-    assert train_config(chosen_settings(args, SIMCLR.PRESETS), args, str(tmp_path)).num_views == 6
+    assert _train_config(_chosen_settings(args, SIMCLR.PRESETS), args, str(tmp_path)).num_views == 6

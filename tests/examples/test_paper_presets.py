@@ -12,9 +12,9 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock
 
+from mp_contrastive.experiments.vision import _chosen_settings, build_backbone
 from mp_contrastive.vision.data import CIFAR_MEAN_STD
 from mp_contrastive.vision.evaluation import official_linear_probe
-from mp_contrastive.vision.experiment import build_backbone, chosen_settings
 
 SIMSIAM = importlib.import_module("examples.cifar_simsiam_multistage")
 SIMCLR = importlib.import_module("examples.cifar_simclr_gat")
@@ -78,7 +78,7 @@ SIMCLR_OFFICIAL = {
 def paper_settings(module, data_root) -> dict:
     """The paper preset as a run resolves it (before the CPU's float32 fall-back)."""
     args = module.build_parser().parse_args(["--preset", "paper", "--data-root", str(data_root)])
-    return chosen_settings(args, module.PRESETS)
+    return _chosen_settings(args, module.PRESETS)
 
 
 def as_compared(settings: dict, table: dict) -> dict:
@@ -105,7 +105,7 @@ def test_paper_preset_is_the_official_run(module, table, data_root, monkeypatch)
 def test_cpu_preset_keeps_its_own_values_and_the_fast_probe(module, data_root, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     args = module.build_parser().parse_args(["--preset", "cpu", "--data-root", str(data_root)])
-    settings = chosen_settings(args, module.PRESETS)
+    settings = _chosen_settings(args, module.PRESETS)
     assert (settings["probe"], settings["precision"]) == ("fast", "32")
 
 

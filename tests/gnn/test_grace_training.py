@@ -6,7 +6,8 @@ import torch
 
 import mp_contrastive.nn.functional.affinity as affinity_module
 from benchmarks._measure import peak_memory
-from mp_contrastive.gnn import GRACE_PRESETS, planted_partition_graph, train_grace
+from mp_contrastive.experiments.presets import GRACE_PRESETS
+from mp_contrastive.gnn import planted_partition_graph, train_grace
 from mp_contrastive.gnn.training import linear_probe
 
 

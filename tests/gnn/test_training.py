@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from mp_contrastive.gnn import SUPERVISED_PRESETS, linear_probe, train_node_classifier
+from mp_contrastive.experiments.presets import SUPERVISED_PRESETS
+from mp_contrastive.gnn import linear_probe, train_node_classifier
 
 
 def test_operator_gcn_learns_cora(cora):

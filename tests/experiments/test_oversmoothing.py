@@ -5,13 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import to_dense_adj, to_undirected
 
-from mp_contrastive.gnn import oversmoothing, planted_partition_graph
-from mp_contrastive.gnn.oversmoothing import (
-    DeepPropagationClassifier,
+from mp_contrastive.experiments import oversmoothing
+from mp_contrastive.experiments.oversmoothing import (
+    _DeepPropagationClassifier,
+    _propagate,
     depth_study,
-    propagate,
     trained_depth_study,
 )
+from mp_contrastive.gnn import planted_partition_graph
 
 
 def small_graph(gen, n=30):
@@ -35,7 +36,7 @@ def test_alignment_step_closed_form(gen):
     x, edge_index = small_graph(gen)
     a = gcn_matrix(edge_index, 30)
     h0 = node_norm(x, 0.5)
-    out = propagate(x, edge_index, "alignment", [0, 1, 2], alpha=2.0, tau=0.5)
+    out = _propagate(x, edge_index, "alignment", [0, 1, 2], alpha=2.0, tau=0.5)
     torch.testing.assert_close(out[0], h0)
     h1 = node_norm(h0 + 2.0 * a @ h0, 0.5)
     torch.testing.assert_close(out[1], h1, atol=1e-12, rtol=0)
@@ -53,7 +54,7 @@ def test_contrastive_step_closed_form(gen):
     logits = torch.full_like(s, -math.inf).scatter(1, nearest, s.gather(1, nearest))
     a_hat = torch.softmax(logits, dim=1)
     expected = node_norm(h0 + 0.5 * (a - a_hat) @ h0, 0.2)
-    out = propagate(x, edge_index, "contrastive", [1], alpha=0.5, tau=0.2, k=5, num_samples=0)
+    out = _propagate(x, edge_index, "contrastive", [1], alpha=0.5, tau=0.2, k=5, num_samples=0)
     torch.testing.assert_close(out[1], expected, atol=1e-12, rtol=0)
 
 
@@ -64,7 +65,7 @@ def test_contrastive_dense_affinity_closed_form(gen):
     h0 = node_norm(x, 0.5)
     a_hat = torch.softmax((h0 @ h0.T).fill_diagonal_(-math.inf), dim=1)
     expected = node_norm(h0 + 2.0 * (a - a_hat) @ h0, 0.5)
-    out = propagate(x, edge_index, "contrastive", [1], alpha=2.0, tau=0.5, affinity="dense")
+    out = _propagate(x, edge_index, "contrastive", [1], alpha=2.0, tau=0.5, affinity="dense")
     torch.testing.assert_close(out[1], expected, atol=1e-12, rtol=0)
 
 
@@ -76,7 +77,7 @@ def test_pairnorm_step_closed_form(gen):
         h = h - h.mean(0)
         return h / (1e-5 + h.pow(2).sum(1).mean()).sqrt()
 
-    out = propagate(x, edge_index, "pairnorm", [1], alpha=1.0)
+    out = _propagate(x, edge_index, "pairnorm", [1], alpha=1.0)
     h0 = pair_norm(x)
     # the alignment step (1 - a') H + a' A_bar H with a' = alpha / (1 + alpha) = 1/2
     torch.testing.assert_close(out[1], pair_norm(0.5 * (h0 + a @ h0)), atol=1e-12, rtol=0)
@@ -99,25 +100,25 @@ def test_alignment_collapses_and_contrastive_does_not():
 def test_bad_input(gen):
     x, edge_index = small_graph(gen)
     with pytest.raises(ValueError, match="'scheme'"):
-        propagate(x, edge_index, "gcn", [1])
+        _propagate(x, edge_index, "gcn", [1])
     with pytest.raises(ValueError, match="'depths'"):
-        propagate(x, edge_index, "alignment", [])
+        _propagate(x, edge_index, "alignment", [])
     with pytest.raises(ValueError, match="'k'"):
-        propagate(x, edge_index, "contrastive", [1], k=30)
+        _propagate(x, edge_index, "contrastive", [1], k=30)
     with pytest.raises(ValueError, match="'alpha'"):
-        propagate(x, edge_index, "alignment", [1], alpha=0.0)
+        _propagate(x, edge_index, "alignment", [1], alpha=0.0)
     with pytest.raises(ValueError, match="'affinity'"):
-        propagate(x, edge_index, "contrastive", [1], affinity="full")
+        _propagate(x, edge_index, "contrastive", [1], affinity="full")
     with pytest.raises(ValueError, match="'edge_index' is out of range"):
-        propagate(x, edge_index + 30, "alignment", [1])
+        _propagate(x, edge_index + 30, "alignment", [1])
 
 
 def test_deep_classifier_layer_closed_form(gen):
     """One layer in eval mode: classifier(ReLU(N(H + alpha (A_bar - A_hat) H))), H = x W + b, with
     A_hat the softmax of H_i . H_k over every other node (dense affinity)."""
     x, edge_index = small_graph(gen)
-    model = DeepPropagationClassifier(8, 6, 3, 1, "contrastive", alpha=2.0, tau=0.5,
-                                      affinity="dense").double().eval()
+    model = _DeepPropagationClassifier(8, 6, 3, 1, "contrastive", alpha=2.0, tau=0.5,
+                                       affinity="dense").double().eval()
     h = model.lins[0](x)
     a_hat = torch.softmax((h @ h.T).fill_diagonal_(-math.inf), dim=1)
     hidden = torch.relu(node_norm(h + 2.0 * (gcn_matrix(edge_index, 30) - a_hat) @ h, 0.5))
@@ -129,15 +130,15 @@ def test_deep_classifier_searches_affinity_every_refresh(gen, monkeypatch):
     pass, once per layer; evaluation passes reuse it."""
     x, edge_index = small_graph(gen)
     calls = []
-    search = oversmoothing.affinity_edges
+    search = oversmoothing._affinity_edges
 
     def counted(*args, **kwargs):
         calls.append(args[0].detach().clone())
         return search(*args, **kwargs)
 
-    monkeypatch.setattr(oversmoothing, "affinity_edges", counted)
-    model = DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=4, num_samples=4,
-                                      refresh_every=3).double()
+    monkeypatch.setattr(oversmoothing, "_affinity_edges", counted)
+    model = _DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=4, num_samples=4,
+                                       refresh_every=3).double()
     for _ in range(7):
         model.train()
         model(x, edge_index)
@@ -146,7 +147,7 @@ def test_deep_classifier_searches_affinity_every_refresh(gen, monkeypatch):
     assert len(calls) == 2 * 3  # training passes 1, 4 and 7, two layers each
     assert [c.shape for c in calls[:2]] == [(30, 6), (30, 6)]  # each layer's own features
     calls.clear()
-    fresh = DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=4, num_samples=4).double()
+    fresh = _DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=4, num_samples=4).double()
     fresh.eval()
     fresh(x, edge_index)
     fresh(x, edge_index)
@@ -166,16 +167,16 @@ def test_trained_depth_alignment_collapses_contrastive_trains():
 def test_deep_classifier_bad_input(gen):
     x, edge_index = small_graph(gen)
     with pytest.raises(ValueError, match="'depth'"):
-        DeepPropagationClassifier(8, 6, 3, 0, "alignment")
+        _DeepPropagationClassifier(8, 6, 3, 0, "alignment")
     with pytest.raises(ValueError, match="'scheme'"):
-        DeepPropagationClassifier(8, 6, 3, 2, "gcn")
+        _DeepPropagationClassifier(8, 6, 3, 2, "gcn")
     with pytest.raises(ValueError, match="'dropout'"):
-        DeepPropagationClassifier(8, 6, 3, 2, "alignment", dropout=1.0)
+        _DeepPropagationClassifier(8, 6, 3, 2, "alignment", dropout=1.0)
     with pytest.raises(TypeError, match="'hidden_channels'"):
-        DeepPropagationClassifier(8, 6.0, 3, 2, "alignment")
+        _DeepPropagationClassifier(8, 6.0, 3, 2, "alignment")
     with pytest.raises(ValueError, match="'refresh_every'"):
-        DeepPropagationClassifier(8, 6, 3, 2, "contrastive", refresh_every=0)
+        _DeepPropagationClassifier(8, 6, 3, 2, "contrastive", refresh_every=0)
     with pytest.raises(ValueError, match="'k'"):
-        DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=30).double()(x, edge_index)
+        _DeepPropagationClassifier(8, 6, 3, 2, "contrastive", k=30).double()(x, edge_index)
     with pytest.raises(ValueError, match="'edge_index' is out of range"):
-        DeepPropagationClassifier(8, 6, 3, 2, "alignment").double()(x, edge_index + 30)
+        _DeepPropagationClassifier(8, 6, 3, 2, "alignment").double()(x, edge_index + 30)

@@ -1,4 +1,4 @@
-"""What the graph example scripts share: arguments (on top of :mod:`mp_contrastive.cli`), thread
+"""What the graph example scripts share: arguments (on top of :mod:`mp_contrastive.experiments.cli`), thread
 set-up, dataset loading, a resumable store of per-seed results and mean +- std summaries (the
 progress bar and Markdown tables are :mod:`mp_contrastive._reporting`'s)."""
 
@@ -16,13 +16,12 @@ import torch
 from torch_geometric.data import Data
 
 from mp_contrastive._files import write_text_atomic
-from mp_contrastive.cli import DATA_ENV, ArgumentParser, add_common_arguments, positive_int
+from mp_contrastive._paths import DATA_ENV
+from mp_contrastive.experiments.cli import ArgumentParser, add_common_arguments, positive_int
 from mp_contrastive.gnn.data import GRAPH_DATASETS, PLANETOID_NAMES, load_graph, load_planetoid
 
 __all__ = [
-    "DATA_LAYOUT",
     "add_graph_arguments",
-    "graph_name",
     "setup_threads",
     "load_datasets",
     "ResultStore",
@@ -31,10 +30,10 @@ __all__ = [
 ]
 
 #: What ``--data-root`` holds for the graph examples.
-DATA_LAYOUT = "Planetoid/<Name>/raw"
+_DATA_LAYOUT = "Planetoid/<Name>/raw"
 
 
-def graph_name(text: str) -> str:
+def _graph_name(text: str) -> str:
     """A name :func:`~mp_contrastive.gnn.data.load_graph` knows (``SBM-<nodes>`` included)."""
     known = [n for n in GRAPH_DATASETS if n != "SBM-<nodes>"]
     for name in known:
@@ -49,11 +48,11 @@ def graph_name(text: str) -> str:
 
 def add_graph_arguments(parser: ArgumentParser, default_out: str,
                         any_graph: bool = False) -> None:
-    """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and
+    """The common arguments (:func:`mp_contrastive.experiments.cli.add_common_arguments`) and
     ``--datasets --num-seeds --threads``; ``--datasets`` takes the Planetoid graphs, or with
     ``any_graph`` every graph :func:`~mp_contrastive.gnn.data.load_graph` loads."""
     if any_graph:
-        parser.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer"], type=graph_name,
+        parser.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer"], type=_graph_name,
                             help=f"graphs: {', '.join(GRAPH_DATASETS)} (all but Cora, CiteSeer "
                                  f"and SBM need --download on first use; ogbn-arxiv needs ogb)")
     else:
@@ -61,7 +60,7 @@ def add_graph_arguments(parser: ArgumentParser, default_out: str,
                             choices=PLANETOID_NAMES,
                             help="Planetoid graphs (PubMed needs --download)")
     parser.add_argument("--num-seeds", type=positive_int, default=10, help="seeds per row (n)")
-    add_common_arguments(parser, default_out=default_out, data_layout=DATA_LAYOUT,
+    add_common_arguments(parser, default_out=default_out, data_layout=_DATA_LAYOUT,
                          out_help="output folder (results.json, tables)",
                          seed_help="first seed; runs use seed .. seed+n-1")
     parser.add_argument("--threads", type=positive_int, default=None,
@@ -94,7 +93,7 @@ def load_datasets(names: Sequence[str], root: str | None, download: bool,
                 else f"(neither --data-root nor ${DATA_ENV} is set)")
             raise FileNotFoundError(
                 f"no raw Planetoid files for {name} {where} nor in the cache; point --data-root "
-                f"(or ${DATA_ENV}) at a folder holding {DATA_LAYOUT.replace('<Name>', name)}, "
+                f"(or ${DATA_ENV}) at a folder holding {_DATA_LAYOUT.replace('<Name>', name)}, "
                 f"or add --download to let PyG fetch them") from None
     return datasets
 

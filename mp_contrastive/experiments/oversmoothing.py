@@ -25,8 +25,8 @@ temperature), which sets the softmax's sharpness and does not by itself prevent 
 
 :func:`depth_study` reads depth this way, with no learning between the steps.
 :func:`trained_depth_study` reads it as the deep-GCN experiments of PairNorm and ContraNorm do: a
-:class:`DeepPropagationClassifier` of that many layers, each a learned linear map followed by the
-same :class:`PropagationStep`, trained end to end.
+:class:`_DeepPropagationClassifier` of that many layers, each a learned linear map followed by the
+same :class:`_PropagationStep`, trained end to end.
 """
 
 from __future__ import annotations
@@ -54,25 +54,16 @@ from mp_contrastive.graph import sphere_projection
 from mp_contrastive.knn import affinity_graph, sampled_affinity_graph
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv
 
-__all__ = [
-    "SCHEMES",
-    "AFFINITIES",
-    "PropagationStep",
-    "affinity_edges",
-    "propagate",
-    "depth_study",
-    "DeepPropagationClassifier",
-    "trained_depth_study",
-]
+__all__ = ["SCHEMES", "AFFINITIES", "depth_study", "trained_depth_study"]
 
 SCHEMES = ("alignment", "contrastive", "pairnorm")
 AFFINITIES = ("knn", "dense")
 
 
 @torch.no_grad()
-def propagate(x: Tensor, edge_index: Tensor, scheme: str, depths: Sequence[int], *,
-              alpha: float = 4.0, tau: float = 2.0, k: int = 8, num_samples: int = 64,
-              affinity: str = "knn", seed: int = 0) -> dict[int, Tensor]:
+def _propagate(x: Tensor, edge_index: Tensor, scheme: str, depths: Sequence[int], *,
+               alpha: float = 4.0, tau: float = 2.0, k: int = 8, num_samples: int = 64,
+               affinity: str = "knn", seed: int = 0) -> dict[int, Tensor]:
     r"""Propagate ``x`` by ``scheme`` (see the module docs) up to ``max(depths)`` steps and return
     the features after each number of steps in ``depths``.
 
@@ -97,13 +88,13 @@ def propagate(x: Tensor, edge_index: Tensor, scheme: str, depths: Sequence[int],
     if not depths or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in depths):
         raise ValueError(f"'depths' must be a non-empty sequence of ints >= 0, got {depths!r}")
     _check_affinity(k, num_samples, affinity, x.size(0))
-    step = PropagationStep(scheme, alpha=alpha, tau=tau)
+    step = _PropagationStep(scheme, alpha=alpha, tau=tau)
     loops, _ = add_remaining_self_loops(edge_index, num_nodes=x.size(0))
     generator = torch.Generator().manual_seed(seed)
     h = step.normalize(x)
     out = {0: h} if 0 in depths else {}
     for index in range(1, max(depths) + 1):
-        affinity_index, weight = (affinity_edges(h, k, num_samples, affinity, generator)
+        affinity_index, weight = (_affinity_edges(h, k, num_samples, affinity, generator)
                                   if scheme == "contrastive" else (None, None))
         h = step._forward(h, edge_index, loops, affinity_index, weight)
         if index in depths:
@@ -119,8 +110,8 @@ def _check_affinity(k: int, num_samples: int, affinity: str, num_nodes: int) -> 
         raise ValueError(f"'num_samples' must be an int >= 0, got {num_samples!r}")
 
 
-def affinity_edges(h: Tensor, k: int, num_samples: int, affinity: str,
-                   generator: torch.Generator | None = None) -> tuple[Tensor | None, Tensor | None]:
+def _affinity_edges(h: Tensor, k: int, num_samples: int, affinity: str,
+                    generator: torch.Generator | None = None) -> tuple[Tensor | None, Tensor | None]:
     """The uniformity's affinity graph of the features ``h`` as ``(edge_index, edge_weight)``: each
     node's ``k`` nearest by inner product plus ``num_samples`` importance-weighted uniform draws
     (:func:`~mp_contrastive.knn.sampled_affinity_graph`; the ``k`` nearest only when
@@ -133,11 +124,11 @@ def affinity_edges(h: Tensor, k: int, num_samples: int, affinity: str,
     return affinity_graph(h, k)[0], None
 
 
-class PropagationStep(nn.Module):
+class _PropagationStep(nn.Module):
     r"""One step of a depth-study scheme (see the module docs): the alignment step on the input
     graph, the uniformity on an affinity graph for ``"contrastive"``, then the scheme's
-    normalisation (:math:`N` or PyG's ``PairNorm``). Shared by :func:`propagate` (no learning
-    between steps) and :class:`DeepPropagationClassifier` (a learned linear map before each)."""
+    normalisation (:math:`N` or PyG's ``PairNorm``). Shared by :func:`_propagate` (no learning
+    between steps) and :class:`_DeepPropagationClassifier` (a learned linear map before each)."""
 
     def __init__(self, scheme: str, alpha: float = 4.0, tau: float = 2.0) -> None:
         super().__init__()
@@ -157,7 +148,7 @@ class PropagationStep(nn.Module):
                 affinity_index: Tensor | None = None, affinity_weight: Tensor | None = None
                 ) -> Tensor:
         """``loops``: ``edge_index`` with self loops (the contrastive step's alignment graph);
-        ``affinity_*``: from :func:`affinity_edges` (``"contrastive"`` only)."""
+        ``affinity_*``: from :func:`_affinity_edges` (``"contrastive"`` only)."""
         if self.scheme == "contrastive":
             self.contrast._check(h, loops, None, affinity_index, affinity_weight)
         else:
@@ -167,8 +158,8 @@ class PropagationStep(nn.Module):
     def _forward(self, h: Tensor, edge_index: Tensor, loops: Tensor,
                  affinity_index: Tensor | None = None, affinity_weight: Tensor | None = None
                  ) -> Tensor:
-        """``forward`` of checked inputs (:func:`propagate` and
-        :class:`DeepPropagationClassifier` check theirs once, then step many times)."""
+        """``forward`` of checked inputs (:func:`_propagate` and
+        :class:`_DeepPropagationClassifier` check theirs once, then step many times)."""
         if self.scheme == "contrastive":
             h = self.contrast._forward(h, loops, None, affinity_index, affinity_weight)
         else:
@@ -183,7 +174,7 @@ def depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
                 schemes: Sequence[str] = SCHEMES, seed: int = 0, probe_weight_decay: float = 5e-4,
                 **kwargs: Any) -> list[dict[str, Any]]:
     """Linear-probe accuracy (:func:`~mp_contrastive.gnn.linear_probe`, public split) of the
-    features after each depth of each scheme; ``kwargs`` go to :func:`propagate`. One row per
+    features after each depth of each scheme; ``kwargs`` go to :func:`_propagate`. One row per
     (scheme, depth) with ``test_acc``, ``val_acc`` and the features' mean pairwise cosine
     ``mean_cosine`` (1 = complete collapse).
 
@@ -193,7 +184,7 @@ def depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
     in the fourth decimal), which no trained GNN layer after the propagation could rely on."""
     rows = []
     for scheme in schemes:
-        features = propagate(data.x, data.edge_index, scheme, depths, seed=seed, **kwargs)
+        features = _propagate(data.x, data.edge_index, scheme, depths, seed=seed, **kwargs)
         for depth in depths:
             h = F.normalize(features[depth], dim=1)
             mean = h.mean(0)
@@ -207,15 +198,15 @@ def depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
     return rows
 
 
-class DeepPropagationClassifier(nn.Module):
+class _DeepPropagationClassifier(nn.Module):
     r"""The depth study with learning between the steps (the deep-GCN experiments of PairNorm and
     ContraNorm): ``depth`` layers :math:`H_l = \mathrm{ReLU}\big(\mathrm{step}(H_{l-1} W_l)\big)`,
-    each with one scheme's :class:`PropagationStep`, then a linear classifier; dropout on the input
+    each with one scheme's :class:`_PropagationStep`, then a linear classifier; dropout on the input
     and before the classifier. Alignment alone makes deep stacks collapse (and untrainable);
     the uniformity keeps the layers' features apart.
 
     For ``"contrastive"`` each layer searches the affinity graph of its current features (see
-    :func:`affinity_edges`) on the first forward pass and then on every ``refresh_every``-th
+    :func:`_affinity_edges`) on the first forward pass and then on every ``refresh_every``-th
     training pass, since the search costs more than the rest of the layer. In between, the
     neighbours are kept and their softmax weights :math:`e^{H_i \cdot H_k}` follow the current
     features (the ``knn_refresh`` of :class:`~mp_contrastive.gnn.GRACEConfig`).
@@ -223,7 +214,7 @@ class DeepPropagationClassifier(nn.Module):
     Args:
         in_channels (int), hidden_channels (int), out_channels (int): widths.
         depth (int): propagation layers. scheme (str): one of :data:`SCHEMES`.
-        alpha, tau, k, num_samples, affinity: as in :func:`propagate`.
+        alpha, tau, k, num_samples, affinity: as in :func:`_propagate`.
         dropout (float): dropout rate (default ``0.5``).
         refresh_every (int): training passes between affinity searches (default ``10``).
         seed (int): seed of the affinity graph's tail draws.
@@ -241,7 +232,7 @@ class DeepPropagationClassifier(nn.Module):
         check_positive_int(refresh_every, "refresh_every")
         check_rate(dropout, "dropout")
         check_choice(affinity, "affinity", AFFINITIES)
-        self.step = PropagationStep(scheme, alpha=alpha, tau=tau)
+        self.step = _PropagationStep(scheme, alpha=alpha, tau=tau)
         self.lins = nn.ModuleList(nn.Linear(in_channels if i == 0 else hidden_channels,
                                             hidden_channels) for i in range(depth))
         self.classifier = nn.Linear(hidden_channels, out_channels)
@@ -276,8 +267,8 @@ class DeepPropagationClassifier(nn.Module):
         for index, lin in enumerate(self.lins):
             h = lin(h)
             if search:
-                self._graphs.append(affinity_edges(h, self.k, self.num_samples, self.affinity,
-                                                   self._generator))
+                self._graphs.append(_affinity_edges(h, self.k, self.num_samples, self.affinity,
+                                                    self._generator))
             graph = self._graphs[index] if contrastive else (None, None)
             h = F.relu(self.step._forward(h, edge_index, loops, *graph))
         return self.classifier(F.dropout(h, self.dropout, self.training))
@@ -291,7 +282,7 @@ def trained_depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64
                         schemes: Sequence[str] = SCHEMES, seed: int = 0, *,
                         hidden_channels: int = 64, epochs: int = 100, lr: float = 0.005,
                         weight_decay: float = 5e-4, **kwargs: Any) -> list[dict[str, Any]]:
-    """Test accuracy of a :class:`DeepPropagationClassifier` of each depth and scheme, trained on
+    """Test accuracy of a :class:`_DeepPropagationClassifier` of each depth and scheme, trained on
     the public split (Adam, full batch; the epoch of best validation accuracy,
     :func:`~mp_contrastive.gnn.training.fit_node_classifier`); ``kwargs`` go to the model. One
     row per (scheme, depth) with ``test_acc``, ``val_acc``, ``best_epoch`` and ``seconds``."""
@@ -299,9 +290,9 @@ def trained_depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64
     for scheme in schemes:
         for depth in depths:
             seed_everything(seed)
-            model = DeepPropagationClassifier(data.num_features, hidden_channels,
-                                              int(data.y.max()) + 1, depth, scheme, seed=seed,
-                                              **kwargs)
+            model = _DeepPropagationClassifier(data.num_features, hidden_channels,
+                                               int(data.y.max()) + 1, depth, scheme, seed=seed,
+                                               **kwargs)
             optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
             rows.append({"scheme": scheme, "depth": depth,
                          **fit_node_classifier(model, data, optimizer, epochs)})

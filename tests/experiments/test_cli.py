@@ -1,12 +1,12 @@
-"""mp_contrastive.cli: the argument types agree with the library's checks; run_cli and the
+"""mp_contrastive.experiments.cli: the argument types agree with the library's checks; run_cli and the
 post-parse checks give exit status 2 with one line."""
 
 import argparse
 
 import pytest
 
-from mp_contrastive import cli
 from mp_contrastive._validation import check_nonnegative, check_positive, check_positive_int
+from mp_contrastive.experiments import cli
 
 
 @pytest.mark.parametrize("text", ["-3", "0", "1", "7", "1.5", "x", "nan", "inf", "-0.0", "1e-9"])
@@ -111,7 +111,7 @@ def test_output_dir_refuses_a_file(tmp_path):
 
 
 def test_ctrl_c_is_one_line_and_status_130(capsys):
-    from mp_contrastive.cli import run_cli
+    from mp_contrastive.experiments.cli import run_cli
 
     def interrupted():
         raise KeyboardInterrupt
@@ -127,7 +127,7 @@ def test_a_run_stopped_by_sigterm_is_its_message_and_status_143(capsys):
     import signal
 
     from mp_contrastive._signals import Interrupted
-    from mp_contrastive.cli import run_cli
+    from mp_contrastive.experiments.cli import run_cli
 
     def stopped():
         raise Interrupted("stopped by SIGTERM; checkpoint written to 'x': continue with --resume",
@@ -141,7 +141,7 @@ def test_a_run_stopped_by_sigterm_is_its_message_and_status_143(capsys):
 
 
 def test_an_os_error_is_one_line_and_status_1(capsys):
-    from mp_contrastive.cli import run_cli
+    from mp_contrastive.experiments.cli import run_cli
 
     def full_disk():
         raise OSError(28, "could not write the checkpoint 'x' (No space left on device)")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mp_contrastive._paths import DATA_ENV
 from mp_contrastive._signals import Interrupted
 from mp_contrastive._validation import (
     check_choice,
@@ -29,7 +30,6 @@ from mp_contrastive._validation import (
 )
 
 __all__ = [
-    "HelpFormatter",
     "ArgumentParser",
     "make_parser",
     "run_cli",
@@ -41,21 +41,16 @@ __all__ = [
     "int_at_least",
     "positive_float",
     "nonnegative_float",
-    "finite_float",
     "fraction",
     "float_in",
     "comma_choices",
     "output_dir",
     "existing_file",
     "torch_device",
-    "DATA_ENV",
 ]
 
-#: The environment variable the data loaders read when no ``--data-root`` is given.
-DATA_ENV = "MP_CONTRASTIVE_DATA"
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` keeps the description's line breaks (the scripts' docstrings) and shows every
     option's default; an option whose default is ``None`` (decided later: a preset, torch) must
     say what it means in its own help text."""
@@ -73,12 +68,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """:class:`argparse.ArgumentParser` with :class:`HelpFormatter` and checks run after parsing:
+    """:class:`argparse.ArgumentParser` with :class:`_HelpFormatter` and checks run after parsing:
     a check takes the parsed namespace and raises ``ValueError`` (its message becomes the argparse
     error, exit status 2) when the arguments do not fit together."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
         self._checks: list[Callable[[argparse.Namespace], None]] = []
 
@@ -206,14 +201,6 @@ def nonnegative_float(text: str) -> float:
     return _library(check_nonnegative, _float(text))
 
 
-def finite_float(text: str) -> float:
-    """Any finite number."""
-    value = _float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
-    return value
-
-
 def float_in(low: float, high: float, *, low_open: bool = False,
              high_open: bool = False) -> Callable[[str], float]:
     """A number in the interval from ``low`` to ``high`` (each end closed unless ``*_open``)."""
@@ -294,8 +281,8 @@ def add_common_arguments(parser: ArgumentParser, *, default_out: str | None, dat
                          data_default: str = f"${DATA_ENV}", out_help: str = "output folder",
                          seed_help: str = "random seed", download_fills_root: bool = False) -> None:
     """``--seed --data-root --download --out --no-progress``, the arguments the graph and the
-    image examples share (:func:`mp_contrastive.gnn.experiment.add_graph_arguments` and
-    :func:`mp_contrastive.vision.experiment.add_image_arguments` add their own).
+    image examples share (:func:`mp_contrastive.experiments.graphs.add_graph_arguments` and
+    :func:`mp_contrastive.experiments.vision.add_image_arguments` add their own).
 
     Args:
         default_out: ``--out``'s default (``None``: the script derives one, ``out_help`` says how).

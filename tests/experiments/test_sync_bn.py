@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from mp_contrastive.vision.experiment import sync_batch_norm
+from mp_contrastive.experiments.vision import sync_batch_norm
 from mp_contrastive.vision.methods import SimCLRMethod
 
 WORLD = 2

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from mp_contrastive.cli import (
-    DATA_ENV,
+from mp_contrastive._paths import DATA_ENV
+from mp_contrastive.distributed import rank_and_world
+from mp_contrastive.experiments.cli import (
     ArgumentParser,
     add_common_arguments,
     argument_error,
@@ -26,7 +27,6 @@ from mp_contrastive.cli import (
     positive_int,
     torch_device,
 )
-from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
 from mp_contrastive.vision.checkpoint import SettingsMismatch
@@ -46,15 +46,13 @@ from mp_contrastive.vision.evaluation import (
 from mp_contrastive.vision.models import ARCHITECTURES, CifarResNet, resnet_cifar
 from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 
-__all__ = ["add_image_arguments", "preset_help", "augmentation", "dynamics_monitor",
-           "train_and_evaluate", "resolve_preset", "build_backbone", "chosen_settings",
-           "check_warmup_epochs", "run_probe", "Splits", "load_splits",
-           "train_config", "run_settings", "resume", "final_evaluation", "RESUME_MAY_CHANGE",
+__all__ = ["DATA_LAYOUT", "add_image_arguments", "preset_help", "resolve_preset",
+           "check_warmup_epochs", "build_backbone", "Splits", "load_splits", "train_and_evaluate",
            "sync_batch_norm"]
 
 # Defaults a preset may override: the GRAPH-ATTENTION code's choices (stem padding 1, default
 # initialisation, raw [0, 1] inputs, float32), which solo-learn's SimSiam changes.
-COMMON_DEFAULTS = {"crop_min": 0.08, "stem_padding": 1, "zero_init_residual": False,
+_COMMON_DEFAULTS = {"crop_min": 0.08, "stem_padding": 1, "zero_init_residual": False,
                    "normalize": False, "precision": "32", "probe": "fast"}
 
 #: What ``--data-root`` holds for the image examples.
@@ -66,19 +64,13 @@ DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,t
 #: with another would follow neither; ``--monitor-queries`` too: the per-epoch kNN figures would mix
 #: two query sets). ``--device`` may name another GPU, but not another device type (the trainer
 #: compares that); ``--compile`` computes the same steps.
-RESUME_MAY_CHANGE = frozenset({"resume", "out", "data_root", "download", "no_progress", "device",
+_RESUME_MAY_CHANGE = frozenset({"resume", "out", "data_root", "download", "no_progress", "device",
                                "compile", "dynamics_every", "checkpoint_every", "probe_epochs",
                                "probe"})
 
-# Hyper-parameters every preset must define (the example's own ones come on top).
-COMMON_KEYS = ("dataset", "arch", "width", "batch_size", "epochs", "optimizer", "lr",
-               "weight_decay", "warmup", "train_subset", "monitor_queries", "probe_epochs",
-               "jitter_strength")
-
-
 def preset_help(presets: dict[str, dict[str, Any]], key: str, text: str) -> str:
     """``text`` and the default each preset gives ``key`` (``--help`` shows it)."""
-    values = {name: {**COMMON_DEFAULTS, **preset}[key] for name, preset in presets.items()}
+    values = {name: {**_COMMON_DEFAULTS, **preset}[key] for name, preset in presets.items()}
     shown = {name: f"{v:g}" if isinstance(v, float) else str(v) for name, v in values.items()}
     if len(set(shown.values())) == 1:
         return f"{text} (default: {next(iter(shown.values()))} in every preset)"
@@ -88,7 +80,7 @@ def preset_help(presets: dict[str, dict[str, Any]], key: str, text: str) -> str:
 
 def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any]],
                         out_pattern: str, lr_note: str | None = None) -> None:
-    """The common arguments (:func:`mp_contrastive.cli.add_common_arguments`) and the image
+    """The common arguments (:func:`mp_contrastive.experiments.cli.add_common_arguments`) and the image
     examples' own; an option left out takes the chosen preset's value (``--help`` lists them).
     ``lr_note`` adds to ``--lr``'s help what the example does with the rate (e.g. its scaling).
     ``out_pattern`` describes ``--out``'s default, e.g. ``runs/simclr_<attention>_<preset>_seed<seed>``.
@@ -157,7 +149,7 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                              "refused, with every difference listed, when a setting that changes "
                              "the run differs from the stored one (all but "
                              + ", ".join(f"--{name.replace('_', '-')}" for name in
-                                         sorted(RESUME_MAY_CHANGE - {"resume", "device"}))
+                                         sorted(_RESUME_MAY_CHANGE - {"resume", "device"}))
                              + ", and --device within one device type)")
     parser.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="N",
                         help="also write a checkpoint every N optimiser steps within an epoch "
@@ -238,7 +230,7 @@ def _preset_name(preset: str) -> tuple[str, str | None]:
 
 def _settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]],
               name: str) -> dict[str, Any]:
-    settings = {**COMMON_DEFAULTS, **presets[name]}
+    settings = {**_COMMON_DEFAULTS, **presets[name]}
     for key, value in vars(args).items():
         if value is not None and key in settings:
             settings[key] = value
@@ -247,8 +239,8 @@ def _settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]],
     return settings
 
 
-def chosen_settings(args: argparse.Namespace,
-                    presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _chosen_settings(args: argparse.Namespace,
+                     presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The settings a run will use (preset, then the command line), quietly: for checks."""
     return _settings(args, presets, _preset_name(args.preset)[0])
 
@@ -257,7 +249,7 @@ def check_warmup_epochs(args: argparse.Namespace, presets: dict[str, dict[str, A
                         what: str) -> None:
     """A warm-up of ``settings[key]`` epochs must end before the last epoch, or ``what`` never
     switches on: an argparse error naming ``--<key>`` and ``--epochs``."""
-    settings = chosen_settings(args, presets)
+    settings = _chosen_settings(args, presets)
     warmup, epochs = settings[key], settings["epochs"]
     if warmup >= epochs:
         flag = "--" + key.replace("_", "-")
@@ -317,14 +309,14 @@ def load_splits(settings: dict[str, Any], data_root: str | None, download: bool,
     return Splits(train=train, bank=train, queries=queries, test=queries)
 
 
-def augmentation(settings: dict[str, Any]) -> SimCLRAugment:
+def _augmentation(settings: dict[str, Any]) -> SimCLRAugment:
     """The SimCLR augmentation with the preset's crop range and colour strength."""
     return SimCLRAugment(scale=(settings["crop_min"], 1.0),
                          jitter_strength=settings["jitter_strength"])
 
 
-def dynamics_monitor(args: argparse.Namespace, out_dir: str,
-                     temperature: float | None = None) -> DynamicsMonitor | None:
+def _dynamics_monitor(args: argparse.Namespace, out_dir: str,
+                      temperature: float | None = None) -> DynamicsMonitor | None:
     """The learning-dynamics monitor the examples attach (``--dynamics-every``, 0 = none)."""
     if not args.dynamics_every:
         return None
@@ -332,15 +324,15 @@ def dynamics_monitor(args: argparse.Namespace, out_dir: str,
                            resume=args.resume)
 
 
-def run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def _run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint stores and ``--resume`` compares: every parsed option and preset value
-    (the resolved preset's, where an option was left out) except :data:`RESUME_MAY_CHANGE`."""
+    (the resolved preset's, where an option was left out) except :data:`_RESUME_MAY_CHANGE`."""
     merged = {**vars(args), **settings}  # the preset's name as resolved, not "auto"
-    return {key: value for key, value in merged.items() if key not in RESUME_MAY_CHANGE}
+    return {key: value for key, value in merged.items() if key not in _RESUME_MAY_CHANGE}
 
 
-def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
-                 **extra: Any) -> TrainConfig:
+def _train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
+                  **extra: Any) -> TrainConfig:
     return TrainConfig(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
         num_views=getattr(args, "num_crops", 2),
@@ -348,7 +340,7 @@ def train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: st
         weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
         out_dir=out_dir, precision=settings["precision"], compile=args.compile,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
-        extra={**run_settings(settings, args), **extra})
+        extra={**_run_settings(settings, args), **extra})
 
 
 def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits: Splits,
@@ -360,20 +352,20 @@ def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits
     settings.update(num_crops=getattr(args, "num_crops", 2),
                     sync_bn=getattr(args, "sync_bn", False))
     method = sync_batch_norm(method, settings["sync_bn"])
-    trainer = Trainer(method, encoder, splits.train, augmentation(settings),
-                      train_config(settings, args, out_dir), monitor=(splits.bank, splits.queries),
+    trainer = Trainer(method, encoder, splits.train, _augmentation(settings),
+                      _train_config(settings, args, out_dir), monitor=(splits.bank, splits.queries),
                       device=device)
     if args.resume:
-        resume(trainer, args)
+        _resume(trainer, args)
     # Only now: the monitor opens its files when it is built, and a failed resume writes nothing.
-    trainer.dynamics = dynamics_monitor(args, out_dir, temperature)
+    trainer.dynamics = _dynamics_monitor(args, out_dir, temperature)
     if args.resume and trainer.dynamics is not None and trainer.rank == 0:
         trainer.dynamics.truncate_logs(trainer.step)  # its rows after the checkpoint are redone
     _print0(f"{description} on {len(splits.train)} {settings['dataset']} images, "
             f"{settings['arch']} width {settings['width']}, batch {settings['batch_size']}, "
             f"{settings['epochs']} epochs, device {device}; data from {splits.train.source}")
     trainer.fit()
-    return final_evaluation(trainer, splits, settings, started)
+    return _final_evaluation(trainer, splits, settings, started)
 
 
 def sync_batch_norm(method: torch.nn.Module, enabled: bool) -> torch.nn.Module:
@@ -394,7 +386,7 @@ def sync_batch_norm(method: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
 
 
-def resume(trainer: Trainer, args: argparse.Namespace) -> None:
+def _resume(trainer: Trainer, args: argparse.Namespace) -> None:
     """:meth:`Trainer.resume`, with the settings that differ named by their options."""
     try:
         trainer.resume()
@@ -404,13 +396,13 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> None:
                             else key) from None
 
 
-def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
-                     started: float) -> dict[str, Any]:
+def _final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
+                      started: float) -> dict[str, Any]:
     """Linear probe on frozen features, then the results dictionary (also written to JSON)."""
     rank, _ = rank_and_world()
     results: dict[str, Any] = {"settings": settings}
     if rank == 0:
-        probe = run_probe(trainer.encoder, splits, settings, trainer.device, trainer.config.seed)
+        probe = _run_probe(trainer.encoder, splits, settings, trainer.device, trainer.config.seed)
         epochs = trainer.history["epochs"]
         results.update({
             "knn_top1_initial": trainer.history.get("knn_initial"),
@@ -432,8 +424,8 @@ def final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],
     return results
 
 
-def run_probe(encoder: torch.nn.Module, splits: Splits, settings: dict[str, Any],
-              device: torch.device, seed: int = 0) -> dict[str, float]:
+def _run_probe(encoder: torch.nn.Module, splits: Splits, settings: dict[str, Any],
+               device: torch.device, seed: int = 0) -> dict[str, float]:
     """The preset's linear probe (``settings["probe"]``) of the encoder: trained on the kNN bank's
     images (the training set), tested on the held-out ones."""
     train, test = splits.bank, splits.test
