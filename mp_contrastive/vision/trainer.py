@@ -165,7 +165,7 @@ class Trainer:
         dynamics: a :class:`~mp_contrastive.monitor.DynamicsMonitor` fed with the nodes the loss
             saw (the method's ``MethodOutput.nodes``) and their class labels, on rank 0.
 
-    ``examples/custom_method.py`` trains a method defined in 30 lines.
+    ``examples/custom_method.py`` defines a method in a few lines and trains it.
     """
 
     def __init__(self, method: nn.Module, encoder: nn.Module, train: ImageArrays,
