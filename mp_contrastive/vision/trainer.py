@@ -72,8 +72,8 @@ class TrainConfig:
             takes ``batch_size / N`` of them.
         num_views: augmented views of every image passed to the method.
         optimizer: ``"lars"``, ``"sgd"`` or ``"adamw"``
-            (:func:`~mp_contrastive.vision.optim.build_optimizer`; a method's
-            ``param_groups()``, if it has one, gives the parameter groups).
+            (:func:`~mp_contrastive.vision.optim.build_optimizer`; LARS leaves BN and biases out
+            of its adaptation, SGD and AdamW take a method's ``param_groups()`` if it has one).
         lr: peak learning rate, reached after a linear warm-up and then decayed with a cosine
             (:func:`~mp_contrastive.vision.optim.warmup_cosine`), per step. A parameter group
             with ``static_lr=True`` keeps its own.
@@ -132,7 +132,7 @@ class Trainer:
     is also accepted (``nodes=None``); the nodes are needed only by a learning-dynamics monitor
     (``dynamics``), and the trainer raises, naming the method, if it has one and gets none. The
     method may also have ``set_epoch(epoch)`` (called at the start of every epoch, before its
-    first step) and ``param_groups()`` (the optimiser's parameter groups; a group with
+    first step) and ``param_groups()`` (SGD's or AdamW's parameter groups; a group with
     ``static_lr=True`` keeps its learning rate). Under DDP the method computes the loss of the
     global batch itself (e.g. :func:`~mp_contrastive.distributed.gather_with_grad`).
 
