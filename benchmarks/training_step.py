@@ -26,7 +26,7 @@ from mp_contrastive.experiments.cli import (
     positive_int,
 )
 from mp_contrastive.vision import LARS, ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
-from mp_contrastive.vision.methods import SimCLRMethod
+from mp_contrastive.vision.methods import MethodOutput, SimCLRMethod
 from mp_contrastive.vision.models import ARCHITECTURES
 from mp_contrastive.vision.optim import lars_param_groups
 
@@ -38,9 +38,9 @@ class LightlySimCLR(torch.nn.Module):
         self.projection_head = SimCLRProjectionHead(dim, dim, 128)
         self.loss = NTXentLoss(temperature)
 
-    def forward(self, views: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor) -> MethodOutput:
         z0, z1 = self.projection_head(self.backbone(torch.cat(views))).chunk(2)
-        return self.loss(z0, z1)
+        return MethodOutput(self.loss(z0, z1))
 
 
 def make_step(method: torch.nn.Module, images: torch.Tensor, augment: SimCLRAugment,
@@ -51,7 +51,7 @@ def make_step(method: torch.nn.Module, images: torch.Tensor, augment: SimCLRAugm
 
     def step() -> None:
         views = [augment(images, generator) for _ in range(2)]
-        loss = method(views, index)
+        loss = method(views, index).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

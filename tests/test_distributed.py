@@ -35,7 +35,7 @@ def batch_views():
 
 def loss_and_grads(method, views, index=None):
     method.zero_grad()
-    loss = method(views, torch.arange(views[0].size(0)) if index is None else index)
+    loss = method(views, torch.arange(views[0].size(0)) if index is None else index).loss
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in method.parameters()]
 

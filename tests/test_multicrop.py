@@ -94,11 +94,11 @@ def test_simclr_method_trains_on_four_views(attention):
     g = torch.Generator().manual_seed(3)
     views = [torch.randn(BATCH, 6, generator=g, dtype=torch.float64) for _ in range(4)]
     method = SimCLRMethod(TinyModel(), temperature=0.3, attention=attention)
-    loss = method(views, torch.arange(BATCH))
+    loss, nodes = method(views, torch.arange(BATCH))
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in method.parameters())
-    z, sample, node_index = method.last_nodes
+    z, sample, node_index = nodes
     assert z.shape == (4 * BATCH, 8)
     assert torch.equal(sample, view_sample_index(BATCH, 4))
     assert torch.equal(node_index, torch.arange(BATCH).repeat(4))

@@ -15,8 +15,10 @@ from mp_contrastive.vision.evaluation import (
     linear_probe,
     official_linear_probe,
 )
+from mp_contrastive.vision.methods import LossNodes, MethodOutput
 from mp_contrastive.vision.models import ProjectionHead, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.optim import LARS, lars_param_groups, warmup_cosine
+from mp_contrastive.vision.trainer import TrainConfig, Trainer
 
 __all__ = [
     "ImageArrays",
@@ -33,4 +35,8 @@ __all__ = [
     "knn_accuracy",
     "linear_probe",
     "official_linear_probe",
+    "Trainer",
+    "TrainConfig",
+    "MethodOutput",
+    "LossNodes",
 ]

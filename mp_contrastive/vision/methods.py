@@ -1,14 +1,17 @@
-"""Self-supervised methods as modules: ``method(views, index) -> loss``.
+"""Self-supervised methods as modules: ``method(views, index) -> MethodOutput(loss, nodes)``.
 
-A method owns its model and computes the loss of one batch of augmented views; the trainer does
-the rest. After each call, ``method.last_nodes = (features, sample, dataset_index)`` describes the
-nodes the loss saw (for the learning-dynamics monitor). Across processes, features are gathered
-with gradients so that every rank computes the loss of the global batch.
+A method returns what the training loop needs and the loop
+(:class:`~mp_contrastive.vision.trainer.Trainer`) owns the rest. A method owns its model and
+computes the loss of one batch of augmented views; it returns a :class:`MethodOutput`: the loss
+and the :class:`LossNodes` the loss saw (their features, sample ids and data-set indices, for the
+learning-dynamics monitor; ``None`` where the method gives none). Across processes, features are
+gathered with gradients so that every rank computes the loss of the global batch.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +22,44 @@ from mp_contrastive.distributed import gather_no_grad, gather_with_grad
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
 from mp_contrastive.memory import MultiStageMemory
 
-__all__ = ["SimCLRMethod", "SimSiamMethod", "ATTENTION_MODES", "MULTISTAGE_MODES",
-           "gathered_sample_ids"]
+__all__ = ["MethodOutput", "LossNodes", "SimCLRMethod", "SimSiamMethod", "ATTENTION_MODES",
+           "MULTISTAGE_MODES", "gathered_sample_ids"]
 
 ATTENTION_MODES = ("off", "paper", "official")
 MULTISTAGE_MODES = ("off", "paper", "official", "alone")
+
+
+class LossNodes(NamedTuple):
+    """The nodes one step's loss saw, as the learning-dynamics monitor reads them.
+
+    Row ``i`` of every field describes the same node (one augmented view of one image; under DDP,
+    every rank's nodes, rank by rank, as the loss gathered them).
+
+    Attributes:
+        features: ``[N, D]`` the features the loss compared (detached), e.g. the projections.
+        sample: ``[N]`` sample ids: two nodes are views of the same image iff their ids are equal
+            (the positives of the monitor's alignment).
+        index: ``[N]`` each node's index in the training set (the trainer looks up its label).
+    """
+
+    features: Tensor
+    sample: Tensor
+    index: Tensor
+
+
+class MethodOutput(NamedTuple):
+    """What a method's ``forward(views, index)`` returns to the
+    :class:`~mp_contrastive.vision.trainer.Trainer`.
+
+    Attributes:
+        loss: the scalar loss of the batch (the trainer back-propagates it).
+        nodes: the :class:`LossNodes` the loss saw, or ``None``. The trainer needs them only when
+            it has a learning-dynamics monitor (``Trainer(dynamics=...)``) and raises if a method
+            gives none then.
+    """
+
+    loss: Tensor
+    nodes: LossNodes | None = None
 
 
 class SimCLRMethod(nn.Module):
@@ -103,19 +139,21 @@ class SimCLRMethod(nn.Module):
         """Whether this epoch's loss has the attention (off during the warm-up)."""
         return self.attention != "off" and self.epoch >= self.attention_warmup
 
-    def forward(self, views: list[Tensor], index: Tensor) -> Tensor:
+    def forward(self, views: list[Tensor], index: Tensor) -> MethodOutput:
+        """The loss of ``views`` (a list of ``[B, ...]`` augmentations of the images ``index``, the
+        local batch's data-set indices) and the projections it compared."""
         if self.loss.memory is not None:
             return self._bank_forward(views, index)
         z, h = self.model(torch.cat(views))
         z = gather_with_grad(_full_precision(z))
         sample = gathered_sample_ids(views[0].size(0), len(views), z.size(0), z.device)
-        self.last_nodes = (z.detach(), sample, _node_index(index, len(views)))
+        nodes = LossNodes(z.detach(), sample, _node_index(index, len(views)))
         if not self.attending:
-            return (self.warmup_loss or self.loss)(z, sample)
+            return MethodOutput((self.warmup_loss or self.loss)(z, sample), nodes)
         features = gather_with_grad(_full_precision(h)).detach()
-        return self.loss(z, sample, attention_features=features)
+        return MethodOutput(self.loss(z, sample, attention_features=features), nodes)
 
-    def _bank_forward(self, views: list[Tensor], index: Tensor) -> Tensor:
+    def _bank_forward(self, views: list[Tensor], index: Tensor) -> MethodOutput:
         if len(views) != 2:
             raise ValueError(f"a memory bank takes 2 views, got {len(views)}")
         if self.key_model is None:
@@ -129,14 +167,15 @@ class SimCLRMethod(nn.Module):
         z = _full_precision(z)
         batch = views[0].size(0)
         gathered = gather_no_grad(z.detach())
-        self.last_nodes = (gathered, gathered_sample_ids(batch, 2, gathered.size(0), z.device),
-                           _node_index(index, 2))
+        nodes = LossNodes(gathered, gathered_sample_ids(batch, 2, gathered.size(0), z.device),
+                          _node_index(index, 2))
         z0, z1 = z[:batch], z[batch:]
         # A sample's own keys from earlier epochs are not its negatives (a bank larger than a
         # fraction of the data set holds them, and they sit next to the positive).
         if not self.attending:
-            return (self.warmup_loss or self.loss)(z0, z1, sample_ids=index)
-        return self.loss(z0, z1, attention_features=_full_precision(h).detach(), sample_ids=index)
+            return MethodOutput((self.warmup_loss or self.loss)(z0, z1, sample_ids=index), nodes)
+        return MethodOutput(self.loss(z0, z1, attention_features=_full_precision(h).detach(),
+                                      sample_ids=index), nodes)
 
     @torch.no_grad()
     def _update_key_model(self) -> None:
@@ -197,19 +236,22 @@ class SimSiamMethod(nn.Module):
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in predictor]
         return [{"params": rest}, {"params": list(self.predictor.parameters()), "static_lr": True}]
 
-    def forward(self, views: list[Tensor], index: Tensor) -> Tensor:
+    def forward(self, views: list[Tensor], index: Tensor) -> MethodOutput:
+        """The loss of two views of the images ``index`` and their projections (this rank's)."""
         if len(views) != 2:
             raise ValueError(f"SimSiam takes 2 views, got {len(views)}")
         z1, z2 = _full_precision(self.projector(self.backbone(torch.cat(views)))).chunk(2)
         local = torch.arange(index.numel(), device=z1.device)
-        self.last_nodes = (torch.cat([z1, z2]).detach(), local.repeat(2), index.repeat(2))
+        nodes = LossNodes(torch.cat([z1, z2]).detach(), local.repeat(2), index.repeat(2))
         targets = self._targets(z1, z2, index)
         if self.multistage == "alone":
-            return -0.5 * (F.cosine_similarity(z1, targets[0], dim=-1).mean()
+            loss = -0.5 * (F.cosine_similarity(z1, targets[0], dim=-1).mean()
                            + F.cosine_similarity(z2, targets[1], dim=-1).mean())
+            return MethodOutput(loss, nodes)
         p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
-        return -0.5 * (F.cosine_similarity(p1, targets[0], dim=-1).mean()
+        loss = -0.5 * (F.cosine_similarity(p1, targets[0], dim=-1).mean()
                        + F.cosine_similarity(p2, targets[1], dim=-1).mean())
+        return MethodOutput(loss, nodes)
 
     @torch.no_grad()
     def _targets(self, z1: Tensor, z2: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:

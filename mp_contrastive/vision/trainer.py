@@ -44,6 +44,7 @@ from mp_contrastive.vision.checkpoint import (
 from mp_contrastive.vision.data import ImageArrays
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
 from mp_contrastive.vision.logs import TrainingLogs
+from mp_contrastive.vision.methods import LossNodes, MethodOutput
 from mp_contrastive.vision.optim import build_optimizer, warmup_cosine
 
 __all__ = ["TrainConfig", "Trainer", "load_checkpoint", "Interrupted", "PRECISIONS"]
@@ -61,7 +62,41 @@ _RESUME_KEYS = ("epochs", "batch_size", "num_views", "optimizer", "lr", "weight_
 
 @dataclass
 class TrainConfig:
-    """Training settings (the example scripts fill them from presets and the command line)."""
+    """The :class:`Trainer`'s settings (the example scripts fill them from presets and the command
+    line).
+
+    Attributes:
+        epochs: passes over the training set (an epoch is ``len(train) // batch_size`` steps; the
+            last incomplete batch is dropped). It also sets the learning-rate schedule's length.
+        batch_size: images per optimiser step, global: under DDP each of the ``N`` processes
+            takes ``batch_size / N`` of them.
+        num_views: augmented views of every image passed to the method.
+        optimizer: ``"lars"``, ``"sgd"`` or ``"adamw"``
+            (:func:`~mp_contrastive.vision.optim.build_optimizer`; LARS leaves BN and biases out
+            of its adaptation, SGD and AdamW take a method's ``param_groups()`` if it has one).
+        lr: peak learning rate, reached after a linear warm-up and then decayed with a cosine
+            (:func:`~mp_contrastive.vision.optim.warmup_cosine`), per step. A parameter group
+            with ``static_lr=True`` keeps its own.
+        weight_decay, momentum: the optimiser's.
+        warmup: the warm-up's length, as a fraction of all steps.
+        seed: seeds the batch order and the augmentations (rank ``r``: ``seed * 1000 + 1 + r``);
+            the model's initialisation is the caller's (seed ``torch`` before building it).
+        out_dir: where ``checkpoint.pt``, ``steps.csv``, ``epochs.csv``, TensorBoard events
+            and ``results.json`` go.
+        knn_k, knn_temperature: the weighted kNN monitor's neighbours and temperature.
+        eval_every: the kNN monitor runs every this many epochs (and after the last).
+        precision: one of :data:`PRECISIONS`: ``"32"``, or CUDA autocast in ``"bf16"`` or
+            ``"fp16"`` (with a gradient scaler).
+        compile: wrap the method in :func:`torch.compile`.
+        progress: a progress bar per epoch (rank 0; tqdm when installed).
+        tensorboard: also log to TensorBoard (when installed).
+        checkpoint_every: also write a checkpoint every this many steps within an epoch (0: at
+            epoch ends only).
+        stop_on_signals: SIGINT / SIGTERM finish the running step, write a checkpoint and raise
+            :class:`~mp_contrastive._signals.Interrupted`.
+        extra: the run's other settings (method, data, augmentation): stored in every checkpoint
+            and compared on resume, like the ones above.
+    """
 
     epochs: int = 200
     batch_size: int = 512  # global, over all processes
@@ -82,18 +117,44 @@ class TrainConfig:
     tensorboard: bool = True
     checkpoint_every: int = 0  # also a checkpoint every N steps within an epoch; 0: epoch ends only
     stop_on_signals: bool = True  # SIGINT / SIGTERM: finish the step, save, raise Interrupted
-    # The run's other settings (method, data, augmentation): stored in every checkpoint and
-    # compared on resume, like the ones above.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
-    """Train ``method`` (a module: ``method(views, index) -> loss`` that owns its model) on
-    ``train`` images.
+    """The training loop of the image methods: ``method`` (a module that owns its model and
+    computes the loss) trained on ``train`` images.
+
+    The method's contract (:mod:`mp_contrastive.vision.methods`): ``method(views, index)`` takes
+    ``config.num_views`` augmented views of a batch (a list of ``[B, C, H, W]`` tensors, ``B`` =
+    this process's share of the batch) and the images' indices in ``train`` (``[B]``), and returns
+    a :class:`~mp_contrastive.vision.methods.MethodOutput` ``(loss, nodes)``: the scalar loss and
+    the :class:`~mp_contrastive.vision.methods.LossNodes` it saw, or ``None``. A plain loss tensor
+    is also accepted (``nodes=None``); the nodes are needed only by a learning-dynamics monitor
+    (``dynamics``), and the trainer raises, naming the method, if it has one and gets none. The
+    method may also have ``set_epoch(epoch)`` (called at the start of every epoch, before its
+    first step) and ``param_groups()`` (SGD's or AdamW's parameter groups; a group with
+    ``static_lr=True`` keeps its learning rate). Under DDP the method computes the loss of the
+    global batch itself (e.g. :func:`~mp_contrastive.distributed.gather_with_grad`).
+
+    The loop (:meth:`fit`): for each epoch, a random order of the training set (seeded); for each
+    step, ``batch_size`` images of it, each augmented ``num_views`` times on the device by
+    ``augment`` (seeded per rank), the method's loss, backward and an optimiser step (LARS, SGD or
+    AdamW; linear warm-up then cosine decay of the learning rate, set before every step). Then:
+
+    * precision: float32, or CUDA autocast in bf16 or fp16 (with a gradient scaler);
+    * logs: ``steps.csv`` and ``epochs.csv`` (and TensorBoard) in ``config.out_dir``, a
+      progress bar, ``callbacks`` after every step, ``dynamics`` every ``dynamics.every`` steps;
+    * the kNN monitor: with ``monitor=(bank, queries)``, the weighted kNN top-1 of ``encoder``'s
+      features before training and every ``eval_every`` epochs;
+    * checkpoints: ``out_dir/checkpoint.pt`` at every epoch's end, every ``checkpoint_every``
+      steps and on SIGINT / SIGTERM; :meth:`resume` continues bit for bit on the CPU;
+    * DDP: under ``torchrun`` (an initialised process group) the method is wrapped in
+      :class:`~torch.nn.parallel.DistributedDataParallel`, each rank takes its share of every
+      batch, and rank 0 logs, evaluates and writes.
 
     Args:
-        method: the self-supervised method (e.g. :class:`~mp_contrastive.vision.methods.SimCLRMethod`);
-            if it has ``set_epoch(epoch)``, that is called at the start of every epoch.
+        method: the self-supervised method (e.g. :class:`~mp_contrastive.vision.methods.SimCLRMethod`),
+            as above.
         encoder: the part whose features are evaluated (the backbone).
         train: training images.
         augment: batched augmentation (a :class:`SimCLRAugment`).
@@ -102,7 +163,9 @@ class Trainer:
         device: where to train.
         callbacks: called as ``callback(trainer, step, loss)`` after every optimiser step.
         dynamics: a :class:`~mp_contrastive.monitor.DynamicsMonitor` fed with the nodes the loss
-            saw (``method.last_nodes``) and their class labels, on rank 0.
+            saw (the method's ``MethodOutput.nodes``) and their class labels, on rank 0.
+
+    ``examples/custom_method.py`` defines a method in a few lines and trains it.
     """
 
     def __init__(self, method: nn.Module, encoder: nn.Module, train: ImageArrays,
@@ -339,7 +402,7 @@ class Trainer:
                 batch = order[it * config.batch_size:(it + 1) * config.batch_size]
                 index = batch[self.rank * local:(self.rank + 1) * local].to(self.device)
                 started = time.perf_counter()
-                value = self._optimizer_step(index)
+                value, nodes = self._optimizer_step(index)
                 self.step_in_epoch = it + 1
                 self._epoch_losses.append(value)
                 self.history["step_loss"].append(value)
@@ -347,9 +410,9 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(self, step, value)
                 if self.dynamics is not None and self.rank == 0 and self.dynamics.should_log(step):
-                    features, sample, node_index = self.method.last_nodes
-                    self.dynamics(step, features, sample=sample,
-                                  labels=self.train_data.labels[node_index.cpu()])
+                    assert nodes is not None  # _optimizer_step checked
+                    self.dynamics(step, nodes.features, sample=nodes.sample,
+                                  labels=self.train_data.labels[nodes.index.cpu()])
                 progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}")
                 progress.update()
                 self.logs.step(step, self.epoch, value, lr, speed)
@@ -360,13 +423,14 @@ class Trainer:
         finally:
             progress.close()
 
-    def _optimizer_step(self, index: Tensor) -> float:
-        """One step on the images ``index`` (augmented ``num_views`` times); returns the loss."""
+    def _optimizer_step(self, index: Tensor) -> tuple[float, LossNodes | None]:
+        """One step on the images ``index`` (augmented ``num_views`` times); returns the loss and
+        the nodes it saw."""
         config = self.config
         images = self.images[index]
         views = [self.augment(images, self.augment_rng) for _ in range(config.num_views)]
         with self._autocast():
-            loss = self.train_step(views, index)
+            loss, nodes = self._method_output(self.train_step(views, index))
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
@@ -375,7 +439,26 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        return float(loss.detach())
+        return float(loss.detach()), nodes
+
+    def _method_output(self, output: Any) -> MethodOutput:
+        """The method's return value as a :class:`MethodOutput`, checked before any step."""
+        name = type(self.method).__name__
+        if isinstance(output, Tensor):
+            output = MethodOutput(output)
+        elif not isinstance(output, MethodOutput):
+            raise TypeError(f"{name}.forward must return a MethodOutput(loss, nodes) or a loss "
+                            f"tensor, got {type(output).__name__}")
+        if not isinstance(output.loss, Tensor) or output.loss.dim() != 0:
+            got = (f"shape {tuple(output.loss.shape)}" if isinstance(output.loss, Tensor)
+                   else type(output.loss).__name__)
+            raise ValueError(f"{name}.forward must return a scalar loss tensor, got {got}")
+        if self.dynamics is not None and output.nodes is None:
+            raise ValueError(
+                f"the learning-dynamics monitor (Trainer(dynamics=...)) needs the nodes the loss "
+                f"saw and {name}.forward returned none: return MethodOutput(loss, "
+                f"LossNodes(features, sample, index)), or train without the monitor")
+        return output
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.config.precision == "32":

@@ -3,7 +3,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mp_contrastive.vision.methods import SimCLRMethod, SimSiamMethod, gathered_sample_ids
+from mp_contrastive.vision.methods import (
+    LossNodes,
+    MethodOutput,
+    SimCLRMethod,
+    SimSiamMethod,
+    gathered_sample_ids,
+)
 
 
 def simsiam(multistage: str, stages: int = 1, warmup: int = 0) -> SimSiamMethod:
@@ -54,7 +60,7 @@ def test_simsiam_loss_is_negative_cosine():
     z1, z2 = method.projector(method.backbone(torch.cat(v))).chunk(2)
     p1, p2 = method.predictor(torch.cat([z1, z2])).chunk(2)
     expected = -0.5 * (F.cosine_similarity(p1, z2).mean() + F.cosine_similarity(p2, z1).mean())
-    torch.testing.assert_close(method(v, torch.arange(5)), expected)
+    torch.testing.assert_close(method(v, torch.arange(5)).loss, expected)
 
 
 def test_method_arguments_are_checked():
@@ -88,7 +94,7 @@ def test_momentum_keys_follow_the_model_and_are_not_trained():
     for step in range(3):
         before_key, before_model = key.clone(), model[0].weight.detach().clone()
         optimizer.zero_grad()
-        loss = method(views, torch.arange(8))
+        loss = method(views, torch.arange(8)).loss
         if step > 0:  # the first step has an empty bank: no gradient
             loss.backward()
             optimizer.step()
@@ -130,7 +136,7 @@ def test_paper_attention_is_plain_simclr_in_the_warmup_then_attends_on_backbone_
     assert not torch.allclose(attended, plain) and not torch.allclose(attended, on_projections)
     for epoch, expected in [(0, plain), (1, plain), (2, attended), (5, attended)]:
         method.set_epoch(epoch)
-        torch.testing.assert_close(method(v, index), expected)
+        torch.testing.assert_close(method(v, index).loss, expected)
 
 
 def test_attention_warmup_arguments_are_checked():
@@ -151,5 +157,32 @@ def test_official_attention_with_a_bank_warms_up_on_the_same_bank():
     assert method.warmup_loss.memory is method.loss.memory
     for epoch in range(2):
         method.set_epoch(epoch)
-        loss = method(views(epoch), torch.arange(5))
+        loss = method(views(epoch), torch.arange(5)).loss
         assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("bank", [0, 16])
+def test_simclr_returns_its_loss_and_the_projections_it_compared(bank):
+    torch.manual_seed(0)
+    method = SimCLRMethod(TwoOutputs().double(), temperature=0.5, memory_bank_size=bank)
+    v, index = views(0), torch.tensor([7, 3, 9, 0, 4])
+    output = method(v, index)
+    assert isinstance(output, MethodOutput) and isinstance(output.nodes, LossNodes)
+    z, _ = method.model(torch.cat(v))
+    torch.testing.assert_close(output.nodes.features, z.detach())
+    assert not output.nodes.features.requires_grad and output.loss.requires_grad
+    assert output.nodes.sample.tolist() == [0, 1, 2, 3, 4] * 2  # the two views of a sample
+    assert output.nodes.index.tolist() == [7, 3, 9, 0, 4] * 2
+    loss, nodes = output  # a tuple: unpacks
+    assert loss is output.loss and nodes is output.nodes
+
+
+def test_simsiam_returns_its_loss_and_the_projections_of_both_views():
+    method = simsiam("off")
+    v, index = views(0), torch.tensor([7, 3, 9, 0, 4])
+    loss, nodes = method(v, index)
+    torch.testing.assert_close(nodes.features, method.projector(method.backbone(torch.cat(v))))
+    assert nodes.sample.tolist() == [0, 1, 2, 3, 4] * 2
+    assert nodes.index.tolist() == [7, 3, 9, 0, 4] * 2
+    assert loss.dim() == 0 and loss.requires_grad
+    assert not hasattr(method, "last_nodes")

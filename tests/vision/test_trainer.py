@@ -11,7 +11,7 @@ from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.checkpoint import FORMAT, SettingsMismatch
 from mp_contrastive.vision.data import load_cifar, stratified_subset
-from mp_contrastive.vision.methods import SimCLRMethod, SimSiamMethod
+from mp_contrastive.vision.methods import MethodOutput, SimCLRMethod, SimSiamMethod
 from mp_contrastive.vision.trainer import Interrupted, TrainConfig, Trainer, load_checkpoint
 
 
@@ -25,7 +25,8 @@ def cifar_subset(data_root):
     return train, queries
 
 
-def make_trainer(data, out_dir, attention="off", epochs=3, width=8, **config_args):
+def make_trainer(data, out_dir, attention="off", epochs=3, width=8, wrap=None, knn=True,
+                 **config_args):
     torch.manual_seed(0)
     train, queries = data
     backbone = resnet_cifar("resnet10", width)
@@ -34,7 +35,8 @@ def make_trainer(data, out_dir, attention="off", epochs=3, width=8, **config_arg
     config = TrainConfig(**{**dict(epochs=epochs, batch_size=128, optimizer="lars", lr=1.0,
                                    warmup=0.1, seed=0, out_dir=str(out_dir), progress=False,
                                    tensorboard=False, knn_k=20), **config_args})
-    return Trainer(method, backbone, train, SimCLRAugment(), config, monitor=(train, queries))
+    return Trainer(method if wrap is None else wrap(method), backbone, train, SimCLRAugment(),
+                   config, monitor=(train, queries) if knn else None)
 
 
 def test_loss_decreases_and_resume_is_exact(cifar_subset, tmp_path):
@@ -227,3 +229,61 @@ def test_precision_is_checked_and_16_bit_needs_cuda(cifar_subset, tmp_path, prec
                          progress=False, tensorboard=False)
     with pytest.raises(ValueError, match=match):
         Trainer(method, backbone, train, SimCLRAugment(), config, device="cpu")
+
+
+class LossOnly(torch.nn.Module):
+    """The smallest custom method: it returns its loss alone (no nodes)."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def set_epoch(self, epoch):
+        self.method.set_epoch(epoch)
+
+    def forward(self, views, index):
+        return self.method(views, index).loss
+
+
+def test_a_method_may_return_its_loss_alone(cifar_subset, tmp_path):
+    """A plain loss tensor trains exactly as the MethodOutput it came from."""
+    reference = make_trainer(cifar_subset, tmp_path / "output", epochs=1, knn=False).fit()
+    alone = make_trainer(cifar_subset, tmp_path / "alone", epochs=1, knn=False, wrap=LossOnly)
+    assert alone.fit()["step_loss"] == reference["step_loss"]
+
+
+def test_the_dynamics_monitor_needs_the_nodes_and_names_the_method(cifar_subset, tmp_path):
+    trainer = make_trainer(cifar_subset, tmp_path, epochs=1, knn=False, wrap=LossOnly)
+    trainer.dynamics = DynamicsMonitor(every=4, temperature=0.5)
+    before = [p.detach().clone() for p in trainer.method.parameters()]
+    with pytest.raises(ValueError, match=r"LossOnly\.forward returned none.*LossNodes"):
+        trainer.fit()
+    assert trainer.step == 0 and trainer.dynamics.history == []
+    after = list(trainer.method.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))  # no step taken
+
+
+class Returns(torch.nn.Module):
+    """A method whose output is ``shape(loss)``."""
+
+    def __init__(self, method, shape):
+        super().__init__()
+        self.method, self.shape = method, shape
+
+    def forward(self, views, index):
+        return self.shape(self.method(views, index).loss)
+
+
+@pytest.mark.parametrize(("shape", "error", "match"), [
+    (lambda loss: (loss, None), TypeError, r"Returns\.forward must return a MethodOutput"),
+    (lambda loss: {"loss": loss}, TypeError, "got dict"),
+    (lambda loss: loss.detach().item(), TypeError, "got float"),
+    (lambda loss: MethodOutput(loss.expand(2)), ValueError, r"scalar loss tensor, got shape \(2,\)"),
+    (lambda loss: loss.expand(2), ValueError, r"Returns\.forward must return a scalar"),
+])
+def test_a_method_that_returns_something_else_is_named(cifar_subset, tmp_path, shape, error,
+                                                       match):
+    trainer = make_trainer(cifar_subset, tmp_path, epochs=1, width=4, knn=False,
+                           wrap=lambda method: Returns(method, shape))
+    with pytest.raises(error, match=match):
+        trainer.fit()
