@@ -28,10 +28,10 @@ from mp_contrastive._validation import check_positive_int, unit_rows
 from mp_contrastive.distributed import gather_no_grad
 from mp_contrastive.knn.bank_index import BankIndex
 from mp_contrastive.memory import NegativeBank
-from mp_contrastive.nn.functional.affinity import uniformity
-from mp_contrastive.nn.functional.attention import AttentionSpec
-from mp_contrastive.nn.functional.bank import BankContrast, bank_contrast
-from mp_contrastive.nn.functional.tiling import Tiling
+from mp_contrastive.nn.functional._affinity import uniformity
+from mp_contrastive.nn.functional._attention import AttentionSpec
+from mp_contrastive.nn.functional._bank import BankContrast, bank_contrast
+from mp_contrastive.nn.functional._tiling import Tiling
 
 __all__ = ["AFFINITIES", "MemoryBankContrast", "bank_size"]
 

@@ -20,7 +20,7 @@ of nodes, it is a sparse graph found by :math:`k`-nearest-neighbour search:
 
 Backends: ``"exact"`` is a tiled ``torch`` matmul + top-:math:`k` with a running merge, whose memory
 is bounded by the tile (``O((N + Q) d + Q k)``, never ``O(N Q)``; its size is the ``tiling=``
-argument, a :class:`~mp_contrastive.nn.functional.tiling.Tiling`) on any device; ``"faiss"`` uses a
+argument, a :class:`~mp_contrastive.nn.functional.Tiling`) on any device; ``"faiss"`` uses a
 faiss flat index (exact) or an IVF index (approximate, ``index="ivf"``) on the CPU, and faiss's GPU
 index (``StandardGpuResources``) when the features are on CUDA and the installed faiss has GPU
 support (otherwise CUDA features use the exact backend, which is fast there). ``"auto"`` picks

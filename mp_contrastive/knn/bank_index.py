@@ -37,7 +37,7 @@ from mp_contrastive._validation import check_choice, check_nonnegative_int, chec
 from mp_contrastive.knn.exact import exact_search
 from mp_contrastive.knn.faiss_backend import ranked_results
 from mp_contrastive.knn.sampling import cluster_cells, sample_tail
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
 
 __all__ = ["BankIndex", "BANK_BACKENDS"]
 

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-from mp_contrastive.nn.functional.tiling import Tiling
+from mp_contrastive.nn.functional._tiling import Tiling
 
 __all__ = ["TILE_COLUMNS", "contains", "sort_by_key_then_index", "tile_topk", "exact_search",
            "to_edges"]

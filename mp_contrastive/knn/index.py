@@ -27,7 +27,7 @@ from mp_contrastive.knn.sampling import (
     kmeans_assignment,
     sample_tail,
 )
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
 
 __all__ = ["SIMILARITY_METRICS", "BACKENDS", "INDEXES", "AffinityIndex", "choose_backend"]
 

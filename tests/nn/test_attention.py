@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch_geometric.nn import AGNNConv
 from torch_geometric.testing import assert_module
 
-import mp_contrastive.nn.functional.attention as attention_module
+import mp_contrastive.nn.functional._attention as attention_module
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.nn import AttentionAlignmentConv
 from mp_contrastive.nn.functional import attention_weights

@@ -14,7 +14,7 @@ from mp_contrastive.nn.functional import (
     AttentionSpec,
     Tiling,
 )
-from mp_contrastive.nn.functional.dense import dense_uniformity
+from mp_contrastive.nn.functional._dense import dense_uniformity
 from tests.reference import random_graph
 
 PLAIN = 1 << 62
