@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from mp_contrastive._validation import check_positive_int, unit_rows
 from mp_contrastive.distributed import gather_no_grad
-from mp_contrastive.knn.bank_index import BankIndex
+from mp_contrastive.knn import BankIndex
 from mp_contrastive.memory import NegativeBank
 from mp_contrastive.nn.functional._affinity import uniformity
 from mp_contrastive.nn.functional._attention import AttentionSpec

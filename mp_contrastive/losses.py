@@ -43,7 +43,7 @@ from mp_contrastive._validation import (
 )
 from mp_contrastive.bank_loss import MemoryBankContrast, bank_size
 from mp_contrastive.graph import augmentation_edges, sphere_projection, view_sample_index
-from mp_contrastive.knn.bank_index import BankIndex
+from mp_contrastive.knn import BankIndex
 from mp_contrastive.nn import ContrastiveConv, StepConv
 from mp_contrastive.nn.functional import DEFAULT_TILING, AttentionSpec, Tiling
 

@@ -3,7 +3,7 @@ import torch
 
 from benchmarks._measure import peak_memory
 from mp_contrastive.knn import SIMILARITY_METRICS, AffinityIndex, affinity_graph
-from mp_contrastive.knn.exact import TILE_COLUMNS, contains, sort_by_key_then_index
+from mp_contrastive.knn._exact import TILE_COLUMNS, contains, sort_by_key_then_index
 from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 from tests.knn.reference import brute_force
 

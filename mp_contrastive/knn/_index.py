@@ -18,9 +18,9 @@ from mp_contrastive._validation import (
     check_product_range,
     unit_rows,
 )
-from mp_contrastive.knn.exact import exact_search, to_edges
-from mp_contrastive.knn.faiss_backend import FAISS_GPU_MAX_K, FaissIndex, faiss_gpu_available
-from mp_contrastive.knn.sampling import (
+from mp_contrastive.knn._exact import exact_search, to_edges
+from mp_contrastive.knn._faiss_backend import FAISS_GPU_MAX_K, FaissIndex, faiss_gpu_available
+from mp_contrastive.knn._sampling import (
     PROPOSALS,
     Cells,
     cluster_cells,
