@@ -83,9 +83,6 @@ class AttentionAlignmentConv(StepConv):
                  score: str = "dot", detach_targets: bool = False, add_self_loops: bool = False,
                  detach_attention: bool = True, learn_beta: bool = False,
                  tiling: Tiling = DEFAULT_TILING, **kwargs: Any) -> None:
-        if "kernel" in kwargs:
-            raise TypeError("AttentionAlignmentConv's 'kernel' is now called 'score' ('dot' or "
-                            "'cosine'); 'kernel' names the uniformity's 'infonce'/'spectral'")
         super().__init__(alpha, detach_targets, **kwargs)
         self.initial_beta = check_nonnegative(beta, "beta")
         self.normalize = check_choice(normalize, "normalize", NORMALIZATIONS)

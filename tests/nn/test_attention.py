@@ -192,7 +192,3 @@ def test_repr_shows_the_non_default_settings():
         "AttentionAlignmentConv(alpha=0.5, beta=2.0, detach_attention=False, learn_beta=True, "
         "initial_beta=2.0)")
 
-
-def test_old_kernel_argument_names_its_new_name():
-    with pytest.raises(TypeError, match="'kernel' is now called 'score'"):
-        AttentionAlignmentConv(kernel="cosine")
