@@ -52,7 +52,6 @@ __all__ = [
     "SimCLRLoss",
     "AttentionSimCLRLoss",
     "descent_loss",
-    "plain_nt_xent",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -466,12 +465,13 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
                 f"score='{att.score}', reduction='{self.reduction}'{bank}")
 
 
-def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
-                  reduction: str = "mean") -> Tensor:
+def _plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
+                   reduction: str = "mean") -> Tensor:
     """A plain reference NT-Xent by autograd: normalise, one matmul, masked cross-entropy. For
-    ``V`` views, each anchor averages the log-probabilities of its ``V - 1`` positives. Used by the
-    tests and benchmarks as an independent implementation. ``reduction``: ``"mean"``, ``"sum"``
-    or ``"none"`` (one value per row)."""
+    ``V`` views, each anchor averages the log-probabilities of its ``V - 1`` positives. Not part
+    of the API: GRACE's ``"reference"`` variant (:mod:`mp_contrastive.gnn`) trains with it, and
+    the tests and benchmarks use it as an independent implementation (one copy, here).
+    ``reduction``: ``"mean"``, ``"sum"`` or ``"none"`` (one value per row)."""
     z = check_features(z, "z")
     sample = check_index_vector(sample, "sample", length=z.size(0), device=z.device, ref="z")
     temperature = check_positive(temperature, "temperature")

@@ -7,7 +7,8 @@ import torch
 
 from benchmarks._measure import peak_memory
 from mp_contrastive.graph import augmentation_graph, view_sample_index
-from mp_contrastive.losses import SimCLRLoss, plain_nt_xent
+from mp_contrastive.losses import SimCLRLoss
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 from mp_contrastive.nn import ContrastiveConv, UniformityConv
 from mp_contrastive.nn.functional import (
     DEFAULT_TILING,
