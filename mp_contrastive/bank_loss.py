@@ -33,13 +33,13 @@ from mp_contrastive.nn.functional._attention import AttentionSpec
 from mp_contrastive.nn.functional._bank import BankContrast, bank_contrast
 from mp_contrastive.nn.functional._tiling import Tiling
 
-__all__ = ["AFFINITIES", "MemoryBankContrast", "bank_size"]
+__all__ = ["AFFINITIES", "MemoryBankContrast"]
 
 #: The affinity graphs over a memory bank: every entry, or a kNN head with a sampled tail.
 AFFINITIES = ("dense", "knn")
 
 
-def bank_size(memory_bank_size: object) -> tuple[int, int | None]:
+def _bank_size(memory_bank_size: object) -> tuple[int, int | None]:
     """``(K, D)`` from lightly's forms: ``K`` (the dimension taken from the first batch) or
     ``(K, D)``; ``0`` means no bank."""
     if isinstance(memory_bank_size, (tuple, list)):

@@ -41,7 +41,7 @@ from mp_contrastive._validation import (
     check_positive,
     unit_rows,
 )
-from mp_contrastive.bank_loss import MemoryBankContrast, bank_size
+from mp_contrastive.bank_loss import MemoryBankContrast, _bank_size
 from mp_contrastive.graph import augmentation_edges, sphere_projection, view_sample_index
 from mp_contrastive.knn import BankIndex
 from mp_contrastive.nn import ContrastiveConv, StepConv
@@ -165,7 +165,7 @@ class _ViewContrastiveLoss(nn.Module):
         self.temperature = check_positive(temperature, "temperature")
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
         self._graph_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
-        size, dim = bank_size(memory_bank_size)
+        size, dim = _bank_size(memory_bank_size)
         self.memory: MemoryBankContrast | None = None
         if size > 0:
             if self.reduction == "none":
