@@ -28,7 +28,8 @@ from mp_contrastive.experiments.cli import (
     torch_device,
 )
 from mp_contrastive.graph import view_sample_index
-from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss, plain_nt_xent
+from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 
 TARGET_TIME, TARGET_MEMORY, TARGET_ATTENTION = 1.10, 1.20, 1.15
 

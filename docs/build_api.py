@@ -19,10 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "api"
+# `python docs/build_api.py` puts docs/ first on sys.path, not the checkout: without this an
+# installed copy of the package (another checkout's editable install) would be documented.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def public_modules(package: str = "mp_contrastive") -> list[str]:
-    """``package`` and every submodule below it whose dotted name has no ``_``-prefixed part."""
+    """``package`` and every submodule below it whose dotted name has no ``_``-prefixed part: the
+    public surface. Each page shows its module's ``__all__`` (pdoc's rule), nothing else."""
     root = importlib.import_module(package)
     names = [package]
     for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):

@@ -26,20 +26,20 @@ from torch import Tensor, nn
 
 from mp_contrastive._validation import check_positive_int, unit_rows
 from mp_contrastive.distributed import gather_no_grad
-from mp_contrastive.knn.bank_index import BankIndex
+from mp_contrastive.knn import BankIndex
 from mp_contrastive.memory import NegativeBank
-from mp_contrastive.nn.functional.affinity import uniformity
-from mp_contrastive.nn.functional.attention import AttentionSpec
-from mp_contrastive.nn.functional.bank import BankContrast, bank_contrast
-from mp_contrastive.nn.functional.tiling import Tiling
+from mp_contrastive.nn.functional._affinity import uniformity
+from mp_contrastive.nn.functional._attention import AttentionSpec
+from mp_contrastive.nn.functional._bank import BankContrast, bank_contrast
+from mp_contrastive.nn.functional._tiling import Tiling
 
-__all__ = ["AFFINITIES", "MemoryBankContrast", "bank_size"]
+__all__ = ["AFFINITIES", "MemoryBankContrast"]
 
 #: The affinity graphs over a memory bank: every entry, or a kNN head with a sampled tail.
 AFFINITIES = ("dense", "knn")
 
 
-def bank_size(memory_bank_size: object) -> tuple[int, int | None]:
+def _bank_size(memory_bank_size: object) -> tuple[int, int | None]:
     """``(K, D)`` from lightly's forms: ``K`` (the dimension taken from the first batch) or
     ``(K, D)``; ``0`` means no bank."""
     if isinstance(memory_bank_size, (tuple, list)):

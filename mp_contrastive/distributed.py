@@ -1,7 +1,7 @@
 """Gathering features across processes with gradients (torchrun / DDP).
 
 Contrastive losses need every other sample of the global batch as a negative. ``all_gather``
-alone does not pass gradients back; :class:`GatherLayer` does, so that each rank computes the
+alone does not pass gradients back; :func:`gather_with_grad` does, so that each rank computes the
 full-batch loss and, after DDP averages the parameter gradients, the update equals that of one
 process holding the whole batch.
 """
@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["GatherLayer", "gather_with_grad", "gather_no_grad", "rank_and_world", "setup_distributed"]
+__all__ = ["gather_with_grad", "gather_no_grad", "rank_and_world", "setup_distributed"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -24,7 +24,7 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-class GatherLayer(torch.autograd.Function):
+class _GatherLayer(torch.autograd.Function):
     """``all_gather`` whose backward sums the incoming gradients over ranks (every rank's loss
     depends on every rank's features) and returns this rank's slice."""
 
@@ -44,7 +44,7 @@ class GatherLayer(torch.autograd.Function):
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` over ranks (rank order), differentiably; ``x`` itself without DDP."""
     _, world = rank_and_world()
-    return x if world == 1 else torch.cat(GatherLayer.apply(x))
+    return x if world == 1 else torch.cat(_GatherLayer.apply(x))
 
 
 @torch.no_grad()

@@ -41,9 +41,9 @@ from mp_contrastive._validation import (
     check_positive,
     unit_rows,
 )
-from mp_contrastive.bank_loss import MemoryBankContrast, bank_size
+from mp_contrastive.bank_loss import MemoryBankContrast, _bank_size
 from mp_contrastive.graph import augmentation_edges, sphere_projection, view_sample_index
-from mp_contrastive.knn.bank_index import BankIndex
+from mp_contrastive.knn import BankIndex
 from mp_contrastive.nn import ContrastiveConv, StepConv
 from mp_contrastive.nn.functional import DEFAULT_TILING, AttentionSpec, Tiling
 
@@ -52,7 +52,6 @@ __all__ = [
     "SimCLRLoss",
     "AttentionSimCLRLoss",
     "descent_loss",
-    "plain_nt_xent",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -166,7 +165,7 @@ class _ViewContrastiveLoss(nn.Module):
         self.temperature = check_positive(temperature, "temperature")
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
         self._graph_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
-        size, dim = bank_size(memory_bank_size)
+        size, dim = _bank_size(memory_bank_size)
         self.memory: MemoryBankContrast | None = None
         if size > 0:
             if self.reduction == "none":
@@ -484,12 +483,13 @@ class AttentionSimCLRLoss(_ViewContrastiveLoss):
                 f"score='{att.score}', reduction='{self.reduction}'{bank}")
 
 
-def plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
-                  reduction: str = "mean") -> Tensor:
+def _plain_nt_xent(z: Tensor, sample: Tensor, temperature: float = 0.5,
+                   reduction: str = "mean") -> Tensor:
     """A plain reference NT-Xent by autograd: normalise, one matmul, masked cross-entropy. For
-    ``V`` views, each anchor averages the log-probabilities of its ``V - 1`` positives. Used by the
-    tests and benchmarks as an independent implementation. ``reduction``: ``"mean"``, ``"sum"``
-    or ``"none"`` (one value per row)."""
+    ``V`` views, each anchor averages the log-probabilities of its ``V - 1`` positives. Not part
+    of the API: GRACE's ``"reference"`` variant (:mod:`mp_contrastive.gnn`) trains with it, and
+    the tests and benchmarks use it as an independent implementation (one copy, here).
+    ``reduction``: ``"mean"``, ``"sum"`` or ``"none"`` (one value per row)."""
     z = check_features(z, "z")
     sample = check_index_vector(sample, "sample", length=z.size(0), device=z.device, ref="z")
     temperature = check_positive(temperature, "temperature")

@@ -59,7 +59,6 @@ from mp_contrastive._validation import (
 from mp_contrastive.graph import augmentation_edges, sphere_projection
 from mp_contrastive.loggers import (
     CSVLogger,
-    MemoryLogger,
     MetricLogger,
     TensorBoardLogger,
     tensorboard_available,
@@ -69,14 +68,9 @@ from mp_contrastive.loggers import (
 __all__ = [
     "METRICS",
     "DEFAULT_EVERY",
-    "MetricLogger",
-    "CSVLogger",
-    "TensorBoardLogger",
-    "MemoryLogger",
     "DynamicsMonitor",
     "measure_dynamics",
     "metric_columns",
-    "tensorboard_available",
 ]
 
 METRICS = ("alignment", "uniformity", "effective_rank", "equilibrium_gap", "class_distances",
@@ -253,7 +247,8 @@ class DynamicsMonitor:
         log_dir (str or Path, optional): write ``log_dir/dynamics.csv``, and TensorBoard events
             into ``log_dir/tensorboard`` when ``tensorboard`` is installed.
         loggers (MetricLogger or list, optional): further loggers (e.g. a
-            :class:`TensorBoardLogger` around the trainer's own ``SummaryWriter``).
+            :class:`~mp_contrastive.loggers.TensorBoardLogger` around the trainer's own
+            ``SummaryWriter``).
         metrics (str or list): ``"auto"`` (every metric of :data:`METRICS` whose inputs are given,
             except the opt-in ``"class_connectivity"``) or an explicit list; an explicit metric whose
             inputs are missing raises ``ValueError``.

@@ -249,7 +249,7 @@ def test_device_mismatch_is_a_clear_error(call, name):
 
 
 def test_bipartite_attention_weights_checks_its_inputs():
-    from mp_contrastive.nn.functional.attention import bipartite_attention_weights
+    from mp_contrastive.nn.functional import bipartite_attention_weights
     x_src, x_dst = torch.randn(4, 3), torch.randn(2, 3)
     edge_index = torch.tensor([[0, 1, 3], [0, 1, 1]])
     weights = bipartite_attention_weights(x_src, x_dst, edge_index)

@@ -11,8 +11,8 @@ from mp_contrastive.losses import (
     AttentionSimCLRLoss,
     MessagePassingLoss,
     SimCLRLoss,
-    plain_nt_xent,
 )
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv, ContrastiveConv, UniformityConv
 from tests.reference import complete_graph
 

@@ -9,16 +9,9 @@ import torch
 
 from mp_contrastive import dynamics
 from mp_contrastive.graph import augmentation_graph
+from mp_contrastive.loggers import CSVLogger, MemoryLogger, MetricLogger, TensorBoardLogger
 from mp_contrastive.losses import SimCLRLoss
-from mp_contrastive.monitor import (
-    CSVLogger,
-    DynamicsMonitor,
-    MemoryLogger,
-    MetricLogger,
-    TensorBoardLogger,
-    measure_dynamics,
-    metric_columns,
-)
+from mp_contrastive.monitor import DynamicsMonitor, measure_dynamics, metric_columns
 
 
 class FakeWriter:

@@ -41,7 +41,8 @@ from mp_contrastive.knn import (
     choose_backend,
     sampled_affinity_graph,
 )
-from mp_contrastive.losses import descent_loss, plain_nt_xent
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
+from mp_contrastive.losses import descent_loss
 from mp_contrastive.memory import (
     MultiStageMemory,
     NegativeBank,
@@ -378,7 +379,7 @@ def test_bad_input_names_the_argument(case: Case, data: st.DataObject) -> None:
 #: Public names that are not entry points taking input: modules, constants, the Data subclass
 #: (built by augmentation_graph) and a probe of the installed faiss.
 NOT_ENTRY_POINTS = {"graph", "nn", "losses", "__version__", "AGGREGATIONS", "AugmentationGraph",
-                    "SIMILARITY_METRICS", "BACKENDS", "INDEXES", "PROPOSALS",
+                    "SIMILARITY_METRICS", "BACKENDS", "BANK_BACKENDS", "INDEXES", "PROPOSALS",
                     "faiss_gpu_available"}
 
 

@@ -32,7 +32,8 @@ from mp_contrastive.knn import (
     choose_backend,
     sampled_affinity_graph,
 )
-from mp_contrastive.losses import descent_loss, plain_nt_xent
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
+from mp_contrastive.losses import descent_loss
 from mp_contrastive.memory import (
     AGGREGATIONS,
     MultiStageMemory,

@@ -23,8 +23,8 @@ from mp_contrastive.losses import (
     MessagePassingLoss,
     SimCLRLoss,
     descent_loss,
-    plain_nt_xent,
 )
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv, UniformityConv
 from mp_contrastive.nn.functional import Tiling
 from tests.reference import random_graph

@@ -39,7 +39,7 @@ from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignm
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.minibatch import train_grace_minibatch
 from mp_contrastive.gnn.training import linear_probe, seed_everything
-from mp_contrastive.losses import plain_nt_xent
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 
 __all__ = ["SPARSE_FEATURES_BELOW", "train_grace"]
 

@@ -39,7 +39,7 @@ from mp_contrastive.gnn.augment import check_node_features
 from mp_contrastive.memory import StageAggregation
 from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv
 from mp_contrastive.nn.functional import SCORES
-from mp_contrastive.nn.inputs import check_adjacency
+from mp_contrastive.nn.functional._inputs import check_adjacency
 
 __all__ = [
     "feature_dropout",

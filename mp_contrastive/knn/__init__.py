@@ -20,7 +20,7 @@ of nodes, it is a sparse graph found by :math:`k`-nearest-neighbour search:
 
 Backends: ``"exact"`` is a tiled ``torch`` matmul + top-:math:`k` with a running merge, whose memory
 is bounded by the tile (``O((N + Q) d + Q k)``, never ``O(N Q)``; its size is the ``tiling=``
-argument, a :class:`~mp_contrastive.nn.functional.tiling.Tiling`) on any device; ``"faiss"`` uses a
+argument, a :class:`~mp_contrastive.nn.functional.Tiling`) on any device; ``"faiss"`` uses a
 faiss flat index (exact) or an IVF index (approximate, ``index="ivf"``) on the CPU, and faiss's GPU
 index (``StandardGpuResources``) when the features are on CUDA and the installed faiss has GPU
 support (otherwise CUDA features use the exact backend, which is fast there). ``"auto"`` picks
@@ -36,18 +36,16 @@ the result is deterministic and the backends agree exactly up to floating-point 
 backend needs no faiss and runs on any torch device, and ``"cos"`` is a metric of its own.
 """
 
-from mp_contrastive.knn.bank_index import BankIndex
-from mp_contrastive.knn.exact import TILE_COLUMNS as TILE_COLUMNS
-from mp_contrastive.knn.faiss_backend import FAISS_GPU_MAX_K as FAISS_GPU_MAX_K
-from mp_contrastive.knn.faiss_backend import faiss_gpu_available
-from mp_contrastive.knn.graphs import affinity_graph, sampled_affinity_graph
-from mp_contrastive.knn.index import BACKENDS, INDEXES, SIMILARITY_METRICS, AffinityIndex, choose_backend
-from mp_contrastive.knn.sampling import DEFENSIVE as DEFENSIVE
-from mp_contrastive.knn.sampling import PROPOSALS
+from mp_contrastive.knn._bank_index import BANK_BACKENDS, BankIndex
+from mp_contrastive.knn._faiss_backend import faiss_gpu_available
+from mp_contrastive.knn._graphs import affinity_graph, sampled_affinity_graph
+from mp_contrastive.knn._index import BACKENDS, INDEXES, SIMILARITY_METRICS, AffinityIndex, choose_backend
+from mp_contrastive.knn._sampling import PROPOSALS
 
 __all__ = [
     "SIMILARITY_METRICS",
     "BACKENDS",
+    "BANK_BACKENDS",
     "INDEXES",
     "PROPOSALS",
     "AffinityIndex",

@@ -11,7 +11,7 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import is_sparse, is_torch_sparse_tensor, scatter
 
 from mp_contrastive._validation import check_features, require, value_checks_skipped
-from mp_contrastive.nn.inputs import _sparse_values, as_edge_index, check_adjacency, check_pair
+from mp_contrastive.nn.functional._inputs import _sparse_values, as_edge_index, check_adjacency, check_pair
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AlignmentConv"]

@@ -11,7 +11,7 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import scatter
 
 from mp_contrastive._validation import check_choice, check_nonnegative
-from mp_contrastive.nn.functional.attention import (
+from mp_contrastive.nn.functional._attention import (
     NORMALIZATIONS,
     SCORES,
     AttentionSpec,
@@ -19,8 +19,8 @@ from mp_contrastive.nn.functional.attention import (
     _bipartite_attention_weights,
     check_attention_inputs,
 )
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
-from mp_contrastive.nn.inputs import as_edge_index, check_adjacency, check_pair
+from mp_contrastive.nn.functional._inputs import as_edge_index, check_adjacency, check_pair
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AttentionAlignmentConv"]
@@ -83,9 +83,6 @@ class AttentionAlignmentConv(StepConv):
                  score: str = "dot", detach_targets: bool = False, add_self_loops: bool = False,
                  detach_attention: bool = True, learn_beta: bool = False,
                  tiling: Tiling = DEFAULT_TILING, **kwargs: Any) -> None:
-        if "kernel" in kwargs:
-            raise TypeError("AttentionAlignmentConv's 'kernel' is now called 'score' ('dot' or "
-                            "'cosine'); 'kernel' names the uniformity's 'infonce'/'spectral'")
         super().__init__(alpha, detach_targets, **kwargs)
         self.initial_beta = check_nonnegative(beta, "beta")
         self.normalize = check_choice(normalize, "normalize", NORMALIZATIONS)

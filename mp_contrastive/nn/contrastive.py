@@ -11,11 +11,9 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import scatter
 
-from mp_contrastive.nn.functional.affinity import uniformity
-from mp_contrastive.nn.functional.attention import AttentionSpec, check_attention_x
-from mp_contrastive.nn.functional.sparse import grad_tracked
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
-from mp_contrastive.nn.inputs import (
+from mp_contrastive.nn.functional._affinity import uniformity
+from mp_contrastive.nn.functional._attention import AttentionSpec, check_attention_x
+from mp_contrastive.nn.functional._inputs import (
     anchor_coefficients,
     as_edge_index,
     batch_pair,
@@ -26,6 +24,8 @@ from mp_contrastive.nn.inputs import (
     check_pair,
     split_pair,
 )
+from mp_contrastive.nn.functional._sparse import grad_tracked
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["ContrastiveConv"]

@@ -7,9 +7,8 @@ from typing import Any
 from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 
-from mp_contrastive.nn.functional.affinity import uniformity
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
-from mp_contrastive.nn.inputs import (
+from mp_contrastive.nn.functional._affinity import uniformity
+from mp_contrastive.nn.functional._inputs import (
     anchor_coefficients,
     as_edge_index,
     batch_pair,
@@ -20,6 +19,7 @@ from mp_contrastive.nn.inputs import (
     check_pair,
     split_pair,
 )
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["UniformityConv"]

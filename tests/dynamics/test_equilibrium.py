@@ -8,7 +8,7 @@ import torch
 
 from mp_contrastive.dynamics import equilibrium_gap
 from mp_contrastive.graph import augmentation_graph
-from mp_contrastive.losses import plain_nt_xent
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 from mp_contrastive.nn import ContrastiveConv
 from tests.dynamics.known_graphs import path
 

@@ -4,7 +4,7 @@ model selection by validation accuracy."""
 import pytest
 import torch
 
-import mp_contrastive.nn.functional.affinity as affinity_module
+import mp_contrastive.nn.functional._affinity as affinity_module
 from benchmarks._measure import peak_memory
 from mp_contrastive.experiments.presets import GRACE_PRESETS
 from mp_contrastive.gnn import planted_partition_graph, train_grace

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mp_contrastive.knn import BankIndex
-from mp_contrastive.knn.exact import exact_search
+from mp_contrastive.knn._exact import exact_search
 from mp_contrastive.memory import NegativeBank
 
 

@@ -3,8 +3,8 @@ import torch
 
 from benchmarks._measure import peak_memory
 from mp_contrastive.knn import SIMILARITY_METRICS, AffinityIndex, affinity_graph
-from mp_contrastive.knn.exact import TILE_COLUMNS, contains, sort_by_key_then_index
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.knn._exact import TILE_COLUMNS, contains, sort_by_key_then_index
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 from tests.knn.reference import brute_force
 
 METRICS = list(SIMILARITY_METRICS)  # the kNN metrics, parametrised

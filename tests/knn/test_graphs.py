@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import mp_contrastive.nn.functional.affinity as affinity_module
+import mp_contrastive.nn.functional._affinity as affinity_module
 from benchmarks._measure import peak_memory
 from mp_contrastive.knn import affinity_graph
 from mp_contrastive.nn import ContrastiveConv, UniformityConv

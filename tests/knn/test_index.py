@@ -5,7 +5,7 @@ import torch
 
 import mp_contrastive.knn as knn
 from mp_contrastive.knn import AffinityIndex, affinity_graph, choose_backend, sampled_affinity_graph
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 
 
 def test_choose_backend_rule():

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch_geometric.nn import AGNNConv
 from torch_geometric.testing import assert_module
 
-import mp_contrastive.nn.functional.attention as attention_module
+import mp_contrastive.nn.functional._attention as attention_module
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.nn import AttentionAlignmentConv
 from mp_contrastive.nn.functional import attention_weights
@@ -192,7 +192,3 @@ def test_repr_shows_the_non_default_settings():
         "AttentionAlignmentConv(alpha=0.5, beta=2.0, detach_attention=False, learn_beta=True, "
         "initial_beta=2.0)")
 
-
-def test_old_kernel_argument_names_its_new_name():
-    with pytest.raises(TypeError, match="'kernel' is now called 'score'"):
-        AttentionAlignmentConv(kernel="cosine")

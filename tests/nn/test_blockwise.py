@@ -7,14 +7,15 @@ import torch
 
 from benchmarks._measure import peak_memory
 from mp_contrastive.graph import augmentation_graph, view_sample_index
-from mp_contrastive.losses import SimCLRLoss, plain_nt_xent
+from mp_contrastive.losses import SimCLRLoss
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 from mp_contrastive.nn import ContrastiveConv, UniformityConv
 from mp_contrastive.nn.functional import (
     DEFAULT_TILING,
     AttentionSpec,
     Tiling,
 )
-from mp_contrastive.nn.functional.dense import dense_uniformity
+from mp_contrastive.nn.functional._dense import dense_uniformity
 from tests.reference import random_graph
 
 PLAIN = 1 << 62

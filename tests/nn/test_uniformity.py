@@ -59,7 +59,7 @@ def test_sparse_complete_graph_equals_dense(gen, kernel, detach):
 def test_sparse_step_backward_matches_second_order_autograd(gen, monkeypatch, detach, bipartite):
     # A trained layer differentiates the step itself: its backward (hand-written on the sparse
     # path) must equal autograd through the autograd-computed step of the reference energy.
-    from mp_contrastive.nn.functional.sparse import SparseSoftmaxStep
+    from mp_contrastive.nn.functional._sparse import SparseSoftmaxStep
 
     calls = []
     fast = SparseSoftmaxStep.apply

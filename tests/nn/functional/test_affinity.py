@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mp_contrastive.nn.functional import edge_sum, uniformity
+from mp_contrastive.nn.functional import uniformity
+from mp_contrastive.nn.functional._affinity import edge_sum
 from tests.reference import complete_graph
 
 

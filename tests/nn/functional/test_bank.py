@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mp_contrastive.nn.functional import Tiling
-from mp_contrastive.nn.functional.bank import bank_contrast
+from mp_contrastive.nn.functional._bank import bank_contrast
 
 
 def reference(anchor, positive, negatives, scale, c=None, v=None, weight=None, edges=None):

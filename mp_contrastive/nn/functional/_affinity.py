@@ -4,9 +4,9 @@ r"""The uniformity (repulsion) of an affinity graph: its gradient w.r.t. the anc
     U = \sum_i c_i \log \sum_{k \in K(i)} w_{ik} e^{h_i \cdot h_k} \quad\text{(infonce)},
     \qquad U = \sum_i c_i \sum_{k \in K(i)} w_{ik} (h_i \cdot h_k)^2 \quad\text{(spectral)},
 
-on the dense graph (:mod:`~mp_contrastive.nn.functional.dense`, tiled above a size by
-:mod:`~mp_contrastive.nn.functional.blockwise`) or on a sparse one (CSR kernels of
-:mod:`~mp_contrastive.nn.functional.sparse` where they apply, gathers and scatters otherwise).
+on the dense graph (:mod:`~mp_contrastive.nn.functional._dense`, tiled above a size by
+:mod:`~mp_contrastive.nn.functional._blockwise`) or on a sparse one (CSR kernels of
+:mod:`~mp_contrastive.nn.functional._sparse` where they apply, gathers and scatters otherwise).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Callable
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from mp_contrastive.nn.functional.dense import dense_uniformity
-from mp_contrastive.nn.functional.repulsion import Attraction, Repulsion
-from mp_contrastive.nn.functional.sparse import (
+from mp_contrastive.nn.functional._dense import dense_uniformity
+from mp_contrastive.nn.functional._repulsion import Attraction, Repulsion
+from mp_contrastive.nn.functional._sparse import (
     SparseSoftmaxStep,
     csr_aggregate,
     csr_aggregate_transposed,
@@ -27,7 +27,7 @@ from mp_contrastive.nn.functional.sparse import (
     scatter_logsumexp,
     sddmm,
 )
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 
 __all__ = ["uniformity", "sparse_uniformity", "edge_sum"]
 
@@ -54,9 +54,9 @@ def uniformity(h_src: Tensor, h_dst: Tensor, *, same_nodes: bool, both_sides: bo
     ``exclude`` (dense InfoNCE only; ``[2, P]`` pairs ``(src, dst)``) leaves pairs out of the dense
     graph; a sparse graph leaves them out by not having the edges. ``batch`` (dense only;
     ``(batch_src, batch_dst)``) keeps the dense graph within each graph of a PyG ``Batch``.
-    ``row_logsumexp`` (dense, with ``similarity``): see
-    :func:`~mp_contrastive.nn.functional.dense.dense_uniformity`. ``aggregate`` (sparse only): see
-    :func:`sparse_uniformity`.
+    ``row_logsumexp`` (dense, with ``similarity``): each row's log-sum-exp over ``similarity`` as
+    it will be masked here, computed by the caller (used when no autograd graph is kept).
+    ``aggregate`` (sparse only): see :func:`sparse_uniformity`.
     """
     if affinity_index is None:
         return dense_uniformity(h_src, h_dst, same_nodes, both_sides, anchor_weight, kernel,

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from mp_contrastive.nn.functional.blockwise import blockwise_uniformity
-from mp_contrastive.nn.functional.repulsion import Attraction, Repulsion
-from mp_contrastive.nn.functional.sparse import grad_tracked
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional._blockwise import blockwise_uniformity
+from mp_contrastive.nn.functional._repulsion import Attraction, Repulsion
+from mp_contrastive.nn.functional._sparse import grad_tracked
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 
 __all__ = ["dense_uniformity"]
 

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from mp_contrastive.nn.functional.repulsion import Attraction, Repulsion
-from mp_contrastive.nn.functional.tiling import Tiling
+from mp_contrastive.nn.functional._repulsion import Attraction, Repulsion
+from mp_contrastive.nn.functional._tiling import Tiling
 
 __all__ = ["blockwise_uniformity"]
 
@@ -265,7 +265,7 @@ def blockwise_uniformity(h_src: Tensor, h_dst: Tensor, same_nodes: bool, both_si
                          need_energy: bool, attraction: Attraction | None,
                          tiling: Tiling, exclude: Tensor | None = None,
                          batch: tuple[Tensor, Tensor] | None = None) -> Repulsion:
-    """The dense uniformity of :func:`~mp_contrastive.nn.functional.dense.dense_uniformity`, tile
+    """The dense uniformity of :func:`~mp_contrastive.nn.functional._dense.dense_uniformity`, tile
     by tile (same values and gradients; see the module docstring)."""
     pairs = None
     if exclude is not None:

@@ -10,7 +10,7 @@ with anchors :math:`a`, positives :math:`p`, bank entries :math:`n`, anchor weig
 the whole bank (dense: a bipartite affinity graph computed with matmuls, tile by tile above the
 tiling threshold, no per-edge index lists) or the edges of a sparse affinity graph with
 importance weights :math:`w` (e.g. a kNN head plus a sampled tail). The negatives' part is the
-uniformity of :func:`~mp_contrastive.nn.functional.affinity.uniformity` on the bipartite graph
+uniformity of :func:`~mp_contrastive.nn.functional.uniformity` on the bipartite graph
 bank -> anchors; the positive joins each denominator through the row log-sum-exp it returns.
 """
 
@@ -20,8 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from mp_contrastive.nn.functional.affinity import uniformity
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.nn.functional._affinity import uniformity
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 
 __all__ = ["BankContrast", "bank_contrast"]
 

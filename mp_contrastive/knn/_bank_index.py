@@ -15,9 +15,9 @@ bank. Nothing is rebuilt per step:
 * the centroids, each slot's cell and the update counter are buffers: ``state_dict`` round-trips
   them and the faiss index is rebuilt from them, so a resumed run searches the same lists.
 
-On a CUDA bank ``backend="auto"`` takes the head from the exact tiles of
-:func:`~mp_contrastive.knn.exact.exact_search` (a ``B x K`` matmul costs a GPU less than moving the
-keys to a CPU index, and faiss's GPU indexes cannot remove ids: faiss issues #584, #1818);
+On a CUDA bank ``backend="auto"`` takes the head from the exact search's tiles (a ``B x K``
+matmul costs a GPU less than moving the keys to a CPU index, and faiss's GPU indexes cannot remove
+ids: faiss issues #584, #1818);
 ``backend="faiss"`` keeps the CPU IVF index for any device and ``"exact"`` the tiles everywhere.
 Until the bank holds enough keys to train the cells (39 per cell, faiss's minimum) :meth:`graph`
 returns ``None``: the caller uses the dense bank, which is small then (a bank of fewer slots trains
@@ -34,10 +34,10 @@ import torch
 from torch import Tensor, nn
 
 from mp_contrastive._validation import check_choice, check_nonnegative_int, check_positive_int
-from mp_contrastive.knn.exact import exact_search
-from mp_contrastive.knn.faiss_backend import ranked_results
-from mp_contrastive.knn.sampling import cluster_cells, sample_tail
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
+from mp_contrastive.knn._exact import exact_search
+from mp_contrastive.knn._faiss_backend import ranked_results
+from mp_contrastive.knn._sampling import cluster_cells, sample_tail
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
 
 __all__ = ["BankIndex", "BANK_BACKENDS"]
 

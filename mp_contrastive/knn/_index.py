@@ -18,16 +18,16 @@ from mp_contrastive._validation import (
     check_product_range,
     unit_rows,
 )
-from mp_contrastive.knn.exact import exact_search, to_edges
-from mp_contrastive.knn.faiss_backend import FAISS_GPU_MAX_K, FaissIndex, faiss_gpu_available
-from mp_contrastive.knn.sampling import (
+from mp_contrastive.knn._exact import exact_search, to_edges
+from mp_contrastive.knn._faiss_backend import FAISS_GPU_MAX_K, FaissIndex, faiss_gpu_available
+from mp_contrastive.knn._sampling import (
     PROPOSALS,
     Cells,
     cluster_cells,
     kmeans_assignment,
     sample_tail,
 )
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling, check_tiling
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
 
 __all__ = ["SIMILARITY_METRICS", "BACKENDS", "INDEXES", "AffinityIndex", "choose_backend"]
 

@@ -27,9 +27,9 @@ from mp_contrastive._validation import (
     unit_rows,
     value_checks_skipped,
 )
-from mp_contrastive.nn.functional.sparse import scatter_logsumexp
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
-from mp_contrastive.nn.inputs import as_edge_index, check_adjacency, check_pair
+from mp_contrastive.nn.functional._inputs import as_edge_index, check_adjacency, check_pair
+from mp_contrastive.nn.functional._sparse import scatter_logsumexp
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 
 __all__ = ["NORMALIZATIONS", "SCORES", "AttentionSpec", "attention_weights",
            "bipartite_attention_weights", "check_attention_inputs",

@@ -9,9 +9,9 @@ import math
 import torch
 from torch import Tensor
 
-from mp_contrastive.nn.functional.tiling import Tiling
+from mp_contrastive.nn.functional._tiling import Tiling
 
-__all__ = ["TILE_COLUMNS", "contains", "sort_by_key_then_index", "tile_topk", "exact_search",
+__all__ = ["TILE_COLUMNS", "contains", "sort_by_key_then_index", "_tile_topk", "exact_search",
            "to_edges"]
 
 #: Candidates per tile of the exact backend (columns), unless ``k`` is larger.
@@ -36,7 +36,7 @@ def sort_by_key_then_index(key: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     return key.gather(1, by_key), index.gather(1, by_key)
 
 
-def tile_topk(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def _tile_topk(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-``k`` of each row, ties at the boundary resolved to the smaller column index."""
     key, index = s.topk(k, 1)
     bound = key[:, -1:]
@@ -89,7 +89,7 @@ def exact_search(x: Tensor, q: Tensor, k: int, metric: str, same: bool, exclude:
                 src, dst = ex_src[lo:hi], ex_dst[lo:hi]
                 inside = (src >= c0) & (src < c1)
                 s[dst[inside] - r0, src[inside] - c0] = -math.inf
-            key, index = tile_topk(s, min(k, c1 - c0))
+            key, index = _tile_topk(s, min(k, c1 - c0))
             best_key = torch.cat([best_key, key], 1)
             best_index = torch.cat([best_index, index + c0], 1)
             if best_key.size(1) > k:

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from mp_contrastive.knn.exact import contains
+from mp_contrastive.knn._exact import contains
 
 __all__ = ["PROPOSALS", "DEFENSIVE", "Cells", "kmeans_assignment", "cluster_cells", "sample_tail"]
 

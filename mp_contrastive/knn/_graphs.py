@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mp_contrastive.knn.index import AffinityIndex
-from mp_contrastive.nn.functional.tiling import DEFAULT_TILING, Tiling
+from mp_contrastive.knn._index import AffinityIndex
+from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 
 __all__ = ["affinity_graph", "sampled_affinity_graph"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mp_contrastive.knn.exact import contains, sort_by_key_then_index
+from mp_contrastive.knn._exact import contains, sort_by_key_then_index
 
 __all__ = ["FAISS_GPU_MAX_K", "faiss_gpu_available", "FaissIndex", "ranked_results"]
 

@@ -1,4 +1,6 @@
-"""The operators' input handling: feature pairs, graphs in any PyG layout, per-anchor weights."""
+"""The input handling of the operators and their kernels: feature pairs, graphs in any PyG layout,
+per-anchor weights. Below both layers (mp_contrastive.nn and its functional kernels), so that the
+kernels never import from the operators' package."""
 
 from __future__ import annotations
 
