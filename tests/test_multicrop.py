@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from mp_contrastive.graph import view_sample_index
-from mp_contrastive.losses import SimCLRLoss, plain_nt_xent
+from mp_contrastive.losses import SimCLRLoss
+from mp_contrastive.losses import _plain_nt_xent as plain_nt_xent
 from mp_contrastive.vision.methods import SimCLRMethod
 
 BATCH, DIM = 8, 16
