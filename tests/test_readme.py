@@ -80,8 +80,7 @@ def test_two_setup_commands_and_ci_reads_the_test_command():
 
 
 # -- the README is a user's page; the measurements live in docs/ -------------------------------
-def test_readme_is_short_and_its_results_live_in_docs():
-    assert len(README.splitlines()) < 200
+def test_readme_results_live_in_docs():
     assert "<!-- results-" not in README  # the suite writes into docs/, not here
     for page, marker in [("results.md", "results-quick"), ("performance.md", "results-perf")]:
         text = (DOCS / page).read_text()

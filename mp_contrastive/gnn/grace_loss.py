@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from mp_contrastive._validation import (
     check_choice,
     check_device,
+    check_edge_index,
+    check_edge_values,
     check_features,
     check_positive,
     check_positive_int,
@@ -41,7 +43,8 @@ from mp_contrastive.memory import MultiStageMemory
 from mp_contrastive.nn import AlignmentConv
 from mp_contrastive.nn.functional import NORMALIZATIONS
 
-__all__ = ["NEGATIVES", "AUTO_DENSE_MAX_VIEWS", "GraphContrastiveLoss", "MultiStageAlignment"]
+__all__ = ["NEGATIVES", "AUTO_DENSE_MAX_VIEWS", "AffinitySchedule", "GraphContrastiveLoss",
+           "MultiStageAlignment"]
 
 NEGATIVES = ("auto", "dense", "knn")
 #: ``negatives="auto"`` uses the dense affinity graph up to this many views (2 x nodes): Cora and
@@ -57,6 +60,14 @@ class GraphContrastiveLoss(nn.Module):
     anchors. ``attention_features`` (attention only) are per-view features the attention is
     computed on (a pair, e.g. the encoder outputs), default the projections.
 
+    The loss is a pure function of its inputs and configuration: it keeps no state between calls.
+    The path (:meth:`path_for`) follows from ``negatives`` and :math:`N`. On the kNN path,
+    ``affinity`` is the sparse affinity graph ``(edge_index, edge_weight)`` over the :math:`2N`
+    views (:meth:`affinity_graph`); without it the loss builds one with a generator seeded by
+    ``seed``, the same for the same inputs. A training loop that reuses edges across steps, or
+    wants fresh tail draws at each step, builds them itself (:class:`AffinitySchedule`) and passes
+    them in.
+
     Args:
         tau (float): temperature :math:`\tau`.
         attention (str, optional): attention alignment's normalisation, ``"positives"`` (official
@@ -66,40 +77,29 @@ class GraphContrastiveLoss(nn.Module):
             :data:`AUTO_DENSE_MAX_VIEWS` views, i.e. :math:`2N`; below it the dense graph, processed
             in tiles once it is large, costs less than the kNN search).
         knn_k (int): top-:math:`k` head per anchor. knn_samples (int): uniform tail draws per anchor.
-        knn_refresh (int): recompute the affinity *edges* every this many calls (their weights and
-            softmax always use the current features; a stale head keeps the estimate unbiased).
         knn_index (str): ``"ivf"`` (default: faiss IVF, an approximate head, several times faster
             on the CPU; the tail keeps the estimate unbiased) or ``"flat"`` (exact head).
-        seed (int): seed of the tail draws.
+        seed (int): seed of the tail draws when the loss builds the affinity graph itself.
     """
 
     def __init__(self, tau: float, attention: str | None = None, beta: float = 1.0,
                  negatives: str = "auto", knn_k: int = 64, knn_samples: int = 256,
-                 knn_refresh: int = 1, knn_index: str = "ivf", seed: int = 0) -> None:
+                 knn_index: str = "ivf", seed: int = 0) -> None:
         super().__init__()
         self.tau = check_positive(tau, "tau")
         self.negatives = check_choice(negatives, "negatives", NEGATIVES)
         if attention is not None:
             check_choice(attention, "attention", NORMALIZATIONS)
         self.attention = attention
-        for name, value in (("knn_k", knn_k), ("knn_samples", knn_samples),
-                            ("knn_refresh", knn_refresh)):
+        for name, value in (("knn_k", knn_k), ("knn_samples", knn_samples)):
             check_positive_int(value, name)
-        self.knn_k, self.knn_samples, self.knn_refresh = knn_k, knn_samples, knn_refresh
+        self.knn_k, self.knn_samples = knn_k, knn_samples
         self.knn_index = check_choice(knn_index, "knn_index", ("ivf", "flat"))
         score = "dot" if attention == "negatives" else "cosine"
         #: the NT-Xent of both paths: dense, or on the sparse affinity graph of the kNN path.
         self.loss = (SimCLRLoss(tau) if attention is None else
                      AttentionSimCLRLoss(tau, beta=beta, normalize=attention, score=score))
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
-        #: ``"dense"`` or ``"knn"``: the path the last call took.
-        self.last_path: str | None = None
-        #: number of affinity edges of the last kNN call (``None`` after a dense call).
-        self.last_affinity_edges: int | None = None
-        self._calls = 0
-        self._affinity: tuple[Tensor, Tensor] | None = None
-        self._affinity_views = 0  # the number of views the cached edges were built for
 
     def uses_knn(self, num_nodes: int) -> bool:
         """Whether ``num_nodes`` nodes per view take the kNN path."""
@@ -107,8 +107,13 @@ class GraphContrastiveLoss(nn.Module):
             return 2 * num_nodes > AUTO_DENSE_MAX_VIEWS
         return self.negatives == "knn"
 
+    def path_for(self, num_nodes: int) -> str:
+        """The path a call with ``num_nodes`` nodes per view takes: ``"dense"`` or ``"knn"``."""
+        return "knn" if self.uses_knn(num_nodes) else "dense"
+
     def forward(self, u: Tensor, v: Tensor,
-                attention_features: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                attention_features: tuple[Tensor, Tensor] | None = None,
+                affinity: tuple[Tensor, Tensor] | None = None) -> Tensor:
         # The boundary: u, v (and the attention features) are checked here, once; the NT-Xent
         # below and its operator run on them, and on the graphs built here, unchecked.
         u, v = _check_views(u, v)
@@ -117,40 +122,85 @@ class GraphContrastiveLoss(nn.Module):
             if self.attention is None:
                 raise ValueError("'attention_features' needs an attention variant")
             attention_x = AttentionSimCLRLoss._attention_features(attention_features)
+        knn = self.uses_knn(u.size(0))
+        if affinity is not None:
+            if not knn:
+                raise ValueError(f"'affinity' is for the kNN path; with negatives="
+                                 f"'{self.negatives}' and {u.size(0)} nodes the loss is dense")
+            affinity = _check_affinity(affinity, 2 * u.size(0), u.device)
         z, edge_index, edge_weight = self.loss._views(u, v)
         AttentionSimCLRLoss._attention_rows(attention_x, z)
-        if not self.uses_knn(u.size(0)):
-            self.last_path, self.last_affinity_edges = "dense", None
+        if not knn:
             return self.loss._loss(z, edge_index, edge_weight, attention_x)
-        affinity_index, affinity_weight = self._affinity_graph(u, v)
-        self.last_path, self.last_affinity_edges = "knn", affinity_index.size(1)
-        return self.loss._loss(z, edge_index, edge_weight, attention_x, affinity_index,
-                               affinity_weight)
+        if affinity is None:
+            affinity = self._affinity_graph(u, v, None)
+        return self.loss._loss(z, edge_index, edge_weight, attention_x, *affinity)
 
-    def _affinity_graph(self, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """The kNN path's affinity edges and weights, searched every ``knn_refresh`` calls."""
+    def affinity_graph(self, u: Tensor, v: Tensor, generator: torch.Generator | None = None
+                       ) -> tuple[Tensor, Tensor]:
+        """The kNN path's affinity graph for views ``u``, ``v``: ``(edge_index, edge_weight)`` over
+        the :math:`2N` views, each anchor's top-``knn_k`` head, ``knn_samples`` importance-weighted
+        tail draws (from ``generator``, on the views' device; default a fresh one seeded by
+        ``seed``) and its positive with weight one. No gradient flows through it: the loss
+        recomputes the weights' softmax from the current features."""
+        u, v = _check_views(u, v)
+        return self._affinity_graph(u, v, generator)
+
+    def _affinity_graph(self, u: Tensor, v: Tensor, generator: torch.Generator | None
+                        ) -> tuple[Tensor, Tensor]:
         n = u.size(0)
-        stale = self._affinity_views != 2 * n  # another graph: never reuse its edges
-        if stale or self._calls % self.knn_refresh == 0:
-            with torch.no_grad():
-                h = sphere_projection(torch.cat([u, v]), self.tau)
-                if self.generator.device != h.device:  # torch draws need a generator there
-                    self.generator = torch.Generator(h.device).manual_seed(self.seed)
-                graph = augmentation_graph(n, 2, device=h.device, dtype=h.dtype)
-                edges, weights = sampled_affinity_graph(
-                    h, min(self.knn_k, 2 * n - 2), self.knn_samples, proposal="uniform",
-                    exclude=graph.edge_index, index=self.knn_index, generator=self.generator)
-            # The positive is part of every anchor's partition function (GRACE's denominator).
-            self._affinity = (torch.cat([edges, graph.edge_index], 1),
-                              torch.cat([weights, torch.ones_like(graph.edge_weight)]))
-            self._affinity_views = 2 * n
-        self._calls += 1
-        assert self._affinity is not None
-        return self._affinity
+        if generator is None:
+            generator = torch.Generator(u.device).manual_seed(self.seed)
+        with torch.no_grad():
+            h = sphere_projection(torch.cat([u, v]), self.tau)
+            graph = augmentation_graph(n, 2, device=h.device, dtype=h.dtype)
+            edges, weights = sampled_affinity_graph(
+                h, min(self.knn_k, 2 * n - 2), self.knn_samples, proposal="uniform",
+                exclude=graph.edge_index, index=self.knn_index, generator=generator)
+        # The positive is part of every anchor's partition function (GRACE's denominator).
+        return (torch.cat([edges, graph.edge_index], 1),
+                torch.cat([weights, torch.ones_like(graph.edge_weight)]))
 
     def extra_repr(self) -> str:
         return (f"tau={self.tau}, attention={self.attention!r}, negatives='{self.negatives}', "
                 f"knn_k={self.knn_k}, knn_samples={self.knn_samples}")
+
+
+class AffinitySchedule:
+    """A training loop's kNN affinity edges: ``schedule(u, v)`` at each step returns the
+    ``affinity`` to pass to ``loss(u, v, affinity=...)``, ``None`` where the loss is dense.
+
+    The edges are searched at the first step and then every ``every`` steps (their weights and
+    softmax always use the current features; a stale head keeps the estimate unbiased), and at
+    any step whose number of nodes differs from that of the stored edges; the tail draws come
+    from one generator seeded by ``seed``, advanced by every search. The schedule is the loop's
+    state; the loss keeps none.
+
+    Args:
+        loss (GraphContrastiveLoss): the loss the edges are for (its path and kNN settings).
+        every (int): steps between searches. seed (int): seed of the tail draws.
+    """
+
+    def __init__(self, loss: GraphContrastiveLoss, every: int = 1, seed: int = 0) -> None:
+        self.loss = loss
+        self.every = check_positive_int(every, "knn_refresh")
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps = 0
+        self.affinity: tuple[Tensor, Tensor] | None = None
+        self._views = 0  # the number of views the stored edges were built for
+
+    def __call__(self, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor] | None:
+        if not self.loss.uses_knn(u.size(0)):
+            return None
+        stale = self._views != 2 * u.size(0)  # another graph: never reuse its edges
+        if stale or self.affinity is None or self.steps % self.every == 0:
+            if self.generator.device != u.device:  # torch draws need a generator there
+                self.generator = torch.Generator(u.device).manual_seed(self.seed)
+            self.affinity = self.loss.affinity_graph(u, v, self.generator)
+            self._views = 2 * u.size(0)
+        self.steps += 1
+        return self.affinity
 
 
 class MultiStageAlignment(nn.Module):
@@ -221,3 +271,16 @@ def _check_views(u: object, v: object) -> tuple[Tensor, Tensor]:
     if u.shape != v.shape:
         raise ValueError(f"'v' must have the shape of 'u' {tuple(u.shape)}, got {tuple(v.shape)}")
     return u, v
+
+
+def _check_affinity(affinity: object, num_views: int, device: torch.device
+                    ) -> tuple[Tensor, Tensor]:
+    """A kNN affinity graph over ``num_views`` views: ``(edge_index, edge_weight)``."""
+    if not isinstance(affinity, tuple | list) or len(affinity) != 2:
+        raise TypeError("'affinity' must be a pair (edge_index, edge_weight), got "
+                        f"{type(affinity).__name__}")
+    index = check_edge_index(affinity[0], num_views, num_views, "affinity[0]", device=device,
+                             ref="u")
+    weight = check_edge_values(affinity[1], index.size(1), "affinity[1]", nonnegative=True,
+                               device=device, ref="u")
+    return index, weight

@@ -35,7 +35,11 @@ from mp_contrastive._validation import (
 )
 from mp_contrastive.gnn.augment import SPARSE_FEATURES_BELOW, GraphAugment
 from mp_contrastive.gnn.grace_config import VARIANTS, GRACEConfig
-from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
+from mp_contrastive.gnn.grace_loss import (
+    AffinitySchedule,
+    GraphContrastiveLoss,
+    MultiStageAlignment,
+)
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.minibatch import train_grace_minibatch
 from mp_contrastive.gnn.training import linear_probe, seed_everything
@@ -93,8 +97,9 @@ def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,
     views = [GraphAugment(e, f) for e, f in zip(config.drop_edge, config.drop_feature, strict=True)]
     attention = config.attention_normalize if config.variant == "attention" else None
     loss_fn = GraphContrastiveLoss(config.tau, attention, config.beta, config.negatives,
-                                   config.knn_k, config.knn_samples, config.knn_refresh,
-                                   config.knn_index, seed=seed)
+                                   config.knn_k, config.knn_samples, config.knn_index, seed=seed)
+    # The loop owns the kNN edges: searched every knn_refresh epochs, passed to the loss.
+    affinity = AffinitySchedule(loss_fn, config.knn_refresh, seed=seed)
     multistage = (MultiStageAlignment(data.num_nodes, config.hidden, config.tau, config.num_stages,
                                       config.multistage_weight).to(x.device)
                   if config.variant == "multistage" else None)
@@ -115,7 +120,7 @@ def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,
         if reference:
             loss = plain_nt_xent(torch.cat([u, v]), sample, config.tau)
         else:
-            loss = loss_fn(u, v, features)
+            loss = loss_fn(u, v, features, affinity(u, v))
         if multistage is not None:
             loss = loss + multistage(u, v, epoch)
         loss.backward()
@@ -139,7 +144,8 @@ def train_grace(config: GRACEConfig, data: Data, seed: int = 0, *,
         if progress is not None:
             progress(epoch, losses[-1])
     result: dict[str, Any] = {"losses": losses, "seconds": time.perf_counter() - started - probing,
-                              "path": "dense" if reference else loss_fn.last_path, "model": model}
+                              "path": "dense" if reference else loss_fn.path_for(data.num_nodes),
+                              "model": model}
     model.eval()
     if best is not None:
         model.load_state_dict(best["state"])

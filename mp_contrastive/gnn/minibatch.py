@@ -55,7 +55,11 @@ from mp_contrastive._validation import check_choice, check_positive_int
 from mp_contrastive.distributed import rank_and_world
 from mp_contrastive.gnn.augment import SPARSE_FEATURES_BELOW, GraphAugment
 from mp_contrastive.gnn.grace_config import GRACEConfig
-from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
+from mp_contrastive.gnn.grace_loss import (
+    AffinitySchedule,
+    GraphContrastiveLoss,
+    MultiStageAlignment,
+)
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.training import linear_probe, seed_everything
 
@@ -200,8 +204,9 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
     views = [GraphAugment(e, f) for e, f in zip(config.drop_edge, config.drop_feature, strict=True)]
     attention = config.attention_normalize if config.variant == "attention" else None
     loss_fn = GraphContrastiveLoss(config.tau, attention, config.beta, config.negatives,
-                                   config.knn_k, config.knn_samples, 1, config.knn_index,
+                                   config.knn_k, config.knn_samples, config.knn_index,
                                    seed=seed + rank)
+    affinity = AffinitySchedule(loss_fn, 1, seed=seed + rank)  # each batch its own kNN edges
     multistage = (MultiStageAlignment(data.num_nodes, config.hidden, config.tau, config.num_stages,
                                       config.multistage_weight).to(device)
                   if config.variant == "multistage" else None)
@@ -214,6 +219,7 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
     steps = 0
+    path = None  # the negatives' path of the last batch
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         trained.train()
@@ -226,7 +232,7 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
             z1, z2 = _encode_views(trained, views, batch, seeds, sparse)
             u, v = model.projection(z1), model.projection(z2)
             features = (z1, z2) if attention == "positives" else None
-            loss = loss_fn(u, v, features)
+            loss = loss_fn(u, v, features, affinity(u, v))
             if multistage is not None:
                 loss = loss + multistage(u, v, epoch, index=ids)
             loss.backward()
@@ -234,11 +240,12 @@ def train_grace_minibatch(config: GRACEConfig, data: Data, seed: int = 0, *,
             total += float(loss.detach()) * seeds
             count += seeds
             steps += 1
+            path = loss_fn.path_for(seeds)
         losses.append(total / max(count, 1))
         if progress is not None:
             progress(epoch, losses[-1])
     result: dict[str, Any] = {"losses": losses, "seconds": time.perf_counter() - started,
-                              "steps": steps, "path": loss_fn.last_path, "model": model}
+                              "steps": steps, "path": path, "model": model}
     model.eval()
     whole = data.to(device)  # the same object when it is there already
     result["embeddings"] = embed_nodes(model, whole)

@@ -229,10 +229,12 @@ def test_stopped_within_an_epoch_and_resumed_equals_an_uninterrupted_run(data_ro
             process.communicate()
     if signum == signal.SIGTERM:
         assert process.returncode == 143 and "Traceback" not in stderr, stderr[-2000:]
+        # One line that names the signal, the checkpoint it wrote and the flag that resumes (what
+        # a user acts on); its sentence is free to change.
         last = stderr.strip().splitlines()
-        assert len(last) == 1 and re.match(r"interrupted: stopped by SIGTERM at step \d+/32 of "
-                                           r"epoch \d \(step \d+ of 96\); checkpoint written to "
-                                           r"'.*checkpoint.pt': continue with --resume$", last[0])
+        assert len(last) == 1 and "SIGTERM" in last[0] and "--resume" in last[0], last
+        written = re.findall(r"'([^']+\.pt)'", last[0])
+        assert len(written) == 1 and Path(written[0]).is_file(), last[0]
     else:
         assert process.returncode == -signal.SIGKILL
     assert not (out / "results.json").exists()  # stopped before the end

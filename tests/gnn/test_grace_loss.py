@@ -5,7 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
+from mp_contrastive.gnn.grace_loss import (
+    AUTO_DENSE_MAX_VIEWS,
+    AffinitySchedule,
+    GraphContrastiveLoss,
+    MultiStageAlignment,
+)
 
 
 def grace_reference(u, v, tau):
@@ -36,7 +41,7 @@ def test_dense_loss_is_grace(gen, tau):
     for ours, ref in zip(value_and_grads(loss, u, v), value_and_grads(
             lambda a, b: grace_reference(a, b, tau), u, v), strict=True):
         torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
-    assert loss.last_path == "dense"
+    assert loss.path_for(24) == "dense"
 
 
 @pytest.mark.parametrize("attention", [None, "positives", "negatives"])
@@ -53,7 +58,53 @@ def test_knn_path_with_every_node_is_the_dense_loss(gen, attention):
     for ours, ref in zip(value_and_grads(knn, u, v, *args), value_and_grads(dense, u, v, *args),
                          strict=True):
         torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-8)
-    assert knn.last_path == "knn" and knn.last_affinity_edges == 48 * 47
+    assert knn.path_for(24) == "knn" and knn.affinity_graph(u, v)[0].size(1) == 48 * 47
+
+
+def test_path_is_a_function_of_configuration_and_size():
+    assert GraphContrastiveLoss(0.5, negatives="knn").path_for(10) == "knn"
+    assert GraphContrastiveLoss(0.5, negatives="dense").path_for(10**6) == "dense"
+    auto = GraphContrastiveLoss(0.5)
+    assert auto.path_for(AUTO_DENSE_MAX_VIEWS // 2) == "dense"
+    assert auto.path_for(AUTO_DENSE_MAX_VIEWS // 2 + 1) == "knn"
+
+
+def test_knn_loss_is_a_pure_function_of_its_inputs(gen):
+    """No state between calls: the same inputs give the same value and gradients, whatever was
+    called before (another graph size, other views), and an explicit affinity graph is used as
+    given."""
+    u, v = views(gen, n=40)
+    loss = GraphContrastiveLoss(0.5, negatives="knn", knn_k=4, knn_samples=8, knn_index="flat")
+    first = value_and_grads(loss, u, v)
+    loss(*views(gen, n=30))
+    loss(*views(gen, n=40))
+    for a, b in zip(first, value_and_grads(loss, u, v), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    # An affinity graph of other draws: another estimate, the same each time it is passed.
+    other = loss.affinity_graph(u, v, torch.Generator().manual_seed(123))
+    with_other = value_and_grads(lambda a, b: loss(a, b, affinity=other), u, v)
+    assert not torch.equal(with_other[0], first[0])
+    for a, b in zip(with_other, value_and_grads(lambda a, b: loss(a, b, affinity=other), u, v),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_affinity_schedule_refreshes_every_k_steps(gen):
+    """The loop's schedule: one search, reused for `every` steps, then a new one (new tail
+    draws); a new number of nodes searches at once; the dense path gets no edges."""
+    u, v = views(gen, n=40)
+    loss = GraphContrastiveLoss(0.5, negatives="knn", knn_k=4, knn_samples=8, knn_index="flat")
+    schedule = AffinitySchedule(loss, every=3, seed=5)
+    graphs = [schedule(u, v) for _ in range(4)]
+    assert graphs[0] is graphs[1] is graphs[2] and graphs[3] is not graphs[2]
+    assert not torch.equal(graphs[3][1], graphs[0][1])  # the generator moved on
+    # The first search is the loss's own with the same seed.
+    for a, b in zip(graphs[0], loss.affinity_graph(u, v, torch.Generator().manual_seed(5)),
+                    strict=True):
+        assert torch.equal(a, b)
+    smaller = schedule(*views(gen, n=30))
+    assert smaller[0].max() < 60
+    assert AffinitySchedule(GraphContrastiveLoss(0.5, negatives="dense"))(u, v) is None
 
 
 def test_sampled_knn_loss_estimates_the_dense_loss(gen):
@@ -102,6 +153,18 @@ def test_bad_input(gen):
         GraphContrastiveLoss(0.5, attention="gat")
     with pytest.raises(ValueError, match="'knn_k'"):
         GraphContrastiveLoss(0.5, knn_k=0)
+    with pytest.raises(ValueError, match="'knn_refresh'"):
+        AffinitySchedule(GraphContrastiveLoss(0.5), every=0)
+    knn = GraphContrastiveLoss(0.5, negatives="knn", knn_k=4, knn_samples=4, knn_index="flat")
+    index, weight = knn.affinity_graph(u, v)
+    with pytest.raises(ValueError, match="'affinity'"):  # the dense path takes none
+        GraphContrastiveLoss(0.5, negatives="dense")(u, v, affinity=(index, weight))
+    with pytest.raises(ValueError, match="'affinity\\[0\\]'"):  # edges past the 2N views
+        knn(u, v, affinity=(index + 2 * u.size(0), weight))
+    with pytest.raises(ValueError, match="'affinity\\[1\\]'"):
+        knn(u, v, affinity=(index, weight[1:]))
+    with pytest.raises(TypeError, match="'affinity'"):
+        knn(u, v, affinity=index)
     with pytest.raises(ValueError, match="'v' must have the shape"):
         GraphContrastiveLoss(0.5)(u, v[:3])
     with pytest.raises(TypeError, match="'u'"):

@@ -142,13 +142,19 @@ def test_full_batch_config_is_refused(graph):
 
 
 def test_cora_in_two_batches_learns(cora):
-    """Real Cora in two 1,354-node induced subgraphs per epoch (RandomNodeLoader): after 40 epochs
-    the probe is far above the 1/7 chance; measured 79.6% at 50 epochs (docs/gnn.md)."""
-    config = GRACEConfig(hidden=256, proj_hidden=256, drop_edge=(0.3, 0.4), epochs=40,
-                         batch_size=1354, sampler="subgraph")
+    """Real Cora in two 1,354-node induced subgraphs per epoch (RandomNodeLoader) learns: the probe
+    of the trained encoder beats that of the same encoder untrained (one step at lr 1e-12, the
+    same seed: the same initial weights), not only chance. A random GCN already probes well on
+    Cora (measured 64-68% at width 128, 71-74% at 256, 2 seeds), so a fixed floor alone proves
+    little. Width 128, 20 epochs (40 steps): measured 75.2 and 77.5% (seeds 0, 1) against the
+    untrained 64.2 and 68.3%; the floors below leave about half that margin. The full protocol
+    (79.6% at 50 epochs, width 256) is in docs/gnn.md."""
+    config = GRACEConfig(drop_edge=(0.3, 0.4), epochs=20, batch_size=1354, sampler="subgraph")
     result = train_grace(config, cora, seed=0)
-    assert result["steps"] == 80
-    assert result["test_acc"] > 70.0
+    untrained = train_grace(config.replace(epochs=1, lr=1e-12), cora, seed=0)
+    assert result["steps"] == 40
+    assert result["test_acc"] > 72.0
+    assert result["test_acc"] > untrained["test_acc"] + 5.0
 
 
 WORLD = 2
