@@ -6,7 +6,7 @@ Variants (:attr:`GRACEConfig.variant <mp_contrastive.gnn.GRACEConfig>`):
 * ``"vanilla"``: GRACE's loss as the energy of :class:`~mp_contrastive.nn.ContrastiveConv`
   (:class:`~mp_contrastive.gnn.GraphContrastiveLoss`), with our GCN layers.
 * ``"reference"``: GRACE as its authors' code computes it, for comparison in the same run:
-  PyG's ``GCNConv`` encoder and the NT-Xent by autograd (:func:`~mp_contrastive.losses.plain_nt_xent`),
+  PyG's ``GCNConv`` encoder and the NT-Xent written out and differentiated by autograd,
   dense negatives; the same seed gives the same initial weights and views as ``"vanilla"``.
 * ``"attention"``: positive pairs reweighted by :class:`~mp_contrastive.nn.AttentionAlignmentConv`
   (the official code's ``normalize="positives"`` on the encoder outputs by default, or the paper's
