@@ -35,7 +35,7 @@ from benchmarks.suite import (
 )
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
-    argument_error,
+    check_data_root,
     comma_choices,
     existing_file,
     make_parser,
@@ -162,13 +162,7 @@ def build_parser() -> ArgumentParser:
                                  "default: no file")
     run_parser.add_check(docs_markers("--update-docs", lambda a: f"results-{a.suite}"))
 
-    def check_data_root(args: argparse.Namespace) -> None:
-        if args.data_root is not None and not Path(args.data_root).is_dir():
-            raise argument_error("--data-root", f"folder '{args.data_root}' does not exist; "
-                                                f"point --data-root (or $MP_CONTRASTIVE_DATA) "
-                                                f"at the data folder")
-
-    run_parser.add_check(check_data_root)
+    run_parser.add_check(lambda args: check_data_root(args.data_root, "the data folder"))
     perf_parser = commands.add_parser("perf", help="performance comparisons with ratios",
                                       description="Every performance comparison, collected in "
                                                   "<out>/perf.md.")

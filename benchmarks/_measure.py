@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -9,7 +10,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["peak_memory", "interleaved_times"]
+__all__ = ["peak_memory", "interleaved_times", "where", "seed_and_threads"]
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
@@ -52,3 +53,20 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int,
             sync()
             samples[name].append(time.perf_counter() - start)
     return {name: statistic(values) for name, values in samples.items()}
+
+
+def where(device: str | torch.device) -> str:
+    """The processor the numbers were measured on, for a table's title: the GPU's name on CUDA,
+    else the CPU and torch's thread count."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def seed_and_threads(seed: int, threads: int | None) -> torch.Generator:
+    """Sets torch's thread count (``None``: torch's choice) and its global seed; returns a
+    generator seeded alike, for the benchmark's inputs."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch_geometric.nn.pool import MIPSKNNIndex
 
-from benchmarks._measure import interleaved_times, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
 from mp_contrastive.knn import AffinityIndex
@@ -369,15 +368,12 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = seed_and_threads(args.seed, args.threads)
     centers = F.normalize(torch.randn(CLUSTERS, DIM, generator=gen), dim=1)
     sizes = [4096, 65536] if args.quick else [4096, 16384, 65536, 262144]
     temperatures = [0.1] if args.quick else [0.1, 0.5]
     print(f"# Affinity benchmark (seed {args.seed}{', quick' if args.quick else ''}): "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"{where('cpu')}, "
           f"torch {torch.__version__}; vMF mixture: {CLUSTERS} clusters, kappa={KAPPA}; load "
           f"average at start {os.getloadavg()[0]:.1f} (other processes share the cores: compare "
           f"ratios, measured interleaved, rather than absolute times)")

@@ -13,22 +13,19 @@ interleaved repeats, peak memory of one forward + backward, all in one run:
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch_geometric.data import Data
 from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 from torch_geometric.utils import scatter, softmax
 
-from benchmarks._measure import interleaved_times, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
-    argument_error,
+    check_data_root,
     make_parser,
     nonnegative_int,
     positive_int,
@@ -119,14 +116,8 @@ def build_parser() -> ArgumentParser:
                         help="folder holding Planetoid/Cora/raw (default: $MP_CONTRASTIVE_DATA)")
     parser.add_argument("--grace", action="store_true",
                         help="also time one GRACE step (PubMed preset) through the kNN path")
-
-    def check(args: argparse.Namespace) -> None:
-        if args.data_root is not None and not Path(args.data_root).is_dir():
-            raise argument_error("--data-root", f"folder '{args.data_root}' does not exist; "
-                                                f"point --data-root (or $MP_CONTRASTIVE_DATA) "
-                                                f"at a folder holding Planetoid/Cora/raw")
-
-    parser.add_check(check)
+    parser.add_check(lambda args: check_data_root(args.data_root,
+                                                  "a folder holding Planetoid/Cora/raw"))
     return parser
 
 
@@ -134,8 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# GNN layers, forward + backward, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    print(f"# GNN layers, forward + backward, {where('cpu')}, torch {torch.__version__}\n")
     graphs = {"Cora": load_planetoid("Cora", args.data_root),
               "PubMed-size (synthetic)": planted_partition_graph(seed=args.seed)}
     rows = [row for name, data in graphs.items() for row in layer_rows(name, data, args.repeats, args.seed)]

@@ -23,7 +23,6 @@ in the first columns), as a share of GCNConv's time.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 
 import torch
@@ -31,7 +30,7 @@ from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
-from benchmarks._measure import interleaved_times
+from benchmarks._measure import interleaved_times, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
@@ -79,12 +78,6 @@ def timed(call: Callable[[Tensor, Tensor], Tensor], x: Tensor, edge_index: Tenso
     def forward_backward() -> None:
         call(x, edge_index).sum().backward()
     return forward_backward if backward else forward
-
-
-def where(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def build_parser() -> ArgumentParser:

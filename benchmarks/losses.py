@@ -9,13 +9,12 @@ interleaved repeats, and peak memory of one forward + backward, all measured in 
 from __future__ import annotations
 
 import argparse
-import platform
 from collections.abc import Callable
 
 import torch
 from lightly.loss import NTXentLoss
 
-from benchmarks._measure import interleaved_times, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
@@ -54,13 +53,6 @@ def step(loss: Callable, z0: torch.Tensor, z1: torch.Tensor) -> Callable[[], Non
         a, b = z0.detach().requires_grad_(), z1.detach().requires_grad_()
         loss(a, b).backward()
     return run
-
-
-def where(device: str) -> str:
-    """The processor the numbers were measured on, for the table's title."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def build_parser() -> ArgumentParser:

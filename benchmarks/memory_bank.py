@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import platform
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks._measure import interleaved_times, peak_memory
+from benchmarks._measure import interleaved_times, peak_memory, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     features = features.to(device)
     dim = features.size(1)
     print(f"# Memory-bank NT-Xent, B={args.batch}, d={dim}, tau={args.temperature}, "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"{where('cpu')}, "
           f"torch {torch.__version__}, {device}; features: {source}\n")
     z0, z1 = features[:args.batch], features[args.batch:2 * args.batch]
     rows, step_rows, accuracy_rows, verdicts = [], [], [], []

@@ -24,7 +24,7 @@ from torch import nn
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import dropout_edge, mask_feature
 
-from benchmarks._measure import interleaved_times
+from benchmarks._measure import interleaved_times, seed_and_threads
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
@@ -47,6 +47,16 @@ class Setup:
         self.name, self.step, self.nodes, self.dim = name, step, nodes, dim
 
 
+def contrastive_step(loss_fn: SimCLRLoss, optimizer: torch.optim.Optimizer, z: torch.Tensor,
+                     sample: torch.Tensor, labels: torch.Tensor) -> dict:
+    """One optimiser step on the loss of the projections ``z``; returns the monitor's inputs."""
+    loss = loss_fn(z, sample)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return {"features": z, "sample": sample, "labels": labels}
+
+
 def image_setup(batch: int, gen: torch.Generator) -> Setup:
     backbone = resnet_cifar("resnet18")
     model = nn.Sequential(backbone, ProjectionHead(512, 512, 128))
@@ -59,11 +69,7 @@ def image_setup(batch: int, gen: torch.Generator) -> Setup:
     def step() -> dict:
         views = torch.cat([images.flip(3), images + 0.05 * torch.randn(images.shape, generator=gen)])
         z = model(views)
-        loss = loss_fn(z, sample)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return {"features": z, "sample": sample, "labels": labels.repeat(2)}
+        return contrastive_step(loss_fn, optimizer, z, sample, labels.repeat(2))
 
     return Setup(f"image: ResNet-18, {batch} images x 2 views", step, 2 * batch, 128)
 
@@ -97,11 +103,7 @@ def graph_setup(gen: torch.Generator) -> Setup:
             xi, _ = mask_feature(x, p=p_feat)
             views.append(model(xi, ei))
         z = torch.cat(views)
-        loss = loss_fn(z, sample)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return {"features": z, "sample": sample, "labels": labels.repeat(2)}
+        return contrastive_step(loss_fn, optimizer, z, sample, labels.repeat(2))
 
     return Setup(f"graph: GCN (GRACE), {num_nodes} nodes x 2 views", step, 2 * num_nodes, 128)
 
@@ -116,11 +118,7 @@ def mlp_setup(batch: int, gen: torch.Generator) -> Setup:
 
     def step() -> dict:
         z = model(inputs)
-        loss = loss_fn(z, sample)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return {"features": z, "sample": sample, "labels": labels}
+        return contrastive_step(loss_fn, optimizer, z, sample, labels)
 
     return Setup(f"mlp (worst case): {batch} inputs x 2 views", step, 2 * batch, 128)
 
@@ -163,10 +161,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = seed_and_threads(args.seed, args.threads)
     builders = {"image": lambda: image_setup(args.batch, gen), "graph": lambda: graph_setup(gen),
                 "mlp": lambda: mlp_setup(args.batch, gen)}
     print(f"# DynamicsMonitor overhead, every={args.every}, {platform.machine()} CPU, "

@@ -19,12 +19,8 @@ monitor per epoch, linear probe) go to <out>/results.json next to the checkpoint
 from __future__ import annotations
 
 import argparse
-import time
-
-import torch
 
 from mp_contrastive.bank_loss import AFFINITIES
-from mp_contrastive.distributed import setup_distributed
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
@@ -41,7 +37,7 @@ from mp_contrastive.experiments.vision import (
     check_warmup_epochs,
     load_splits,
     preset_help,
-    resolve_preset,
+    start_run,
     train_and_evaluate,
 )
 from mp_contrastive.vision import ProjectionHead, SimCLRModel
@@ -121,10 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     returns the results that also go to ``<out>/results.json``."""
     args = build_parser().parse_args(argv)
 
-    started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    device = setup_distributed(args.device)
-    settings = resolve_preset(args, PRESETS)
+    started, device, settings = start_run(args, PRESETS)
     if args.attention != "paper":  # the preset's warm-up is --attention paper's alone
         settings["attention_warmup"] = 0
     settings.update(attention=args.attention, beta=args.beta, seed=args.seed,

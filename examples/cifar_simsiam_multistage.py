@@ -12,11 +12,7 @@
 from __future__ import annotations
 
 import argparse
-import time
 
-import torch
-
-from mp_contrastive.distributed import setup_distributed
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
@@ -31,7 +27,7 @@ from mp_contrastive.experiments.vision import (
     check_warmup_epochs,
     load_splits,
     preset_help,
-    resolve_preset,
+    start_run,
     train_and_evaluate,
 )
 from mp_contrastive.vision.methods import MULTISTAGE_MODES, SimSiamMethod
@@ -118,10 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     returns the results that also go to ``<out>/results.json``."""
     args = build_parser().parse_args(argv)
 
-    started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    device = setup_distributed(args.device)
-    settings = resolve_preset(args, PRESETS)
+    started, device, settings = start_run(args, PRESETS)
     settings.update(multistage=args.multistage, stages=args.stages, aggr=args.aggr, seed=args.seed)
     splits = load_splits(settings, args.data_root, args.download, args.seed)
 

@@ -83,6 +83,15 @@ def random_graph(num_nodes: int, p: float, generator: torch.Generator, symmetric
     return torch.stack([src, dst]), w[dst, src]
 
 
+def random_permutation(num_nodes: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A random node order ``perm`` and its inverse (``inverse[perm] == arange``): node ``i`` of
+    ``x[perm]`` is node ``perm[i]`` of ``x``, and ``inverse[edge_index]`` renames the edges."""
+    perm = torch.randperm(num_nodes, generator=generator)
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(num_nodes)
+    return perm, inverse
+
+
 def complete_graph(num_nodes: int) -> Tensor:
     mask = ~torch.eye(num_nodes, dtype=torch.bool)
     dst, src = mask.nonzero().T

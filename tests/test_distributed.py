@@ -1,17 +1,14 @@
 """Two gloo processes compute the same loss and gradients as one process with the whole batch,
 and a multi-stage memory receives every rank's writes."""
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from mp_contrastive.distributed import gather_no_grad, gather_with_grad, rank_and_world
 from mp_contrastive.memory import MultiStageMemory
 from mp_contrastive.vision.methods import SimCLRMethod
+from tests.process_group import run_on_ranks
 
 BATCH, VIEWS, WORLD = 8, 2, 2
 
@@ -40,35 +37,26 @@ def loss_and_grads(method, views, index=None):
     return loss.detach(), [p.grad.clone() for p in method.parameters()]
 
 
-def worker(rank, init_file, attention, results):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        method = SimCLRMethod(TinyModel(), temperature=0.3, attention=attention)
-        ddp = nn.parallel.DistributedDataParallel(method)
-        local = BATCH // WORLD
-        views = [v[rank * local:(rank + 1) * local] for v in batch_views()]
-        loss, grads = loss_and_grads(ddp, views)
-        # Also: the gathers return every rank's rows in rank order.
-        gathered = gather_no_grad(torch.full((2,), float(rank)))
-        assert gathered.tolist() == [0.0, 0.0, 1.0, 1.0] and rank_and_world() == (rank, WORLD)
-        # And a multi-stage memory holds every rank's writes on every rank.
-        memory = MultiStageMemory(num_samples=6, dim=2, num_stages=1)
-        memory.write(torch.arange(3) + 3 * rank, torch.full((3, 2), float(rank + 1)), epoch=0)
-        results[rank] = (loss, grads, memory.read(torch.arange(6), epoch=1))
-    finally:
-        dist.destroy_process_group()
+def worker(rank, attention):
+    method = SimCLRMethod(TinyModel(), temperature=0.3, attention=attention)
+    ddp = nn.parallel.DistributedDataParallel(method)
+    local = BATCH // WORLD
+    views = [v[rank * local:(rank + 1) * local] for v in batch_views()]
+    loss, grads = loss_and_grads(ddp, views)
+    # Also: the gathers return every rank's rows in rank order.
+    gathered = gather_no_grad(torch.full((2,), float(rank)))
+    assert gathered.tolist() == [0.0, 0.0, 1.0, 1.0] and rank_and_world() == (rank, WORLD)
+    # And a multi-stage memory holds every rank's writes on every rank.
+    memory = MultiStageMemory(num_samples=6, dim=2, num_stages=1)
+    memory.write(torch.arange(3) + 3 * rank, torch.full((3, 2), float(rank + 1)), epoch=0)
+    return (loss, grads, memory.read(torch.arange(6), epoch=1))
 
 
 @pytest.mark.parametrize("attention", ["off", "paper", "official"])
 def test_ddp_equals_single_process(tmp_path, attention):
     expected_loss, expected_grads = loss_and_grads(
         SimCLRMethod(TinyModel(), temperature=0.3, attention=attention), batch_views())
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(worker, args=(str(tmp_path / "init"), attention, results), nprocs=WORLD)
-        results = dict(results)
+    results = run_on_ranks(worker, tmp_path, attention, world=WORLD)
     for rank in range(WORLD):
         loss, grads, (aggregate, count) = results[rank]
         torch.testing.assert_close(loss, expected_loss, atol=1e-6, rtol=0)
@@ -100,20 +88,14 @@ def bank_views():
             for _ in range(BANK_STEPS)]
 
 
-def bank_worker(rank, init_file, results):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        method = SimCLRMethod(TinyModel(), temperature=0.3, memory_bank_size=2 * BATCH)
-        ddp = nn.parallel.DistributedDataParallel(method)
-        local = BATCH // WORLD
-        rows = slice(rank * local, (rank + 1) * local)
-        steps = bank_steps(ddp, [[v[rows] for v in views] for views in bank_views()],
-                           torch.arange(BATCH)[rows] % (BATCH // 2))
-        results[rank] = (steps, method.loss.memory.bank.oldest_first())
-    finally:
-        dist.destroy_process_group()
+def bank_worker(rank):
+    method = SimCLRMethod(TinyModel(), temperature=0.3, memory_bank_size=2 * BATCH)
+    ddp = nn.parallel.DistributedDataParallel(method)
+    local = BATCH // WORLD
+    rows = slice(rank * local, (rank + 1) * local)
+    steps = bank_steps(ddp, [[v[rows] for v in views] for views in bank_views()],
+                       torch.arange(BATCH)[rows] % (BATCH // 2))
+    return (steps, method.loss.memory.bank.oldest_first())
 
 
 def test_ddp_with_a_memory_bank_equals_single_process(tmp_path):
@@ -121,10 +103,7 @@ def test_ddp_with_a_memory_bank_equals_single_process(tmp_path):
     DDP averages the gradients, every step equals one process holding the global batch."""
     single = SimCLRMethod(TinyModel(), temperature=0.3, memory_bank_size=2 * BATCH)
     expected = bank_steps(single, bank_views(), torch.arange(BATCH) % (BATCH // 2))
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(bank_worker, args=(str(tmp_path / "init"), results), nprocs=WORLD)
-        results = dict(results)
+    results = run_on_ranks(bank_worker, tmp_path, world=WORLD)
     for step, (want_loss, want_grads) in enumerate(expected):
         # The global batch's loss is the mean of the ranks' (equal-sized) local losses.
         losses = [results[rank][0][step][0] for rank in range(WORLD)]

@@ -6,16 +6,16 @@ import contextlib
 import importlib.util
 import io
 import math
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
+
+from tests.process_group import run_on_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -166,60 +166,49 @@ def test_memory_bank_recipe_equals_lightly(keys_have_grad):
 WORLD, LOCAL, DIM = 2, 6, 8
 
 
-def distributed_worker(rank: int, init_file: str, gather_code: str, bank_code: str,
-                       results: dict) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        gather_ns: dict = {}
-        exec(compile(gather_code, "docs/lightly.md (gather)", "exec"), gather_ns)
-        gen = torch.Generator().manual_seed(1)
-        z0_all, z1_all = (torch.randn(WORLD * LOCAL, DIM, generator=gen, dtype=torch.float64)
-                          for _ in range(2))
-        rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
-
-        def value_and_grads(loss_fn):
-            z0, z1 = z0_all[rows].clone().requires_grad_(), z1_all[rows].clone().requires_grad_()
-            loss = loss_fn(z0, z1)
-            return (loss.detach(), *torch.autograd.grad(loss, [z0, z1]))
-
-        ours = value_and_grads(lambda a, b: gather_ns["nt_xent_all_ranks"](a, b, 0.3))
-        theirs = value_and_grads(NTXentLoss(0.3, gather_distributed=True))
-        mean_theirs = theirs[0].clone()
-        dist.all_reduce(mean_theirs)
-        # The memory-bank recipe under DDP: every rank's keys go into every rank's bank.
-        bank_ns: dict = {"__name__": "recipe"}
-        code = bank_code.split("\n\n# lightly:", 1)[0]  # the imports, not the usage lines
-        exec(compile(code, "docs/lightly.md (memory bank)", "exec"), bank_ns)
-        loss_fn = bank_ns["SimCLRLoss"](0.3, memory_bank_size=4 * WORLD * LOCAL)
-        reference = NTXentLoss(0.3, memory_bank_size=(4 * WORLD * LOCAL, DIM),
-                               gather_distributed=True)
-        start = F.normalize(torch.randn(4 * WORLD * LOCAL, DIM, generator=gen), dim=1)
-        loss_fn.memory.bank.push(start)
-        reference.memory_bank.bank.copy_(start)
-        bank_results = []
-        for _ in range(3):
-            z0, z1 = (torch.randn(WORLD * LOCAL, DIM, generator=gen)[rows].clone().requires_grad_()
+def distributed_worker(rank: int, gather_code: str, bank_code: str) -> tuple:
+    gather_ns: dict = {}
+    exec(compile(gather_code, "docs/lightly.md (gather)", "exec"), gather_ns)
+    gen = torch.Generator().manual_seed(1)
+    z0_all, z1_all = (torch.randn(WORLD * LOCAL, DIM, generator=gen, dtype=torch.float64)
                       for _ in range(2))
-            a = loss_fn(z0, z1)
-            b = reference(z0, z1)
-            bank_results.append((a.detach(), b.detach(),
-                                 *torch.autograd.grad(a, [z0, z1]),
-                                 *torch.autograd.grad(b, [z0, z1])))
-        results[rank] = (ours, theirs, mean_theirs / WORLD, bank_results)
-    finally:
-        dist.destroy_process_group()
+    rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
+
+    def value_and_grads(loss_fn):
+        z0, z1 = z0_all[rows].clone().requires_grad_(), z1_all[rows].clone().requires_grad_()
+        loss = loss_fn(z0, z1)
+        return (loss.detach(), *torch.autograd.grad(loss, [z0, z1]))
+
+    ours = value_and_grads(lambda a, b: gather_ns["nt_xent_all_ranks"](a, b, 0.3))
+    theirs = value_and_grads(NTXentLoss(0.3, gather_distributed=True))
+    mean_theirs = theirs[0].clone()
+    dist.all_reduce(mean_theirs)
+    # The memory-bank recipe under DDP: every rank's keys go into every rank's bank.
+    bank_ns: dict = {"__name__": "recipe"}
+    code = bank_code.split("\n\n# lightly:", 1)[0]  # the imports, not the usage lines
+    exec(compile(code, "docs/lightly.md (memory bank)", "exec"), bank_ns)
+    loss_fn = bank_ns["SimCLRLoss"](0.3, memory_bank_size=4 * WORLD * LOCAL)
+    reference = NTXentLoss(0.3, memory_bank_size=(4 * WORLD * LOCAL, DIM),
+                           gather_distributed=True)
+    start = F.normalize(torch.randn(4 * WORLD * LOCAL, DIM, generator=gen), dim=1)
+    loss_fn.memory.bank.push(start)
+    reference.memory_bank.bank.copy_(start)
+    bank_results = []
+    for _ in range(3):
+        z0, z1 = (torch.randn(WORLD * LOCAL, DIM, generator=gen)[rows].clone().requires_grad_()
+                  for _ in range(2))
+        a = loss_fn(z0, z1)
+        b = reference(z0, z1)
+        bank_results.append((a.detach(), b.detach(),
+                             *torch.autograd.grad(a, [z0, z1]),
+                             *torch.autograd.grad(b, [z0, z1])))
+    return (ours, theirs, mean_theirs / WORLD, bank_results)
 
 
 def test_gather_distributed_recipe_equals_lightly_in_two_processes(tmp_path):
     gather_code = code_after(LIGHTLY_DOC, "<!-- recipe: gather-distributed -->")
     bank_code = code_after(LIGHTLY_DOC, "<!-- recipe: memory-bank -->")
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(distributed_worker, args=(str(tmp_path / "init"), gather_code, bank_code, results),
-                 nprocs=WORLD)
-        results = dict(results)
+    results = run_on_ranks(distributed_worker, tmp_path, gather_code, bank_code, world=WORLD)
     values = []
     for rank in range(WORLD):
         ours, theirs, mean_theirs, bank_results = results[rank]

@@ -34,6 +34,7 @@ __all__ = [
     "make_parser",
     "run_cli",
     "add_common_arguments",
+    "check_data_root",
     "argument_error",
     "library_error",
     "positive_int",
@@ -299,18 +300,24 @@ def add_common_arguments(parser: ArgumentParser, *, default_out: str | None, dat
     parser.add_argument("--out", type=output_dir, default=default_out, help=out_help)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    def check_data_root(args: argparse.Namespace) -> None:
+    def check_data(args: argparse.Namespace) -> None:
         if args.download and download_fills_root:
             return
         if args.data_root is not None:
-            if not Path(args.data_root).is_dir():
-                raise argument_error("--data-root", (
-                    f"folder '{args.data_root}' does not exist; point --data-root (or "
-                    f"${DATA_ENV}) at a folder holding {data_layout}"
-                    + (", or add --download" if download_fills_root else "")))
+            check_data_root(args.data_root, f"a folder holding {data_layout}",
+                            ", or add --download" if download_fills_root else "")
         elif os.environ.get(DATA_ENV) and not Path(os.environ[DATA_ENV]).is_dir():
             raise argument_error("--data-root", (
                 f"not given, and ${DATA_ENV}='{os.environ[DATA_ENV]}' is not a folder; point "
                 f"--data-root (or ${DATA_ENV}) at a folder holding {data_layout}"))
 
-    parser.add_check(check_data_root)
+    parser.add_check(check_data)
+
+
+def check_data_root(data_root: str | None, holding: str, suggestion: str = "") -> None:
+    """Refuses a ``--data-root`` given as a path that is not a folder (``None``, not given, is
+    left to the caller); ``holding`` names the folder to point it at, ``suggestion`` ends the
+    message."""
+    if data_root is not None and not Path(data_root).is_dir():
+        raise argument_error("--data-root", f"folder '{data_root}' does not exist; point "
+                                            f"--data-root (or ${DATA_ENV}) at {holding}{suggestion}")

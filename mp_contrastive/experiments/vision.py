@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from mp_contrastive._paths import DATA_ENV
-from mp_contrastive.distributed import rank_and_world
+from mp_contrastive.distributed import rank_and_world, setup_distributed
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     add_common_arguments,
@@ -46,7 +46,7 @@ from mp_contrastive.vision.evaluation import (
 from mp_contrastive.vision.models import ARCHITECTURES, CifarResNet, resnet_cifar
 from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 
-__all__ = ["DATA_LAYOUT", "add_image_arguments", "preset_help", "resolve_preset",
+__all__ = ["DATA_LAYOUT", "add_image_arguments", "preset_help", "resolve_preset", "start_run",
            "check_warmup_epochs", "build_backbone", "Splits", "load_splits", "train_and_evaluate",
            "sync_batch_norm"]
 
@@ -273,6 +273,17 @@ def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]])
                 f"the device is '{device}', so this run trains in float32")
         settings["precision"] = "32"
     return settings
+
+
+def start_run(args: argparse.Namespace,
+              presets: dict[str, dict[str, Any]]) -> tuple[float, torch.device, dict[str, Any]]:
+    """What an image example does first: starts its clock, seeds torch with ``--seed``, sets up
+    the device (and the process group under torchrun) and resolves the preset
+    (:func:`resolve_preset`); returns the start time, the device and the settings."""
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    device = setup_distributed(args.device)
+    return started, device, resolve_preset(args, presets)
 
 
 def build_backbone(settings: dict[str, Any]) -> CifarResNet:

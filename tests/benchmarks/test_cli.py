@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.__main__ import PERF
 from benchmarks.__main__ import main as suite_main
+from tests.command_line import assert_help_shows_every_default, refused
 
 MODULES = {name: importlib.import_module(f"benchmarks.{name}") for name in PERF}
 
@@ -49,13 +50,8 @@ SUITE = {
 }
 
 
-def refused(main, argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""  # nothing measured
-    return captured.err.strip().splitlines()[-1]
+def refused_last_line(main, argv, capsys) -> str:
+    return refused(main, argv, capsys).strip().splitlines()[-1]
 
 
 def fill(argv, tmp_path):
@@ -69,7 +65,7 @@ def fill(argv, tmp_path):
                          [(name, argv, flag) for name, cases in CASES.items() for argv, flag in cases],
                          ids=lambda value: " ".join(value) if isinstance(value, list) else value)
 def test_benchmark_module_refuses_out_of_range_value(name, argv, flag, tmp_path, capsys):
-    last = refused(MODULES[name].main, fill(argv, tmp_path), capsys)
+    last = refused_last_line(MODULES[name].main, fill(argv, tmp_path), capsys)
     assert re.search(rf"error: argument {flag}( |:|/)", last), last
 
 
@@ -81,7 +77,8 @@ def test_suite_refuses_out_of_range_value_and_writes_nothing(command, argv, flag
                                                              monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    last = refused(suite_main, [command, *fill(argv, tmp_path), "--out", str(out)], capsys)
+    last = refused_last_line(suite_main, [command, *fill(argv, tmp_path), "--out", str(out)],
+                             capsys)
     assert re.search(rf"error: argument {flag}( |:|/)", last), last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no out, no runs/
     assert (tmp_path / "README.md").read_text() == "# no markers here\n"
@@ -89,7 +86,7 @@ def test_suite_refuses_out_of_range_value_and_writes_nothing(command, argv, flag
 
 def test_suite_out_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "taken").write_text("")
-    last = refused(suite_main, ["run", "--out", str(tmp_path / "taken")], capsys)
+    last = refused_last_line(suite_main, ["run", "--out", str(tmp_path / "taken")], capsys)
     assert "argument --out" in last
 
 
@@ -108,17 +105,7 @@ def test_domains_parse_into_a_list(tmp_path):
 
 @pytest.mark.parametrize("name", list(PERF))
 def test_benchmark_help_shows_every_default(name, capsys):
-    parser = MODULES[name].build_parser()
-    for action in parser._actions:
-        if action.option_strings and action.nargs != 0:
-            assert action.default is not None or "default" in (action.help or ""), \
-                f"benchmarks.{name} {action.option_strings[0]} does not say what its default is"
-    with pytest.raises(SystemExit) as exit_info:
-        MODULES[name].main(["--help"])
-    assert exit_info.value.code == 0
-    shown = " ".join(capsys.readouterr().out.split())
-    assert "(default: 0)" in shown  # --seed
-    assert " ".join(MODULES[name].__doc__.strip().split("\n\n")[0].split()) in shown
+    assert_help_shows_every_default(MODULES[name], capsys)
 
 
 def test_suite_help_shows_every_default(capsys):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mp_contrastive._paths import DATA_ENV
+from tests.command_line import assert_help_shows_every_default, refused
 
 NAMES = ("cifar_simclr_gat", "cifar_simsiam_multistage", "multistage_collapse", "oversmoothing",
          "planetoid_gnn", "planetoid_grace", "synthetic_dynamics")
@@ -106,22 +107,13 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def refused(module, argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        module.main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""  # not even the preset announcement: nothing ran
-    return captured.err
-
-
 @pytest.mark.parametrize(("name", "argv", "flag"),
                          [(name, argv, flag) for name, cases in CASES.items() for argv, flag in cases],
                          ids=lambda value: " ".join(value) if isinstance(value, list) else value)
 def test_out_of_range_value_is_an_argparse_error(name, argv, flag, workdir, capsys):
     argv = [a.replace("{missing}", str(workdir / "missing")) for a in argv]
     out = workdir / "out"
-    error = refused(EXAMPLES[name], [*argv, "--out", str(out)], capsys)
+    error = refused(EXAMPLES[name].main, [*argv, "--out", str(out)], capsys)
     last = error.strip().splitlines()[-1]
     assert re.search(rf"error: argument {flag}( |:|/)", last), last
     assert not out.exists() and not any((workdir / "cwd").iterdir())
@@ -134,20 +126,20 @@ def test_data_variable_that_is_no_folder_names_flag_and_variable(name, workdir, 
     if name == "synthetic_dynamics":  # reads no data
         return
     monkeypatch.setenv(DATA_ENV, str(workdir / "nowhere"))
-    error = refused(EXAMPLES[name], ["--out", str(workdir / "out")], capsys)
+    error = refused(EXAMPLES[name].main, ["--out", str(workdir / "out")], capsys)
     assert "--data-root" in error and f"${DATA_ENV}" in error
     assert not (workdir / "out").exists()
 
 
 @pytest.mark.parametrize("name", ["cifar_simclr_gat", "cifar_simsiam_multistage"])
 def test_bf16_without_cuda_is_refused(name, workdir, capsys):
-    error = refused(EXAMPLES[name], ["--bf16", "--out", str(workdir / "out")], capsys)
+    error = refused(EXAMPLES[name].main, ["--bf16", "--out", str(workdir / "out")], capsys)
     assert "argument --bf16" in error and "CUDA" in error
 
 
 @pytest.mark.parametrize("name", ["cifar_simclr_gat", "cifar_simsiam_multistage"])
 def test_bf16_and_another_precision_name_both_flags(name, workdir, capsys):
-    error = refused(EXAMPLES[name], ["--bf16", "--precision", "fp16", "--out",
+    error = refused(EXAMPLES[name].main, ["--bf16", "--precision", "fp16", "--out",
                                      str(workdir / "out")], capsys)
     last = error.strip().splitlines()[-1]
     assert "argument --bf16" in last and "--precision" in last
@@ -169,18 +161,7 @@ def test_missing_data_under_an_existing_folder_names_flag_variable_and_download(
 
 @pytest.mark.parametrize("name", NAMES)
 def test_help_shows_every_default_and_the_whole_description(name, capsys):
-    parser = EXAMPLES[name].build_parser()
-    for action in parser._actions:
-        if action.option_strings and action.nargs != 0:  # flags are off unless given
-            assert action.default is not None or "default" in (action.help or ""), \
-                f"{name} {action.option_strings[0]} does not say what its default is"
-    with pytest.raises(SystemExit) as exit_info:
-        EXAMPLES[name].main(["--help"])
-    assert exit_info.value.code == 0
-    shown = " ".join(capsys.readouterr().out.split())
-    first_paragraph = " ".join(EXAMPLES[name].__doc__.strip().split("\n\n")[0].split())
-    assert first_paragraph in shown  # never cut mid-sentence
-    assert "(default: 0)" in shown  # --seed's default is shown by the formatter
+    assert_help_shows_every_default(EXAMPLES[name], capsys)
 
 
 @pytest.mark.parametrize("name", ["cifar_simclr_gat", "cifar_simsiam_multistage"])
@@ -229,7 +210,7 @@ def test_a_folder_in_the_way_of_an_output_file_is_found_before_training(name, bl
                                                                           capsys):
     out = workdir / "out"
     (out / blocked).mkdir(parents=True)
-    last = refused(EXAMPLES[name], ["--out", str(out)], capsys).strip().splitlines()[-1]
+    last = refused(EXAMPLES[name].main, ["--out", str(out)], capsys).strip().splitlines()[-1]
     assert re.search(r"error: argument --out: .*" + re.escape(blocked) + "' is a folder", last)
     assert sorted(p.name for p in out.iterdir()) == [blocked]
 
@@ -246,7 +227,7 @@ def test_a_folder_in_the_way_of_an_output_file_is_found_before_training(name, bl
      ["--attention-warmup", "--epochs"]),
 ])
 def test_incompatible_attention_flags_name_both(argv, flags, workdir, capsys):
-    error = refused(EXAMPLES["cifar_simclr_gat"], [*argv, "--out", str(workdir / "out")], capsys)
+    error = refused(EXAMPLES["cifar_simclr_gat"].main, [*argv, "--out", str(workdir / "out")], capsys)
     last = error.strip().splitlines()[-1]
     assert re.search(rf"error: argument {flags[0]}:", last), last
     assert all(flag in last for flag in flags), last
@@ -260,7 +241,7 @@ def test_incompatible_attention_flags_name_both(argv, flags, workdir, capsys):
      ["--multistage-warmup", "--epochs"]),
 ])
 def test_incompatible_multistage_flags_name_both(argv, flags, workdir, capsys):
-    error = refused(EXAMPLES["cifar_simsiam_multistage"], [*argv, "--out", str(workdir / "out")],
+    error = refused(EXAMPLES["cifar_simsiam_multistage"].main, [*argv, "--out", str(workdir / "out")],
                     capsys)
     last = error.strip().splitlines()[-1]
     assert re.search(rf"error: argument {flags[0]}:", last), last

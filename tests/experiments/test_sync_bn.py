@@ -5,16 +5,15 @@ mode raises on the CPU once a process group exists), so on these CPU-only tests 
 the flag's plumbing are checked, not a synchronised forward pass; the command line refuses
 ``--sync-bn`` under torchrun on the CPU."""
 
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from mp_contrastive.experiments.vision import sync_batch_norm
 from mp_contrastive.vision.methods import SimCLRMethod
+from tests.command_line import refused
+from tests.process_group import run_on_ranks
 
 WORLD = 2
 
@@ -35,36 +34,27 @@ def batch_norms(module: nn.Module) -> list[type]:
     return [type(m) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def worker(rank, init_file, results):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
+def worker(rank):
+    model = TinyModel()
+    backbone = model.backbone  # the encoder the trainer evaluates, held separately
+    plain_eval = model.eval()(torch.ones(3, 6, dtype=torch.float64))[0]
+    method = SimCLRMethod(model.train(), temperature=0.3)
+    converted = sync_batch_norm(method, True)
+    kinds = (batch_norms(converted), batch_norms(backbone))
+    # Eval mode uses the running statistics: the same output as before the conversion.
+    converted.eval()
+    same_eval = torch.equal(model(torch.ones(3, 6, dtype=torch.float64))[0], plain_eval)
+    converted.train()
     try:
-        model = TinyModel()
-        backbone = model.backbone  # the encoder the trainer evaluates, held separately
-        plain_eval = model.eval()(torch.ones(3, 6, dtype=torch.float64))[0]
-        method = SimCLRMethod(model.train(), temperature=0.3)
-        converted = sync_batch_norm(method, True)
-        kinds = (batch_norms(converted), batch_norms(backbone))
-        # Eval mode uses the running statistics: the same output as before the conversion.
-        converted.eval()
-        same_eval = torch.equal(model(torch.ones(3, 6, dtype=torch.float64))[0], plain_eval)
-        converted.train()
-        try:
-            model(torch.ones(3, 6, dtype=torch.float64))
-            cpu_forward = "ran"
-        except ValueError as error:  # torch: "SyncBatchNorm expected input tensor to be on GPU"
-            cpu_forward = str(error)
-        results[rank] = (kinds, same_eval, cpu_forward, converted is method)
-    finally:
-        dist.destroy_process_group()
+        model(torch.ones(3, 6, dtype=torch.float64))
+        cpu_forward = "ran"
+    except ValueError as error:  # torch: "SyncBatchNorm expected input tensor to be on GPU"
+        cpu_forward = str(error)
+    return (kinds, same_eval, cpu_forward, converted is method)
 
 
 def test_sync_bn_converts_every_batch_norm_under_ddp(tmp_path):
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(worker, args=(str(tmp_path / "init"), results), nprocs=WORLD)
-        results = dict(results)
+    results = run_on_ranks(worker, tmp_path, world=WORLD)
     for rank in range(WORLD):
         (in_method, in_backbone), same_eval, cpu_forward, same_object = results[rank]
         assert in_method == [nn.SyncBatchNorm] * 2 and in_backbone == [nn.SyncBatchNorm]
@@ -93,10 +83,8 @@ def test_sync_bn_under_torchrun_on_the_cpu_is_an_argparse_error(name, tmp_path, 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MP_CONTRASTIVE_DATA", str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit) as exit_info:
-        module.main(["--sync-bn", "--out", str(tmp_path / "out")])
-    assert exit_info.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
+    last = refused(module.main, ["--sync-bn", "--out", str(tmp_path / "out")],
+                   capsys).strip().splitlines()[-1]
     assert "argument --sync-bn:" in last and "CUDA" in last and "'cpu'" in last
     assert not (tmp_path / "out").exists()
     # One process: the flag parses (and is a no-op, said when the run starts).

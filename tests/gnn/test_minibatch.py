@@ -1,12 +1,9 @@
 """Mini-batch GRACE: the node order and loaders, the views' single forward pass, whole-graph
 embeddings, the variants, clear errors, an accuracy floor on real Cora, and DDP equality."""
 
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch_geometric.utils import to_undirected
 
 from mp_contrastive.gnn import (
@@ -28,6 +25,7 @@ from mp_contrastive.gnn.minibatch import (
     node_batches,
     resolve_sampler,
 )
+from tests.process_group import run_on_ranks
 
 SMALL = dict(num_nodes=600, num_features=16, num_classes=3, num_edges=2400, train_per_class=20,
              num_val=100, num_test=200)
@@ -173,25 +171,16 @@ def ddp_graph():
     return data
 
 
-def ddp_worker(rank, init_file, results):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        torch.set_default_dtype(torch.float64)
-        torch.set_num_threads(1)
-        result = train_grace_minibatch(ddp_config(), ddp_graph(), seed=4, evaluate=False)
-        results[rank] = ({k: v.detach().clone() for k, v in result["model"].state_dict().items()},
-                         result["steps"])
-    finally:
-        dist.destroy_process_group()
+def ddp_worker(rank):
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    result = train_grace_minibatch(ddp_config(), ddp_graph(), seed=4, evaluate=False)
+    return ({k: v.detach().clone() for k, v in result["model"].state_dict().items()},
+                     result["steps"])
 
 
 def test_two_ranks_equal_one_process_averaging_both_batches(tmp_path):
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(ddp_worker, args=(str(tmp_path / "init"), results), nprocs=WORLD)
-        results = dict(results)
+    results = run_on_ranks(ddp_worker, tmp_path, world=WORLD)
     (state0, steps0), (state1, steps1) = results[0], results[1]
     assert steps0 == steps1 == 2 * 2  # 100 nodes per rank and epoch, batches of 50
 

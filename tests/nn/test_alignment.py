@@ -9,6 +9,7 @@ from tests.reference import (
     alignment_energy,
     dense,
     random_graph,
+    random_permutation,
     step_from_autograd,
     sym_normalize,
 )
@@ -72,9 +73,7 @@ def test_sparse_layouts_and_edge_permutation(gen, detach):
 def test_node_permutation_equivariance(gen):
     x = torch.randn(9, 3, generator=gen, dtype=torch.float64)
     edge_index, weight = random_graph(9, 0.4, gen)
-    perm = torch.randperm(9, generator=gen)
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(9)
+    perm, inverse = random_permutation(9, gen)
     conv = AlignmentConv()
     torch.testing.assert_close(conv(x[perm], inverse[edge_index], weight),
                                conv(x, edge_index, weight)[perm])

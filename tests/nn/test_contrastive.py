@@ -10,6 +10,7 @@ from tests.reference import (
     contrastive_energy,
     dense,
     random_graph,
+    random_permutation,
     step_from_autograd,
     sym_normalize,
     uniformity_energy,
@@ -122,9 +123,7 @@ def test_sparse_layouts_and_edge_permutation(gen):
 
 def test_node_permutation_equivariance(gen):
     graph, h, _ = setup(gen)
-    perm = torch.randperm(10, generator=gen)
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(10)
+    perm, inverse = random_permutation(10, gen)
     for conv in [ContrastiveConv(), ContrastiveConv(attention=AttentionSpec())]:
         torch.testing.assert_close(conv(h[perm], inverse[graph.edge_index]),
                                    conv(h, graph.edge_index)[perm])

@@ -7,6 +7,7 @@ from tests.reference import (
     complete_graph,
     dense,
     random_graph,
+    random_permutation,
     step_from_autograd,
     uniformity_energy,
 )
@@ -136,9 +137,7 @@ def test_sparse_layouts_and_edge_permutation(gen):
 def test_node_permutation_equivariance(gen):
     h = torch.randn(8, 3, generator=gen, dtype=torch.float64)
     edge_index, weight = random_graph(8, 0.5, gen)
-    perm = torch.randperm(8, generator=gen)
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(8)
+    perm, inverse = random_permutation(8, gen)
     conv = UniformityConv()
     for args in [(), (edge_index, weight)]:
         out = conv(h, *args)
