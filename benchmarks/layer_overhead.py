@@ -11,12 +11,12 @@ few per cent is what is measured, and on a shared machine the median of a millis
 more than that from run to run; the fastest call is the least disturbed one). Target: at most
 1.05x GCNConv's time in every row.
 
-The layer's propagation is GCNConv's, bitwise, but faster: on a graph without self loops it adds
-the self loops' messages after the sum over the edges instead of appending them to the edge list
-(``AlignmentConv._loops_apart``). So the validation's own cost is shown apart: ``forward``
-against the same layer unchecked (``_forward``, what a model that checked its inputs once runs
-for every layer), both called as methods (without ``nn.Module.__call__``, which both layers pay
-in the first columns), as a share of GCNConv's time.
+The layer's propagation is GCNConv's, bitwise on the CPU, but faster: on a graph without self
+loops it adds the self loops' messages after the sum over the edges instead of appending them to
+the edge list (``AlignmentConv._loops_apart``). So the validation's own cost is shown apart:
+``forward`` against the same layer unchecked (``_forward``, what a model that checked its inputs
+once runs for every layer), both called as methods (without ``nn.Module.__call__``, which both
+layers pay in the first columns), as a share of GCNConv's time.
 
     python -m benchmarks.layer_overhead [--repeats 100] [--threads 1] [--seed 0] [--device cuda]
 """

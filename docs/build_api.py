@@ -26,13 +26,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+#: Subpackages that are public Python but not the library's API: the experiment harness the
+#: examples and benchmarks share (its package docstring says so).
+NOT_API = ("experiments",)
+
+
 def public_modules(package: str = "mp_contrastive") -> list[str]:
-    """``package`` and every submodule below it whose dotted name has no ``_``-prefixed part: the
-    public surface. Each page shows its module's ``__all__`` (pdoc's rule), nothing else."""
+    """``package`` and every submodule below it whose dotted name has no ``_``-prefixed part, less
+    :data:`NOT_API`: the public surface. Each page shows its module's ``__all__`` (pdoc's rule),
+    nothing else."""
     root = importlib.import_module(package)
     names = [package]
     for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
-        if not any(part.startswith("_") for part in info.name.split(".")):
+        parts = info.name.split(".")[1:]
+        if not any(part.startswith("_") for part in parts) and parts[0] not in NOT_API:
             names.append(info.name)
     return sorted(names)
 

@@ -18,6 +18,7 @@ from mp_contrastive.experiments.cli import (
     nonnegative_int,
     positive_int,
     run_cli,
+    torch_device,
 )
 from mp_contrastive.losses import SimCLRLoss
 from mp_contrastive.monitor import DynamicsMonitor
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=positive_int, default=16, help="ResNet-10 width")
     parser.add_argument("--dynamics-every", type=nonnegative_int, default=2,
                         help="learning-dynamics row every N steps (0 = off)")
+    parser.add_argument("--device", type=torch_device,
+                        default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the method trains (default: cuda where available, else cpu)")
     add_common_arguments(parser, default_out="runs/custom_method",
                          data_layout="CIFAR-10 in torchvision's layout or the packed copy "
                                      "cifar10/{train,test}_jpeg.npz")
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     dynamics = (DynamicsMonitor(args.dynamics_every, log_dir=args.out, temperature=0.5)
                 if args.dynamics_every else None)
     trainer = Trainer(MySimCLR(backbone, dim=64), backbone, train, SimCLRAugment(), config,
-                      monitor=(train, queries), dynamics=dynamics)
+                      monitor=(train, queries), device=args.device, dynamics=dynamics)
     history = trainer.fit()
     path = trainer.write_results({"args": vars(args), **history,
                                   "dynamics": dynamics.history if dynamics else []})

@@ -256,3 +256,4 @@ def test_api_reference_lists_every_public_module():
     assert {"mp_contrastive", "mp_contrastive.nn", "mp_contrastive.losses",
             "mp_contrastive.memory", "mp_contrastive.distributed"} <= set(modules)
     assert not [name for name in modules if "._" in name]
+    assert not [name for name in modules if name.startswith("mp_contrastive.experiments")]

@@ -174,7 +174,8 @@ def depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64),
                 schemes: Sequence[str] = SCHEMES, seed: int = 0, probe_weight_decay: float = 5e-4,
                 **kwargs: Any) -> list[dict[str, Any]]:
     """Linear-probe accuracy (:func:`~mp_contrastive.gnn.linear_probe`, public split) of the
-    features after each depth of each scheme; ``kwargs`` go to :func:`_propagate`. One row per
+    features after each depth of each scheme; ``kwargs`` (``alpha``, ``tau``, ``k``,
+    ``num_samples``, ``affinity``) set the propagation, as in the module docs. One row per
     (scheme, depth) with ``test_acc``, ``val_acc`` and the features' mean pairwise cosine
     ``mean_cosine`` (1 = complete collapse).
 
@@ -282,8 +283,9 @@ def trained_depth_study(data: Data, depths: Sequence[int] = (2, 4, 8, 16, 32, 64
                         schemes: Sequence[str] = SCHEMES, seed: int = 0, *,
                         hidden_channels: int = 64, epochs: int = 100, lr: float = 0.005,
                         weight_decay: float = 5e-4, **kwargs: Any) -> list[dict[str, Any]]:
-    """Test accuracy of a :class:`_DeepPropagationClassifier` of each depth and scheme, trained on
-    the public split (Adam, full batch; the epoch of best validation accuracy,
+    """Test accuracy of a deep propagation classifier (a learned linear map before each step) of
+    each depth and scheme, trained on the public split (Adam, full batch; the epoch of best
+    validation accuracy,
     :func:`~mp_contrastive.gnn.training.fit_node_classifier`); ``kwargs`` go to the model. One
     row per (scheme, depth) with ``test_acc``, ``val_acc``, ``best_epoch`` and ``seconds``."""
     rows = []

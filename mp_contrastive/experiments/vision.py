@@ -335,11 +335,19 @@ def _dynamics_monitor(args: argparse.Namespace, out_dir: str,
                            resume=args.resume)
 
 
+#: Settings added after checkpoints were first written, with the value that reproduces a run
+#: without them: stored only at another value, so that an older checkpoint (which lacks them)
+#: resumes at that value and is refused at any other.
+_ADDED_LATER = {"num_crops": 2, "sync_bn": False}
+
+
 def _run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint stores and ``--resume`` compares: every parsed option and preset value
-    (the resolved preset's, where an option was left out) except :data:`_RESUME_MAY_CHANGE`."""
+    (the resolved preset's, where an option was left out) except :data:`_RESUME_MAY_CHANGE`, and
+    :data:`_ADDED_LATER` settings only where they differ from their former behaviour."""
     merged = {**vars(args), **settings}  # the preset's name as resolved, not "auto"
-    return {key: value for key, value in merged.items() if key not in _RESUME_MAY_CHANGE}
+    return {key: value for key, value in merged.items() if key not in _RESUME_MAY_CHANGE
+            and not (key in _ADDED_LATER and value == _ADDED_LATER[key])}
 
 
 def _train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,

@@ -7,7 +7,11 @@ oversmoothing study) is :mod:`mp_contrastive.experiments`."""
 from mp_contrastive.gnn.augment import GraphAugment, augment_graph
 from mp_contrastive.gnn.data import load_graph, load_planetoid, planted_partition_graph
 from mp_contrastive.gnn.grace_config import GRACEConfig
-from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss, MultiStageAlignment
+from mp_contrastive.gnn.grace_loss import (
+    AffinitySchedule,
+    GraphContrastiveLoss,
+    MultiStageAlignment,
+)
 from mp_contrastive.gnn.grace_model import GRACEEncoder, GRACEModel
 from mp_contrastive.gnn.grace_training import train_grace
 from mp_contrastive.gnn.minibatch import embed_nodes, train_grace_minibatch
@@ -36,6 +40,7 @@ __all__ = [
     "GRACEModel",
     # losses
     "GraphContrastiveLoss",
+    "AffinitySchedule",
     "MultiStageAlignment",
     # training and embedding
     "seed_everything",

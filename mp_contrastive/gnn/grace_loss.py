@@ -63,10 +63,11 @@ class GraphContrastiveLoss(nn.Module):
     The loss is a pure function of its inputs and configuration: it keeps no state between calls.
     The path (:meth:`path_for`) follows from ``negatives`` and :math:`N`. On the kNN path,
     ``affinity`` is the sparse affinity graph ``(edge_index, edge_weight)`` over the :math:`2N`
-    views (:meth:`affinity_graph`); without it the loss builds one with a generator seeded by
-    ``seed``, the same for the same inputs. A training loop that reuses edges across steps, or
-    wants fresh tail draws at each step, builds them itself (:class:`AffinitySchedule`) and passes
-    them in.
+    views (:meth:`affinity_graph`). **A training loop on the kNN path passes it**, from an
+    :class:`AffinitySchedule` (fresh tail draws at every search, edges reused for ``every``
+    steps): without it the loss builds one with a generator seeded by ``seed``, so every call
+    with the same number of nodes draws the *same* sampled negatives (right for a one-off
+    evaluation, a fixed subset of negatives if used for training).
 
     Args:
         tau (float): temperature :math:`\tau`.
@@ -183,7 +184,7 @@ class AffinitySchedule:
 
     def __init__(self, loss: GraphContrastiveLoss, every: int = 1, seed: int = 0) -> None:
         self.loss = loss
-        self.every = check_positive_int(every, "knn_refresh")
+        self.every = check_positive_int(every, "every")
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.steps = 0

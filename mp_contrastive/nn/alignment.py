@@ -283,12 +283,13 @@ class AlignmentConv(StepConv):
 
     def _loops_apart(self, edge_index: Tensor, edge_weight: OptTensor, x: Tensor) -> Tensor:
         r""":math:`\bar{A} x` on a graph without self loops, bitwise equal to ``gcn_norm`` and
-        ``propagate``: the self loops' messages are added as one row scaling of ``x`` after the sum
-        over the edges, instead of being appended to the edge list. ``gcn_norm`` appends them
-        (a boolean mask and a copy of the edge list) and the propagation then gathers ``x`` once
-        per loop: at Cora's size this way saves about a sixth of ``GCNConv``'s hidden-layer
-        forward (``python -m benchmarks.layer_overhead``). The arithmetic is ``gcn_norm``'s, in
-        its order: degrees summed over the edges and then the loop's weight 1, each edge's weight
+        ``propagate`` on the CPU (a GPU's atomic sums are not deterministic on either path): the
+        self loops' messages are added as one row scaling of ``x`` after the sum over the edges,
+        instead of being appended to the edge list. ``gcn_norm`` appends them (a boolean mask and
+        a copy of the edge list) and the propagation then gathers ``x`` once per loop: at Cora's
+        size this way saves about a sixth of ``GCNConv``'s hidden-layer forward (``python -m
+        benchmarks.layer_overhead``). The arithmetic is ``gcn_norm``'s, in its order: degrees
+        summed over the edges and then the loop's weight 1, each edge's weight
         :math:`d_j^{-1/2} w_{ji} d_i^{-1/2}`, and each node's loop message added after its edges'
         (where ``gcn_norm`` puts the loops: at the end of the list)."""
         row, col = edge_index

@@ -93,7 +93,7 @@ class TrainConfig:
         checkpoint_every: also write a checkpoint every this many steps within an epoch (0: at
             epoch ends only).
         stop_on_signals: SIGINT / SIGTERM finish the running step, write a checkpoint and raise
-            :class:`~mp_contrastive._signals.Interrupted`.
+            :class:`~mp_contrastive.vision.trainer.Interrupted`.
         extra: the run's other settings (method, data, augmentation): stored in every checkpoint
             and compared on resume, like the ones above.
     """
@@ -325,7 +325,7 @@ class Trainer:
 
         With ``config.stop_on_signals`` (the default), SIGINT (Ctrl-C) or SIGTERM lets the running
         step finish, writes a checkpoint and raises
-        :class:`~mp_contrastive._signals.Interrupted` (a ``KeyboardInterrupt``); a second signal
+        :class:`~mp_contrastive.vision.trainer.Interrupted` (a ``KeyboardInterrupt``); a second signal
         stops at once.
         """
         end = self.config.epochs if until_epoch is None else min(until_epoch, self.config.epochs)

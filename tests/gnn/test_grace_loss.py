@@ -153,7 +153,7 @@ def test_bad_input(gen):
         GraphContrastiveLoss(0.5, attention="gat")
     with pytest.raises(ValueError, match="'knn_k'"):
         GraphContrastiveLoss(0.5, knn_k=0)
-    with pytest.raises(ValueError, match="'knn_refresh'"):
+    with pytest.raises(ValueError, match="'every'"):
         AffinitySchedule(GraphContrastiveLoss(0.5), every=0)
     knn = GraphContrastiveLoss(0.5, negatives="knn", knn_k=4, knn_samples=4, knn_index="flat")
     index, weight = knn.affinity_graph(u, v)

@@ -126,6 +126,11 @@ def test_loops_apart_path_equals_gcn_norm_path(gen, monkeypatch, name, flow, sel
             raise AssertionError("gcn_norm called on the row-scaled path")
         monkeypatch.setattr("mp_contrastive.nn.alignment.gcn_norm", no_gcn_norm)
         assert torch.equal(conv(x, edge_index, weight), reference)
+    else:  # self loops present: the gcn_norm path, not the fast one, gives the layer's output
+        def no_fast_path(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the fast path ran on a graph with self loops")
+        monkeypatch.setattr(conv, "_loops_apart", no_fast_path)
+        assert torch.equal(conv(x, edge_index, weight), reference)
 
 
 def test_gradient_step_form_is_not_gcn_on_directed_graphs(gen):
