@@ -30,7 +30,7 @@ from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
-from benchmarks._measure import interleaved_times, where
+from benchmarks._measure import interleaved_times, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
@@ -93,9 +93,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = seed_and_threads(args.seed, args.threads)
     edge_index = cora_size_graph(generator).to(args.device)
     print(f"# AlignmentGCNConv vs GCNConv, {NODES:,} nodes, {edge_index.size(1):,} edges, "
           f"{where(args.device)}, torch {torch.__version__}\n")

@@ -206,7 +206,7 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
         if batch % world:
             raise argument_error("--batch-size", f"{batch} must be divisible by the number of "
                                                  f"processes ({world})")
-        if getattr(args, "sync_bn", False) and world > 1 and device.type != "cuda":
+        if args.sync_bn and world > 1 and device.type != "cuda":
             raise argument_error("--sync-bn", f"torch's SyncBatchNorm synchronises CUDA tensors "
                                               f"only, and the device is '{device}'{found}: "
                                               f"leave --sync-bn out on the CPU")
@@ -354,7 +354,7 @@ def _train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: s
                   **extra: Any) -> TrainConfig:
     return TrainConfig(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
-        num_views=getattr(args, "num_crops", 2),
+        num_views=args.num_crops,
         optimizer=settings["optimizer"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
         out_dir=out_dir, precision=settings["precision"], compile=args.compile,
@@ -368,8 +368,7 @@ def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits
                        temperature: float | None = None) -> dict[str, Any]:
     """The part every image example shares once its method is built: trainer (with the kNN and
     dynamics monitors), ``--resume``, training, final evaluation and results."""
-    settings.update(num_crops=getattr(args, "num_crops", 2),
-                    sync_bn=getattr(args, "sync_bn", False))
+    settings.update(num_crops=args.num_crops, sync_bn=args.sync_bn)
     method = sync_batch_norm(method, settings["sync_bn"])
     trainer = Trainer(method, encoder, splits.train, _augmentation(settings),
                       _train_config(settings, args, out_dir), monitor=(splits.bank, splits.queries),

@@ -304,7 +304,7 @@ class AlignmentConv(StepConv):
         summed = self.propagate(edge_index, x=x, weight=scale[row] * weight * scale[col])
         if not self.add_self_loops:
             return summed
-        return summed + (scale * 1.0 * scale).unsqueeze(-1) * x
+        return summed + (scale * scale).unsqueeze(-1) * x  # the loop's weight 1: an exact no-op
 
     def _propagate(self, adj: Adj, weight: OptTensor, x: Tensor) -> Tensor:
         r""":math:`\bar{A} x` by ``propagate`` on the plain ``x`` tensor, so that ``flow`` and
