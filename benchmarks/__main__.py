@@ -26,7 +26,7 @@ import torch
 
 from benchmarks.domains import DOMAINS, build_cells
 from benchmarks.suite import (
-    docs_markers,
+    add_update_docs,
     markdown_summary,
     replace_marked_section,
     run_cells,
@@ -37,7 +37,6 @@ from mp_contrastive.experiments.cli import (
     ArgumentParser,
     check_data_root,
     comma_choices,
-    existing_file,
     make_parser,
     nonnegative_int,
     output_dir,
@@ -156,11 +155,9 @@ def build_parser() -> ArgumentParser:
     run_parser.add_argument("--data-root", default=None,
                             help="folder holding the data (default: $MP_CONTRASTIVE_DATA)")
     run_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run_parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
-                            help="also write the table into PATH between <!-- results-SUITE --> "
-                                 "markers (docs/results.md), and the plot to figures/ next to it; "
-                                 "default: no file")
-    run_parser.add_check(docs_markers("--update-docs", lambda a: f"results-{a.suite}"))
+    add_update_docs(run_parser, lambda args: f"results-{args.suite}",
+                    help="also write the table into PATH between <!-- results-SUITE --> markers "
+                         "(docs/results.md), and the plot to figures/ next to it; default: no file")
 
     run_parser.add_check(lambda args: check_data_root(args.data_root, "the data folder"))
     perf_parser = commands.add_parser("perf", help="performance comparisons with ratios",
@@ -171,10 +168,9 @@ def build_parser() -> ArgumentParser:
     perf_parser.add_argument("--only", nargs="*", choices=list(PERF),
                              help="run only these comparisons (default: all)")
     perf_parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    perf_parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
-                             help="also write the tables into PATH between <!-- results-perf --> "
-                                  "markers (docs/performance.md; default: no file)")
-    perf_parser.add_check(docs_markers("--update-docs", lambda a: "results-perf"))
+    add_update_docs(perf_parser, "results-perf",
+                    help="also write the tables into PATH between <!-- results-perf --> markers "
+                         "(docs/performance.md; default: no file)")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Timing and peak-memory measurement shared by the benchmark scripts."""
+"""Timing, peak-memory measurement and the command-line options shared by the benchmark scripts."""
 
 from __future__ import annotations
 
@@ -6,11 +6,18 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["peak_memory", "interleaved_times", "where", "seed_and_threads"]
+from mp_contrastive.experiments.cli import ArgumentParser, nonnegative_int, positive_int, torch_device
+
+__all__ = ["ROOT", "peak_memory", "interleaved_times", "where", "seed_and_threads",
+           "add_measure_arguments"]
+
+#: The repository's root: the benchmarks that run the examples start them from here.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
@@ -70,3 +77,19 @@ def seed_and_threads(seed: int, threads: int | None) -> torch.Generator:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def add_measure_arguments(parser: ArgumentParser, *, repeats: int, device: str | None = None,
+                          repeats_help: str = "timed repeats") -> None:
+    """The options of every timing benchmark, one meaning each: ``--repeats`` (default
+    ``repeats``), ``--seed``, ``--threads`` (torch's thread count, default torch's choice; read by
+    :func:`seed_and_threads`) and, where the benchmark can run on a GPU, ``--device`` (the help
+    names what runs there)."""
+    parser.add_argument("--repeats", type=positive_int, default=repeats, help=repeats_help)
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads (default: torch's choice). On a machine shared with "
+                             "other jobs, 1 avoids stalls of idle-waiting worker threads")
+    if device is not None:
+        parser.add_argument("--device", type=torch_device, default="cpu",
+                            help=f"where {device} run (cpu, cuda)")

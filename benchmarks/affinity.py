@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn.pool import MIPSKNNIndex
 
-from benchmarks._measure import interleaved_times, peak_memory, seed_and_threads, where
+from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.experiments.cli import ArgumentParser, make_parser, nonnegative_int, positive_int
+from mp_contrastive.experiments.cli import ArgumentParser, make_parser
 from mp_contrastive.knn import AffinityIndex
 from mp_contrastive.nn import UniformityConv
 from mp_contrastive.nn.functional import DEFAULT_TILING, Tiling
@@ -354,10 +354,7 @@ def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 4k and 65k negatives, tau=0.1, N=8192 blockwise")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads (default: torch's); 1 is robust to other load")
+    add_measure_arguments(parser, repeats=3)
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
                         help="which tables to measure (on a loaded 2-core machine the whole run "
                              "takes over 10 minutes: split it)")

@@ -22,11 +22,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.suite import docs_markers, replace_marked_section
+from benchmarks._measure import ROOT
+from benchmarks.suite import add_update_docs, replace_marked_section
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
-    existing_file,
     fraction,
     make_parser,
     nonnegative_int,
@@ -34,7 +34,6 @@ from mp_contrastive.experiments.cli import (
     positive_int,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 MARKER = "results-memory-bank"
 
 
@@ -83,10 +82,7 @@ def build_parser() -> ArgumentParser:
                         help="one folder per run")
     parser.add_argument("--data-root", default=None, help="CIFAR-10 location (default: "
                         "$MP_CONTRASTIVE_DATA)")
-    parser.add_argument("--update-docs", type=existing_file, default=None, metavar="PATH",
-                        help=f"write the table between the {MARKER} markers of PATH")
-    # Checked before hours of training, not after.
-    parser.add_check(docs_markers("--update-docs", lambda args: MARKER))
+    add_update_docs(parser, MARKER, help=f"write the table between the {MARKER} markers of PATH")
     return parser
 
 

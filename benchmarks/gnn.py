@@ -21,14 +21,12 @@ from torch_geometric.data import Data
 from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 from torch_geometric.utils import scatter, softmax
 
-from benchmarks._measure import interleaved_times, peak_memory, where
+from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     check_data_root,
     make_parser,
-    nonnegative_int,
-    positive_int,
 )
 from mp_contrastive.experiments.presets import GRACE_PRESETS
 from mp_contrastive.gnn import (
@@ -108,10 +106,7 @@ def uniformity_rows(name: str, num_nodes: int, repeats: int, seed: int = 0,
 
 def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__)
-    parser.add_argument("--repeats", type=positive_int, default=7, help="timed repeats")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads (default: torch's choice)")
+    add_measure_arguments(parser, repeats=7)
     parser.add_argument("--data-root", default=None,
                         help="folder holding Planetoid/Cora/raw (default: $MP_CONTRASTIVE_DATA)")
     parser.add_argument("--grace", action="store_true",
@@ -123,8 +118,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    seed_and_threads(args.seed, args.threads)
     print(f"# GNN layers, forward + backward, {where('cpu')}, torch {torch.__version__}\n")
     graphs = {"Cora": load_planetoid("Cora", args.data_root),
               "PubMed-size (synthetic)": planted_partition_graph(seed=args.seed)}

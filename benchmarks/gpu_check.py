@@ -38,19 +38,17 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._measure import interleaved_times
-from benchmarks.suite import docs_markers, replace_marked_section
+from benchmarks._measure import ROOT, interleaved_times
+from benchmarks.suite import add_update_docs, replace_marked_section
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
-    existing_file,
     make_parser,
     output_dir,
     positive_int,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 MARKER = "results-gpu-check"
 TARGET_MINUTES = 30.0
 EPOCH_IMAGES = 50_000
@@ -210,10 +208,8 @@ def build_parser() -> ArgumentParser:
                         help="the sections to run (all by default)")
     parser.add_argument("--out", type=output_dir, default="runs/gpu_check",
                         help="output folder (the flagship runs, gpu_check.md)")
-    parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
-                        help=f"write the report between the {MARKER} markers of PATH "
-                             f"(docs/performance.md); not with --dry-run")
-    parser.add_check(docs_markers("--update-docs", lambda args: MARKER))
+    add_update_docs(parser, MARKER, help=f"write the report between the {MARKER} markers of PATH "
+                                         f"(docs/performance.md); not with --dry-run")
     return parser
 
 

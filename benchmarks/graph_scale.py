@@ -36,11 +36,10 @@ import time
 
 import torch
 
-from benchmarks.suite import docs_markers, replace_marked_section
+from benchmarks.suite import add_update_docs, replace_marked_section
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
-    existing_file,
     make_parser,
     nonnegative_int,
     positive_float,
@@ -153,11 +152,9 @@ def build_parser() -> ArgumentParser:
                         help="address-space limit of each cell")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch threads per cell")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    parser.add_argument("--update-docs", metavar="PATH", type=existing_file,
-                        help=f"write the tables between the {MARKER} markers of PATH")
+    add_update_docs(parser, MARKER, help=f"write the tables between the {MARKER} markers of PATH")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
-    parser.add_check(docs_markers("--update-docs", lambda args: MARKER))
     return parser
 
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.suite import docs_markers, replace_marked_section
+from benchmarks._measure import ROOT
+from benchmarks.suite import add_update_docs, replace_marked_section
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
-    existing_file,
     make_parser,
     nonnegative_int,
     output_dir,
@@ -39,7 +39,6 @@ from mp_contrastive.experiments.cli import (
 from mp_contrastive.experiments.graphs import mean_std
 
 MARKER = "results-headlines"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -129,14 +128,12 @@ def build_parser() -> ArgumentParser:
                         help="seeds per SimSiam arm (the flagship runs seed 0)")
     parser.add_argument("--data-root", default=None,
                         help="passed to the examples (default: theirs, $MP_CONTRASTIVE_DATA)")
-    parser.add_argument("--update-docs", type=existing_file, default=None,
-                        help="write the table between <!-- results-headlines --> markers here")
+    add_update_docs(parser, MARKER, help=f"write the table between the {MARKER} markers of PATH")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads of each run (OMP_NUM_THREADS); results differ in "
                              "their last digits from one thread count to another")
     parser.add_argument("--seed", type=nonnegative_int, default=0,
                         help="first seed (runs use seed .. seed+n-1)")
-    parser.add_check(docs_markers("--update-docs", lambda _: MARKER))
     return parser
 
 

@@ -30,14 +30,11 @@ from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
-from benchmarks._measure import interleaved_times, seed_and_threads, where
+from benchmarks._measure import add_measure_arguments, interleaved_times, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     make_parser,
-    nonnegative_int,
-    positive_int,
-    torch_device,
 )
 from mp_contrastive.gnn import AlignmentGCNConv
 
@@ -82,12 +79,7 @@ def timed(call: Callable[[Tensor, Tensor], Tensor], x: Tensor, edge_index: Tenso
 
 def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__)
-    parser.add_argument("--repeats", type=positive_int, default=100, help="timed repeats")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads (default: torch's choice)")
-    parser.add_argument("--device", type=torch_device, default="cpu",
-                        help="where the layers run (cpu, cuda)")
+    add_measure_arguments(parser, repeats=100, device="the layers")
     return parser
 
 

@@ -14,17 +14,15 @@ from collections.abc import Callable
 import torch
 from lightly.loss import NTXentLoss
 
-from benchmarks._measure import interleaved_times, peak_memory, where
+from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     argument_error,
     int_at_least,
     make_parser,
-    nonnegative_int,
     positive_float,
     positive_int,
-    torch_device,
 )
 from mp_contrastive.graph import view_sample_index
 from mp_contrastive.losses import AttentionSimCLRLoss, SimCLRLoss
@@ -62,10 +60,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--dim", type=positive_int, default=128, help="projection width d")
     parser.add_argument("--temperature", type=positive_float, default=0.5,
                         help="temperature of every loss")
-    parser.add_argument("--repeats", type=positive_int, default=15, help="timed repeats")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    parser.add_argument("--device", type=torch_device, default="cpu",
-                        help="where the losses run (cpu, cuda)")
+    add_measure_arguments(parser, repeats=15, device="the losses")
 
     def check(args: argparse.Namespace) -> None:
         odd = [n for n in args.sizes if n % 2]
@@ -78,7 +73,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    torch.manual_seed(args.seed)
+    seed_and_threads(args.seed, args.threads)
     print(f"# Loss forward+backward, d={args.dim}, tau={args.temperature}, "
           f"{where(args.device)}, torch {torch.__version__}\n")
     rows, verdicts = [], []

@@ -28,16 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks._measure import interleaved_times, peak_memory, where
+from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     existing_file,
     make_parser,
-    nonnegative_int,
     positive_float,
     positive_int,
-    torch_device,
 )
 from mp_contrastive.graph import sphere_projection
 from mp_contrastive.knn import BankIndex
@@ -170,8 +168,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--dim", type=positive_int, default=128, help="feature width d")
     parser.add_argument("--temperature", type=positive_float, default=0.2,
                         help="temperature (the CPU preset's)")
-    parser.add_argument("--repeats", type=positive_int, default=20,
-                        help="timed steps per contender (and the kNN path's retrain_every)")
+    add_measure_arguments(parser, repeats=20, device="the losses and the bank",
+                          repeats_help="timed steps per contender (and the kNN path's retrain_every)")
     parser.add_argument("--draws", type=positive_int, default=20,
                         help="independent kNN draws in the accuracy table")
     parser.add_argument("--k", type=positive_int, default=32, help="kNN head size")
@@ -180,17 +178,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--checkpoint", type=existing_file, default=None,
                         help="an image example's checkpoint.pt: measure accuracy on its "
                              "encoder's projections of CIFAR-10 (default: synthetic clusters)")
-    parser.add_argument("--device", type=torch_device, default="cpu",
-                        help="where the losses and the bank live (e.g. cuda)")
     parser.add_argument("--data-root", default=None,
                         help="CIFAR-10 for --checkpoint (default: $MP_CONTRASTIVE_DATA)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    torch.manual_seed(args.seed)
+    seed_and_threads(args.seed, args.threads)
     largest = max(args.sizes)
     need = largest + args.batch
     source = "synthetic clusters"

@@ -24,13 +24,12 @@ from torch import nn
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import dropout_edge, mask_feature
 
-from benchmarks._measure import interleaved_times, seed_and_threads
+from benchmarks._measure import add_measure_arguments, interleaved_times, seed_and_threads
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     int_at_least,
     make_parser,
-    nonnegative_int,
     positive_int,
 )
 from mp_contrastive.losses import SimCLRLoss
@@ -146,16 +145,11 @@ def build_parser() -> ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("--batch", type=int_at_least(2), default=128,
                         help="images per batch (image, mlp)")
-    parser.add_argument("--repeats", type=positive_int, default=7, help="timed repeats")
     parser.add_argument("--every", type=positive_int, default=DEFAULT_EVERY,
                         help=f"monitor period to report (default: the monitor's, {DEFAULT_EVERY})")
     parser.add_argument("--setups", nargs="+", default=["image", "graph", "mlp"],
                         choices=["image", "graph", "mlp"], help="setups to measure")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch CPU threads (default: torch's choice). On a machine shared with "
-                             "other jobs, 1 avoids stalls of idle-waiting worker threads, which hit "
-                             "the monitor's many small ops harder than a training step's large ones")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    add_measure_arguments(parser, repeats=7)
     return parser
 
 

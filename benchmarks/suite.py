@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mp_contrastive.experiments.cli import argument_error
+from mp_contrastive.experiments.cli import ArgumentParser, argument_error, existing_file
 
 __all__ = ["Cell", "cell_key", "run_cells", "summarize", "SummaryRow", "markdown_summary", "write_outputs",
-           "replace_marked_section", "docs_markers"]
+           "replace_marked_section", "add_update_docs"]
 
 
 def cell_key(domain: str, dataset: str, method: str, seed: int) -> str:
@@ -264,17 +264,21 @@ def replace_marked_section(path: str | Path, name: str, text: str) -> None:
     path.write_text(f"{head}{start}\n{text.strip()}\n{end}{tail}")
 
 
-def docs_markers(flag: str, name: Callable[[argparse.Namespace], str]
-                 ) -> Callable[[argparse.Namespace], None]:
-    """A check that ``--update-docs``'s file holds the markers the results go between, so a long
-    run does not end on an error."""
+def add_update_docs(parser: ArgumentParser, marker: str | Callable[[argparse.Namespace], str],
+                    help: str) -> None:
+    """``--update-docs PATH``: the results also go into ``PATH`` between the ``marker`` comments
+    (a name, or a function of the parsed arguments). The file is checked for the markers when the
+    arguments are parsed, so a long run does not end on an error."""
+    parser.add_argument("--update-docs", metavar="PATH", type=existing_file, default=None, help=help)
+    name = marker if callable(marker) else (lambda _: marker)
+
     def check(args: argparse.Namespace) -> None:
         if args.update_docs is None:
             return
-        marker = name(args)
+        start, end = f"<!-- {name(args)} -->", f"<!-- /{name(args)} -->"
         text = Path(args.update_docs).read_text()
-        start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
         if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-            raise argument_error(flag, f"'{args.update_docs}' must hold exactly one "
-                                       f"'{start}' ... '{end}' pair")
-    return check
+            raise argument_error("--update-docs", f"'{args.update_docs}' must hold exactly one "
+                                                  f"'{start}' ... '{end}' pair")
+
+    parser.add_check(check)

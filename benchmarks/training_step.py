@@ -16,13 +16,12 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from benchmarks._measure import interleaved_times
+from benchmarks._measure import add_measure_arguments, interleaved_times, seed_and_threads
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
     int_at_least,
     make_parser,
-    nonnegative_int,
     positive_int,
 )
 from mp_contrastive.vision import LARS, ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
@@ -66,14 +65,13 @@ def build_parser() -> ArgumentParser:
                         help="ResNet architecture")
     parser.add_argument("--width", type=positive_int, default=16,
                         help="first-stage width of the ResNet")
-    parser.add_argument("--repeats", type=positive_int, default=8, help="timed repeats")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    add_measure_arguments(parser, repeats=8)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    torch.manual_seed(args.seed)
+    seed_and_threads(args.seed, args.threads)
     images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8)
     augment = SimCLRAugment()
 

@@ -42,6 +42,7 @@ __all__ = [
     "check_rate",
     "check_choice",
     "check_edge_values",
+    "check_affinity_edges",
     "check_device",
     "device_mismatch",
     "check_device_arg",
@@ -306,10 +307,10 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
 
 def check_edge_values(values: object, num_edges: int, name: str, *,
                       nonnegative: bool = False, device: torch.device | None = None,
-                      ref: str = "x", sync: bool = True) -> Tensor:
+                      ref: str = "x", move: bool = False, sync: bool = True) -> Tensor:
     """Per-edge values ``[num_edges]``: floating point and finite (NaN or Inf would spread through
     every sum they enter) and, with ``nonnegative`` (weights whose logarithm or square root is
-    taken), at least zero."""
+    taken), at least zero. ``device``, ``ref`` and ``move`` as in :func:`check_device`."""
     if not isinstance(values, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape [num_edges], "
                         f"got {type(values).__name__}")
@@ -318,8 +319,22 @@ def check_edge_values(values: object, num_edges: int, name: str, *,
     if values.dim() != 1 or values.numel() != num_edges:
         raise ValueError(f"'{name}' must have shape [num_edges] = [{num_edges}], "
                          f"got {tuple(values.shape)}")
-    values = check_device(values, name, device, ref)
+    values = check_device(values, name, device, ref, move=move)
     return check_weight_values(values, name, nonnegative=nonnegative, sync=sync)
+
+
+def check_affinity_edges(edge_index: object, edge_weight: object, num_nodes: int,
+                         names: tuple[str, str], *, device: torch.device, ref: str,
+                         move: bool = False) -> tuple[Tensor, Tensor | None]:
+    """An affinity graph a caller passes to a loss, over its ``num_nodes`` nodes: the
+    ``edge_index`` and, unless ``None``, non-negative weights (they enter a logarithm), called
+    ``names`` (index, weight) in the messages, on ``device`` (moved there with ``move``)."""
+    index = check_edge_index(edge_index, num_nodes, num_nodes, names[0], device=device, ref=ref,
+                             move=move)
+    if edge_weight is None:
+        return index, None
+    return index, check_edge_values(edge_weight, index.size(1), names[1], nonnegative=True,
+                                    device=device, ref=ref, move=move)
 
 
 def check_weight_values(values: Tensor, name: str, *, nonnegative: bool = False,

@@ -32,10 +32,9 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from mp_contrastive._validation import (
+    check_affinity_edges,
     check_choice,
     check_device,
-    check_edge_index,
-    check_edge_values,
     check_features,
     check_index_vector,
     check_positive,
@@ -241,14 +240,11 @@ class _ViewContrastiveLoss(nn.Module):
             if self.reduction == "none":
                 raise ValueError("reduction='none' needs the dense affinity graph: pass "
                                  "affinity_index=None, or use reduction='sum'/'mean'")
-            affinity_index = check_edge_index(affinity_index, z.size(0), z.size(0),
-                                              "affinity_index", device=z.device, ref="z0",
-                                              move=True)
+            affinity_index, affinity_weight = check_affinity_edges(
+                affinity_index, affinity_weight, z.size(0), ("affinity_index", "affinity_weight"),
+                device=z.device, ref="z0", move=True)
             if affinity_weight is not None:
-                affinity_weight = check_edge_values(affinity_weight, affinity_index.size(1),
-                                                    "affinity_weight", nonnegative=True)
-                affinity_weight = check_device(affinity_weight, "affinity_weight", z.device, "z0",
-                                               move=True).to(z.dtype)
+                affinity_weight = affinity_weight.to(z.dtype)
         elif affinity_weight is not None:
             raise TypeError("'affinity_weight' needs 'affinity_index'")
         return self._loss(z, edge_index, edge_weight, attention_x, affinity_index,

@@ -18,15 +18,8 @@ from mp_contrastive._validation import (
 )
 from mp_contrastive.graph import augmentation_edges
 
-__all__ = [
-    "alignment_metric",
-    "uniformity_metric",
-    "singular_spectrum",
-    "effective_rank",
-    "spectrum_effective_rank",
-    "ClassDistances",
-    "class_distances",
-]
+__all__ = ["alignment_metric", "uniformity_metric", "singular_spectrum", "effective_rank",
+           "spectrum_effective_rank", "ClassDistances", "class_distances"]
 
 
 def _positive_pairs(num_nodes: int, edge_index: Tensor | None, sample: Tensor | None,

@@ -28,10 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from mp_contrastive._validation import (
+    check_affinity_edges,
     check_choice,
     check_device,
-    check_edge_index,
-    check_edge_values,
     check_features,
     check_positive,
     check_positive_int,
@@ -280,8 +279,7 @@ def _check_affinity(affinity: object, num_views: int, device: torch.device
     if not isinstance(affinity, tuple | list) or len(affinity) != 2:
         raise TypeError("'affinity' must be a pair (edge_index, edge_weight), got "
                         f"{type(affinity).__name__}")
-    index = check_edge_index(affinity[0], num_views, num_views, "affinity[0]", device=device,
-                             ref="u")
-    weight = check_edge_values(affinity[1], index.size(1), "affinity[1]", nonnegative=True,
-                               device=device, ref="u")
-    return index, weight
+    if affinity[1] is None:
+        raise TypeError("'affinity[1]' must be the edges' weights (a tensor [num_edges]), got None")
+    return check_affinity_edges(affinity[0], affinity[1], num_views, ("affinity[0]", "affinity[1]"),
+                                device=device, ref="u")

@@ -14,14 +14,12 @@ from torch_geometric.utils import scatter
 from mp_contrastive.nn.functional._affinity import uniformity
 from mp_contrastive.nn.functional._attention import AttentionSpec, check_attention_x
 from mp_contrastive.nn.functional._inputs import (
-    anchor_coefficients,
     as_edge_index,
-    batch_pair,
     check_adjacency,
-    check_anchor_weight,
-    check_batch,
     check_kernel,
     check_pair,
+    check_repulsion,
+    repulsion_inputs,
     split_pair,
 )
 from mp_contrastive.nn.functional._sparse import grad_tracked
@@ -119,15 +117,8 @@ class ContrastiveConv(StepConv):
         num_dst = x_dst.size(0)
         check_adjacency(edge_index, edge_weight, num_dst, num_dst, "edge_index", "edge_weight",
                         x_dst, nonnegative=self.normalize, sync=sync)
-        if affinity_index is not None:
-            check_adjacency(affinity_index, affinity_weight, x_src.size(0), num_dst,
-                            "affinity_index", "affinity_weight", x_dst, nonnegative=True,
-                            sync=sync)
-        elif affinity_weight is not None:
-            raise ValueError("'affinity_weight' needs an 'affinity_index' (the dense affinity "
-                             "graph is unweighted)")
-        check_anchor_weight(anchor_weight, num_dst, x_dst, sync=sync)
-        check_batch(batch, x_src.size(0), num_dst, same_nodes, affinity_index is None, x_dst)
+        check_repulsion(x_src, x_dst, same_nodes, affinity_index, affinity_weight, anchor_weight,
+                        batch, ("affinity_index", "affinity_weight"), sync=sync)
         attention = self.attention
         if batch is not None and attention is not None and attention.normalize == "negatives" \
                 and affinity_index is None:
@@ -148,10 +139,8 @@ class ContrastiveConv(StepConv):
         if self.normalize:
             edge_index, edge_weight = gcn_norm(edge_index, edge_weight, num_dst,
                                                add_self_loops=False, dtype=dtype)
-        if affinity_index is not None:
-            affinity_index, affinity_weight = as_edge_index(affinity_index, affinity_weight, dtype)
-        anchor_weight = anchor_coefficients(anchor_weight, dtype)
-        batch = batch_pair(batch)
+        affinity_index, affinity_weight, anchor_weight, batch = repulsion_inputs(
+            affinity_index, affinity_weight, anchor_weight, batch, dtype)
         attention = self.attention
         # Under an explainer the augmentation edges go through propagate, where its edge mask
         # applies, instead of being folded into the dense coefficients.

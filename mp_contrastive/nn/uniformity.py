@@ -9,14 +9,10 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor
 
 from mp_contrastive.nn.functional._affinity import uniformity
 from mp_contrastive.nn.functional._inputs import (
-    anchor_coefficients,
-    as_edge_index,
-    batch_pair,
-    check_adjacency,
-    check_anchor_weight,
-    check_batch,
     check_kernel,
     check_pair,
+    check_repulsion,
+    repulsion_inputs,
     split_pair,
 )
 from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling, check_tiling
@@ -86,32 +82,25 @@ class UniformityConv(StepConv):
                anchor_weight: object = None, batch: object = None, *,
                sync: bool = False) -> None:
         x_src, x_dst, same_nodes = check_pair(x, sync=sync)
-        if edge_index is None:
-            if edge_weight is not None:
-                raise ValueError("'edge_weight' needs an 'edge_index' (the dense affinity graph is "
-                                 "unweighted)")
-        else:
-            check_adjacency(edge_index, edge_weight, x_src.size(0), x_dst.size(0), "edge_index",
-                            "edge_weight", x_dst, nonnegative=True, sync=sync)
-        check_anchor_weight(anchor_weight, x_dst.size(0), x_dst, sync=sync)
-        check_batch(batch, x_src.size(0), x_dst.size(0), same_nodes, edge_index is None, x_dst)
+        check_repulsion(x_src, x_dst, same_nodes, edge_index, edge_weight, anchor_weight, batch,
+                        ("edge_index", "edge_weight"), sync=sync)
 
     def _compute(self, x: Tensor | PairTensor, edge_index: Adj | None = None,
                  edge_weight: OptTensor = None, anchor_weight: OptTensor = None,
                  batch: Tensor | PairTensor | None = None, *,
                  need_step: bool, need_energy: bool) -> tuple[Tensor | None, Tensor | None]:
         x_src, x_dst, same_nodes = split_pair(x)
-        if edge_index is not None:
-            edge_index, edge_weight = as_edge_index(edge_index, edge_weight, x_dst.dtype)
+        edge_index, edge_weight, anchor_weight, batch = repulsion_inputs(
+            edge_index, edge_weight, anchor_weight, batch, x_dst.dtype)
         # Under an explainer the sparse edges go through propagate, where its edge mask applies
         # (the fused kernels bypass it).
         explained = self.explain and edge_index is not None
         repulsion = uniformity(x_src, x_dst, same_nodes=same_nodes,
                                both_sides=same_nodes and not self.detach_targets,
                                affinity_index=edge_index, affinity_weight=edge_weight,
-                               anchor_weight=anchor_coefficients(anchor_weight, x_dst.dtype),
+                               anchor_weight=anchor_weight,
                                kernel=self.kernel, need_step=need_step,
                                need_energy=need_energy, tiling=self.tiling,
-                               batch=batch_pair(batch),
+                               batch=batch,
                                aggregate=self.weighted_sum if explained else None)
         return repulsion.grad, repulsion.energy

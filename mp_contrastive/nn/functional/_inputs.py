@@ -22,7 +22,7 @@ from mp_contrastive._validation import (
 
 __all__ = ["KERNELS", "check_pair", "split_pair", "check_adjacency", "as_edge_index",
            "check_anchor_weight", "anchor_coefficients", "check_kernel", "check_batch",
-           "batch_pair"]
+           "batch_pair", "check_repulsion", "repulsion_inputs"]
 
 #: The uniformity's kernels: ``"infonce"`` (log-sum-exp of similarities) or ``"spectral"``
 #: (sum of squared similarities).
@@ -182,3 +182,31 @@ def batch_pair(batch: Tensor | tuple[Tensor, Tensor] | None) -> tuple[Tensor, Te
         return batch[0].long(), batch[1].long()
     batch = batch.long()
     return batch, batch
+
+
+def check_repulsion(x_src: Tensor, x_dst: Tensor, same_nodes: bool, affinity_index: object,
+                    affinity_weight: object, anchor_weight: object, batch: object,
+                    names: tuple[str, str], *, sync: bool) -> None:
+    """The uniformity's inputs besides its features (checked by :func:`check_pair`): the affinity
+    graph, called ``names`` (index, weight) by the operator (``None``: the dense graph, which is
+    unweighted), the per-anchor weights and the batch vectors."""
+    if affinity_index is not None:
+        check_adjacency(affinity_index, affinity_weight, x_src.size(0), x_dst.size(0), *names,
+                        x_dst, nonnegative=True, sync=sync)
+    elif affinity_weight is not None:
+        raise ValueError(f"'{names[1]}' needs an '{names[0]}' (the dense affinity graph is "
+                         f"unweighted)")
+    check_anchor_weight(anchor_weight, x_dst.size(0), x_dst, sync=sync)
+    check_batch(batch, x_src.size(0), x_dst.size(0), same_nodes, affinity_index is None, x_dst)
+
+
+def repulsion_inputs(affinity_index: Adj | None, affinity_weight: Tensor | None,
+                     anchor_weight: Tensor | None, batch: Tensor | tuple[Tensor, Tensor] | None,
+                     dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None, Tensor | None,
+                                                  tuple[Tensor, Tensor] | None]:
+    """:func:`check_repulsion`'s inputs, checked, in the form the uniformity kernel takes: the
+    affinity graph as ``(edge_index, edge_weight)``, the anchor coefficients, the batch pair."""
+    if affinity_index is not None:
+        affinity_index, affinity_weight = as_edge_index(affinity_index, affinity_weight, dtype)
+    return (affinity_index, affinity_weight, anchor_coefficients(anchor_weight, dtype),
+            batch_pair(batch))
