@@ -21,16 +21,7 @@ from __future__ import annotations
 import argparse
 
 from mp_contrastive.bank_loss import AFFINITIES
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    argument_error,
-    fraction,
-    make_parser,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    run_cli,
-)
+from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.vision import (
     add_image_arguments,
     build_backbone,
@@ -63,50 +54,50 @@ PRESETS = {
 }
 
 
-def build_parser() -> ArgumentParser:
-    parser = make_parser(__doc__)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.make_parser(__doc__)
     add_image_arguments(parser, PRESETS, "runs/simclr_<attention>_<preset>_seed<seed>")
     parser.add_argument("--attention", choices=ATTENTION_MODES, default="official",
                         help="attention alignment of the positive pairs (off: plain SimCLR)")
-    parser.add_argument("--beta", type=nonnegative_float, default=1.0, help="attention sharpness")
-    parser.add_argument("--attention-warmup", type=nonnegative_int, metavar="EPOCHS",
+    parser.add_argument("--beta", type=cli.nonnegative_float, default=1.0, help="attention sharpness")
+    parser.add_argument("--attention-warmup", type=cli.nonnegative_int, metavar="EPOCHS",
                         help=preset_help(PRESETS, "attention_warmup",
                                          "epochs of plain SimCLR before --attention paper's "
                                          "attention (appendix C.2); the official code and "
                                          "--attention official have none"))
-    parser.add_argument("--temperature", type=positive_float,
+    parser.add_argument("--temperature", type=cli.positive_float,
                         help=preset_help(PRESETS, "temperature", "NT-Xent temperature"))
-    parser.add_argument("--memory-bank", type=nonnegative_int, default=0, metavar="K",
+    parser.add_argument("--memory-bank", type=cli.nonnegative_int, default=0, metavar="K",
                         help="negatives from a bank of the last K projections instead of the "
                              "batch (lightly's memory bank; 0: in-batch negatives)")
     parser.add_argument("--affinity", choices=AFFINITIES, default="dense",
                         help="the bank's affinity graph: every entry, or a kNN head + sampled "
                              "tail (needs --memory-bank)")
-    parser.add_argument("--key-momentum", type=fraction, default=0.0, metavar="M",
+    parser.add_argument("--key-momentum", type=cli.fraction, default=0.0, metavar="M",
                         help="keys of the bank from a moving average of the model with this "
                              "momentum, as MoCo (0: the model itself, as lightly's NTXentLoss; "
                              "needs --memory-bank)")
 
     def check(args: argparse.Namespace) -> None:
         if args.attention_warmup is not None and args.attention != "paper":
-            raise argument_error("--attention-warmup", f"only --attention paper warms up (the "
-                                 f"paper's appendix C.2), and --attention is '{args.attention}'")
+            raise cli.argument_error("--attention-warmup", f"only --attention paper warms up (the "
+                                     f"paper's appendix C.2), and --attention is '{args.attention}'")
         if args.attention == "paper" and args.memory_bank:
-            raise argument_error("--memory-bank", "--attention paper scores backbone features "
-                                 "against in-batch negatives, which a memory bank does not keep: "
-                                 "use --attention official or off with --memory-bank")
+            raise cli.argument_error("--memory-bank", "--attention paper scores backbone features "
+                                     "against in-batch negatives, which a memory bank does not keep: "
+                                     "use --attention official or off with --memory-bank")
         if args.attention == "paper":
             check_warmup_epochs(args, PRESETS, "attention_warmup", "the attention")
         if args.affinity != "dense" and args.memory_bank == 0:
-            raise argument_error("--affinity", f"'{args.affinity}' is a graph over a memory bank: "
-                                 f"it needs --memory-bank K > 0")
+            raise cli.argument_error("--affinity", f"'{args.affinity}' is a graph over a memory bank: "
+                                     f"it needs --memory-bank K > 0")
         if args.key_momentum > 0 and args.memory_bank == 0:
-            raise argument_error("--key-momentum", "the momentum keys fill a memory bank: it "
-                                 "needs --memory-bank K > 0")
+            raise cli.argument_error("--key-momentum", "the momentum keys fill a memory bank: it "
+                                     "needs --memory-bank K > 0")
         if args.memory_bank and args.num_crops != 2:
-            raise argument_error("--num-crops", f"a memory bank contrasts the first view with "
-                                 f"the second and the bank (lightly's two-view NTXentLoss), got "
-                                 f"{args.num_crops} views: use --num-crops 2 with --memory-bank")
+            raise cli.argument_error("--num-crops", f"a memory bank contrasts the first view with "
+                                     f"the second and the bank (lightly's two-view NTXentLoss), got "
+                                     f"{args.num_crops} views: use --num-crops 2 with --memory-bank")
 
     parser.add_check(check)
     return parser
@@ -137,4 +128,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

@@ -13,14 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    argument_error,
-    make_parser,
-    nonnegative_int,
-    positive_int,
-    run_cli,
-)
+from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.vision import (
     add_image_arguments,
     build_backbone,
@@ -62,42 +55,42 @@ PRESETS = {
 }
 
 
-def build_parser() -> ArgumentParser:
-    parser = make_parser(__doc__)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.make_parser(__doc__)
     add_image_arguments(parser, PRESETS, "runs/simsiam_<multistage>_<preset>_seed<seed>",
                         lr_note="base rate, multiplied by batch_size / 256 (SimSiam's linear "
                                 "scaling rule, as solo-learn)")
     parser.add_argument("--multistage", choices=MULTISTAGE_MODES, default="official",
                         help="multi-stage aggregation (off: plain SimSiam)")
-    parser.add_argument("--stages", type=positive_int, default=None,
+    parser.add_argument("--stages", type=cli.positive_int, default=None,
                         help="epochs kept per sample (k; default 1, the only value of "
                              "--multistage official)")
     parser.add_argument("--aggr", choices=["sum", "mean", "max", "decay"], default=None,
                         help="how the stored epochs are aggregated (default mean, the only "
                              "value of --multistage official)")
-    parser.add_argument("--multistage-warmup", type=nonnegative_int,
+    parser.add_argument("--multistage-warmup", type=cli.nonnegative_int,
                         help=preset_help(PRESETS, "multistage_warmup", "epochs of plain SimSiam "
                                                                         "first"))
-    parser.add_argument("--proj-dim", type=positive_int,
+    parser.add_argument("--proj-dim", type=cli.positive_int,
                         help=preset_help(PRESETS, "proj_dim", "projector width"))
-    parser.add_argument("--pred-dim", type=positive_int,
+    parser.add_argument("--pred-dim", type=cli.positive_int,
                         help=preset_help(PRESETS, "pred_dim", "predictor hidden width"))
 
     def check(args: argparse.Namespace) -> None:
         if args.num_crops != 2:
-            raise argument_error("--num-crops", f"SimSiam predicts each of two views from the "
-                                 f"other (and the multi-stage memory stores view 2), got "
-                                 f"{args.num_crops} views: leave --num-crops at 2")
+            raise cli.argument_error("--num-crops", f"SimSiam predicts each of two views from the "
+                                     f"other (and the multi-stage memory stores view 2), got "
+                                     f"{args.num_crops} views: leave --num-crops at 2")
         # The official code keeps one epoch, averaged: other values are never replaced silently.
         if args.multistage == "official":
             if args.stages not in (None, 1):
-                raise argument_error("--stages", f"--multistage official keeps one stored epoch "
-                                     f"(k = 1), got {args.stages}: use --multistage paper for "
-                                     f"k > 1")
+                raise cli.argument_error("--stages", f"--multistage official keeps one stored epoch "
+                                         f"(k = 1), got {args.stages}: use --multistage paper for "
+                                         f"k > 1")
             if args.aggr not in (None, "mean"):
-                raise argument_error("--aggr", f"--multistage official averages (mean), got "
-                                     f"'{args.aggr}': use --multistage paper for another "
-                                     f"aggregation")
+                raise cli.argument_error("--aggr", f"--multistage official averages (mean), got "
+                                         f"'{args.aggr}': use --multistage paper for another "
+                                         f"aggregation")
         if args.multistage in ("paper", "official"):
             check_warmup_epochs(args, PRESETS, "multistage_warmup", "multi-stage aggregation")
         if args.stages is None:
@@ -133,4 +126,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

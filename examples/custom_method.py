@@ -12,14 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mp_contrastive.experiments.cli import (
-    add_common_arguments,
-    make_parser,
-    nonnegative_int,
-    positive_int,
-    run_cli,
-    torch_device,
-)
+from mp_contrastive.experiments import cli
 from mp_contrastive.losses import SimCLRLoss
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision import (
@@ -54,19 +47,19 @@ class MySimCLR(nn.Module):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = make_parser(__doc__)
-    parser.add_argument("--epochs", type=positive_int, default=1, help="training epochs")
-    parser.add_argument("--train-subset", type=positive_int, default=1024,
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--epochs", type=cli.positive_int, default=1, help="training epochs")
+    parser.add_argument("--train-subset", type=cli.positive_int, default=1024,
                         help="class-balanced CIFAR-10 training images")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="batch size")
-    parser.add_argument("--width", type=positive_int, default=16, help="ResNet-10 width")
-    parser.add_argument("--dynamics-every", type=nonnegative_int, default=2,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=256, help="batch size")
+    parser.add_argument("--width", type=cli.positive_int, default=16, help="ResNet-10 width")
+    parser.add_argument("--dynamics-every", type=cli.nonnegative_int, default=2,
                         help="learning-dynamics row every N steps (0 = off)")
-    parser.add_argument("--device", type=torch_device,
+    parser.add_argument("--device", type=cli.torch_device,
                         default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the method trains (default: cuda where available, else cpu)")
-    add_common_arguments(parser, default_out="runs/custom_method",
-                         data_layout="CIFAR-10 in torchvision's layout or the packed copy "
+    cli.add_common_arguments(parser, default_out="runs/custom_method",
+                             data_layout="CIFAR-10 in torchvision's layout or the packed copy "
                                      "cifar10/{train,test}_jpeg.npz")
     args = parser.parse_args(argv)
     generator = torch.Generator().manual_seed(args.seed)
@@ -91,4 +84,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

@@ -22,16 +22,7 @@ import torch.nn.functional as F
 
 from mp_contrastive._files import save_figure_atomic, write_text_atomic
 from mp_contrastive.dynamics import effective_rank
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    add_common_arguments,
-    argument_error,
-    make_parser,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    run_cli,
-)
+from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.vision import DATA_LAYOUT, load_splits
 from mp_contrastive.vision import SimCLRAugment, resnet_cifar
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
@@ -98,30 +89,30 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     save_figure_atomic(fig, path, dpi=120)
 
 
-def build_parser() -> ArgumentParser:
-    parser = make_parser(__doc__)
-    parser.add_argument("--stages", type=positive_int, nargs="+", default=[1, 2, 4, 8],
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--stages", type=cli.positive_int, nargs="+", default=[1, 2, 4, 8],
                         help="the values of k (epochs aggregated), one run each")
-    parser.add_argument("--epochs", type=positive_int, default=16, help="training epochs")
-    parser.add_argument("--train-subset", type=nonnegative_int, default=2048,
+    parser.add_argument("--epochs", type=cli.positive_int, default=16, help="training epochs")
+    parser.add_argument("--train-subset", type=cli.nonnegative_int, default=2048,
                         help="class-balanced training images (0 = all)")
-    parser.add_argument("--monitor-queries", type=nonnegative_int, default=1000,
+    parser.add_argument("--monitor-queries", type=cli.nonnegative_int, default=1000,
                         help="held-out images for the kNN accuracy (0 = the whole test set)")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="batch size")
-    parser.add_argument("--lr", type=positive_float, default=0.5, help="base lr (x batch/256)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=256, help="batch size")
+    parser.add_argument("--lr", type=cli.positive_float, default=0.5, help="base lr (x batch/256)")
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="resnet10",
                         help="ResNet architecture")
-    parser.add_argument("--width", type=positive_int, default=8,
+    parser.add_argument("--width", type=cli.positive_int, default=8,
                         help="first-stage width of the ResNet")
-    parser.add_argument("--proj-dim", type=positive_int, default=256,
+    parser.add_argument("--proj-dim", type=cli.positive_int, default=256,
                         help="projector and predictor width")
-    add_common_arguments(parser, default_out="runs/multistage_collapse", data_layout=DATA_LAYOUT,
-                         out_help="output folder (table.md, results.json, collapse.png, runs)",
-                         download_fills_root=True)
+    cli.add_common_arguments(parser, default_out="runs/multistage_collapse", data_layout=DATA_LAYOUT,
+                             out_help="output folder (table.md, results.json, collapse.png, runs)",
+                             download_fills_root=True)
 
     def check(args: argparse.Namespace) -> None:
         if args.train_subset and args.batch_size > args.train_subset:
-            raise argument_error("--batch-size", f"{args.batch_size} is larger than the training "
+            raise cli.argument_error("--batch-size", f"{args.batch_size} is larger than the training "
                                                  f"set (--train-subset {args.train_subset})")
 
     parser.add_check(check)
@@ -154,4 +145,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

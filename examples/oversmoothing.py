@@ -31,23 +31,13 @@ from torch_geometric.data import Data
 
 from mp_contrastive._files import save_figure_atomic, write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    argument_error,
-    make_parser,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    run_cli,
-)
+from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
-    load_datasets,
+    graph_datasets,
     mean_std,
-    setup_threads,
 )
 from mp_contrastive.experiments.oversmoothing import (
     AFFINITIES,
@@ -91,40 +81,40 @@ def plot(rows: list[dict], datasets: list[str], affinity: str, path: Path, xlabe
     save_figure_atomic(fig, path, dpi=120)
 
 
-def build_parser() -> ArgumentParser:
-    parser = make_parser(__doc__)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.make_parser(__doc__)
     add_graph_arguments(parser, "runs/oversmoothing")
-    parser.add_argument("--depths", type=nonnegative_int, nargs="+", default=None,
+    parser.add_argument("--depths", type=cli.nonnegative_int, nargs="+", default=None,
                         help="propagation steps or layers (default: 2 4 ... 256 in propagation "
                              "mode, 2 4 ... 64 in trained mode; trained mode needs depths >= 1)")
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES,
                         help="propagation schemes")
-    parser.add_argument("--alpha", type=positive_float, default=4.0,
+    parser.add_argument("--alpha", type=cli.positive_float, default=4.0,
                         help="step size of every scheme")
-    parser.add_argument("--tau", type=positive_float, default=2.0,
+    parser.add_argument("--tau", type=cli.positive_float, default=2.0,
                         help="temperature of the feature space")
-    parser.add_argument("--k", type=positive_int, default=8,
+    parser.add_argument("--k", type=cli.positive_int, default=8,
                         help="nearest neighbours per node (fewer than the graph's nodes)")
-    parser.add_argument("--num-samples", type=nonnegative_int, default=None,
+    parser.add_argument("--num-samples", type=cli.nonnegative_int, default=None,
                         help="importance-weighted uniform draws per node on top of the k nearest "
                              "(default: 64 in propagation mode, 16 in trained mode)")
     parser.add_argument("--affinity", default="knn", choices=AFFINITIES,
                         help="uniformity on the k nearest + sampled tail, or on every other node")
-    parser.add_argument("--probe-weight-decay", type=nonnegative_float, default=5e-4,
-                        help="the linear probe's weight decay (propagation mode)")
     parser.add_argument("--mode", default="propagation", choices=("propagation", "trained"),
                         help="steps without learning + linear probe, or a trained deep classifier")
-    parser.add_argument("--hidden", type=positive_int, default=64,
-                        help="hidden width (trained mode)")
-    parser.add_argument("--epochs", type=positive_int, default=100, help="epochs (trained mode)")
-    parser.add_argument("--lr", type=positive_float, default=0.005,
-                        help="Adam's learning rate (trained mode)")
-    parser.add_argument("--refresh-every", type=positive_int, default=10,
-                        help="training passes between affinity searches (trained mode)")
+    propagation = parser.add_argument_group("propagation mode")
+    propagation.add_argument("--probe-weight-decay", type=cli.nonnegative_float, default=5e-4,
+                             help="the linear probe's weight decay")
+    trained = parser.add_argument_group("trained mode")
+    trained.add_argument("--hidden", type=cli.positive_int, default=64, help="hidden width")
+    trained.add_argument("--epochs", type=cli.positive_int, default=100, help="epochs")
+    trained.add_argument("--lr", type=cli.positive_float, default=0.005, help="Adam's learning rate")
+    trained.add_argument("--refresh-every", type=cli.positive_int, default=10,
+                         help="training passes between affinity searches")
 
     def check(args: argparse.Namespace) -> None:
         if args.mode == "trained" and args.depths is not None and 0 in args.depths:
-            raise argument_error("--depths", "a trained classifier needs depths >= 1, got 0")
+            raise cli.argument_error("--depths", "a trained classifier needs depths >= 1, got 0")
 
     parser.add_check(check)
     return parser
@@ -138,9 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         args.depths = [2, 4, 8, 16, 32, 64] + ([] if trained else [128, 256])
     if args.num_samples is None:
         args.num_samples = 16 if trained else 64
-    setup_threads(args.threads)
     started = time.perf_counter()
-    datasets = load_datasets(args.datasets, args.data_root, args.download)
+    datasets = graph_datasets(args)
     smallest = min(data.num_nodes for data in datasets.values())
     if args.affinity == "knn" and args.k >= smallest:  # known only now that the graphs are loaded
         parser.error(f"argument --k: must be smaller than the number of nodes ({smallest}), "
@@ -202,4 +191,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

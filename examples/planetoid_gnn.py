@@ -18,14 +18,13 @@ import time
 
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
-from mp_contrastive.experiments.cli import ArgumentParser, make_parser, nonnegative_float, run_cli
+from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
-    load_datasets,
+    graph_datasets,
     mean_std,
-    setup_threads,
 )
 from mp_contrastive.experiments.presets import SUPERVISED_PRESETS
 from mp_contrastive.gnn import train_node_classifier
@@ -38,12 +37,12 @@ FAMILIES = {
 }
 
 
-def build_parser() -> ArgumentParser:
-    parser = make_parser(__doc__)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.make_parser(__doc__)
     add_graph_arguments(parser, "runs/planetoid_gnn")
     parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
                         help="model families, each ours next to PyG's")
-    parser.add_argument("--beta", type=nonnegative_float, default=None,
+    parser.add_argument("--beta", type=cli.nonnegative_float, default=None,
                         help=f"attention sharpness of our attention model (default: the preset's, "
                              f"{SUPERVISED_PRESETS['attention'].beta:g})")
     return parser
@@ -51,9 +50,8 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    setup_threads(args.threads)
     started = time.perf_counter()
-    datasets = load_datasets(args.datasets, args.data_root, args.download)
+    datasets = graph_datasets(args)
     presets = dict(SUPERVISED_PRESETS)
     if args.beta is not None:
         presets["attention"] = presets["attention"].replace(beta=args.beta)
@@ -94,4 +92,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

@@ -29,23 +29,13 @@ import time
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table, progress_bar
 from mp_contrastive.distributed import rank_and_world, setup_distributed
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    argument_error,
-    make_parser,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    run_cli,
-)
+from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.graphs import (
     ResultStore,
     add_graph_arguments,
     format_mean_std,
-    load_datasets,
+    graph_datasets,
     mean_std,
-    setup_threads,
 )
 from mp_contrastive.experiments.presets import GRACE_CONFIG_YAML, GRACE_PRESETS
 from mp_contrastive.gnn import GRACEConfig, train_grace
@@ -53,30 +43,30 @@ from mp_contrastive.gnn.grace_config import VARIANTS
 from mp_contrastive.gnn.minibatch import SAMPLERS
 
 
-def build_parser() -> ArgumentParser:
-    parser = make_parser(__doc__)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.make_parser(__doc__)
     add_graph_arguments(parser, "runs/planetoid_grace", any_graph=True)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="contrastive variants")
     parser.add_argument("--config-yaml", action="store_true",
                         help="GRACE's own settings and protocol (config.yaml) instead of the presets")
-    parser.add_argument("--epochs", type=positive_int, default=None,
+    parser.add_argument("--epochs", type=cli.positive_int, default=None,
                         help="override the preset's epochs (default: the dataset's preset)")
-    parser.add_argument("--eval-every", type=nonnegative_int, default=None,
+    parser.add_argument("--eval-every", type=cli.nonnegative_int, default=None,
                         help="override the preset's model selection: probe every this many epochs "
                              "and keep the best-validation encoder (0: the last epoch's encoder; "
                              "default: the dataset's preset)")
-    parser.add_argument("--beta", type=nonnegative_float, default=1.0, help="attention sharpness")
+    parser.add_argument("--beta", type=cli.nonnegative_float, default=1.0, help="attention sharpness")
     parser.add_argument("--attention", default="positives",
                         choices=["positives", "negatives", "neighbors"],
                         help="attention normalisation: positives = official code, negatives = paper")
-    parser.add_argument("--num-stages", type=positive_int, default=1,
+    parser.add_argument("--num-stages", type=cli.positive_int, default=1,
                         help="multi-stage: epochs aggregated")
-    parser.add_argument("--multistage-weight", type=positive_float, default=0.5,
+    parser.add_argument("--multistage-weight", type=cli.positive_float, default=0.5,
                         help="multi-stage: weight of the alignment with the stored epochs")
     parser.add_argument("--negatives", default="auto", choices=["auto", "dense", "knn"],
                         help="negatives: the dense graph, the kNN path, or auto by size")
-    parser.add_argument("--batch-size", type=positive_int, default=None,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=None,
                         help="train in mini-batches of this many seed nodes (default: the whole "
                              "graph at once); the last epoch's encoder is probed (the Cora "
                              "preset's selection by probe is full-batch only) and kNN edges are "
@@ -85,7 +75,7 @@ def build_parser() -> ArgumentParser:
                         help="mini-batches: neighbor = PyG's NeighborLoader (needs pyg-lib or "
                              "torch-sparse), subgraph = RandomNodeLoader (induced subgraphs), "
                              "auto = neighbor where it can run")
-    parser.add_argument("--num-neighbors", type=positive_int, nargs="+", default=[10, 10],
+    parser.add_argument("--num-neighbors", type=cli.positive_int, nargs="+", default=[10, 10],
                         help="mini-batches with the neighbor sampler: neighbours per hop")
 
     def check(args: argparse.Namespace) -> None:
@@ -93,10 +83,10 @@ def build_parser() -> ArgumentParser:
             for flag, value, default in (("--sampler", args.sampler, "auto"),
                                          ("--num-neighbors", args.num_neighbors, [10, 10])):
                 if value != default:
-                    raise argument_error(flag, "it sets the mini-batches: add --batch-size")
+                    raise cli.argument_error(flag, "it sets the mini-batches: add --batch-size")
             return
         if args.eval_every:
-            raise argument_error("--eval-every", "model selection by probe is full-batch only: "
+            raise cli.argument_error("--eval-every", "model selection by probe is full-batch only: "
                                                  "leave it out with --batch-size")
 
     parser.add_check(check)
@@ -105,14 +95,13 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    setup_threads(args.threads)
     setup_distributed("cpu")  # under torchrun: a gloo process group
     rank, world = rank_and_world()
     if world > 1 and args.batch_size is None:
         raise SystemExit("error: several processes (torchrun) need --batch-size: full-batch "
                          "training runs in one process")
     started = time.perf_counter()
-    datasets = load_datasets(args.datasets, args.data_root, args.download, seed=args.seed)
+    datasets = graph_datasets(args)
     overrides = {"beta": args.beta, "attention_normalize": args.attention,
                  "num_stages": args.num_stages, "multistage_weight": args.multistage_weight,
                  "negatives": args.negatives}
@@ -169,4 +158,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

@@ -33,14 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mp_contrastive import dynamics
 from mp_contrastive._files import save_figure_atomic, write_text_atomic
-from mp_contrastive.dynamics import (
-    algebraic_connectivity,
-    alignment_contraction_bound,
-    class_algebraic_connectivity,
-    class_subspace_distance,
-    uniformity_metric,
-)
 from mp_contrastive.graph import sphere_projection
 from mp_contrastive.monitor import measure_dynamics
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv, UniformityConv
@@ -151,7 +145,7 @@ def _simulate(cfg: Config) -> dict:
     num_nodes = labels.numel()
     h0 = sphere_projection(torch.randn(num_nodes, cfg.dim, generator=gen, dtype=torch.float64),
                  cfg.temperature)
-    class_lambda2 = class_algebraic_connectivity(edge_index, labels)
+    class_lambda2 = dynamics.class_algebraic_connectivity(edge_index, labels)
     results: dict = {
         "config": asdict(cfg),
         "graph": {
@@ -161,7 +155,7 @@ def _simulate(cfg: Config) -> dict:
             "labels": labels.tolist(),
             "edge_index": edge_index.tolist(),
             "class_lambda2": class_lambda2.tolist(),
-            "lambda2": algebraic_connectivity(edge_index, num_nodes=num_nodes),
+            "lambda2": dynamics.algebraic_connectivity(edge_index, num_nodes=num_nodes),
         },
     }
 
@@ -199,13 +193,13 @@ def _simulate(cfg: Config) -> dict:
     # 3. Eq. 12: stacked self-attention = uniformity steps of negative size.
     attention = UniformityConv(cfg.attention_alpha, detach_targets=True)
     h_att, h_uni = h0.clone(), h0.clone()
-    layers = {"self_attention": [float(uniformity_metric(h_att))],
-              "uniformity_update": [float(uniformity_metric(h_uni))]}
+    layers = {"self_attention": [float(dynamics.uniformity_metric(h_att))],
+              "uniformity_update": [float(dynamics.uniformity_metric(h_uni))]}
     for _ in range(cfg.attention_layers):
         h_att = sphere_projection(h_att - attention.step(h_att), cfg.temperature)
         h_uni = sphere_projection(h_uni + attention.step(h_uni), cfg.temperature)
-        layers["self_attention"].append(float(uniformity_metric(h_att)))
-        layers["uniformity_update"].append(float(uniformity_metric(h_uni)))
+        layers["self_attention"].append(float(dynamics.uniformity_metric(h_att)))
+        layers["uniformity_update"].append(float(dynamics.uniformity_metric(h_uni)))
     results["self_attention"] = {"alpha": cfg.attention_alpha, "uniformity": layers}
     results["summary"] = _summary(results)
     return results
@@ -214,12 +208,12 @@ def _simulate(cfg: Config) -> dict:
 def _proposition2(cfg: Config, h0: Tensor, edge_index: Tensor, labels: Tensor,
                   class_lambda2: Tensor) -> dict:
     conv = AlignmentConv(cfg.alpha, detach_targets=True)
-    bound = alignment_contraction_bound(class_lambda2, cfg.alpha, detach_targets=True)
+    bound = dynamics.alignment_contraction_bound(class_lambda2, cfg.alpha, detach_targets=True)
     h = h0.clone()
-    distance = [class_subspace_distance(h, edge_index, labels)]
+    distance = [dynamics.class_subspace_distance(h, edge_index, labels)]
     for _ in range(cfg.prop2_steps):
         h = conv(h, edge_index)
-        distance.append(class_subspace_distance(h, edge_index, labels))
+        distance.append(dynamics.class_subspace_distance(h, edge_index, labels))
     dist = torch.stack(distance)  # [steps + 1, classes]
     ratio = dist[1:] / dist[:-1]
     # Once a distance reaches round-off level its ratio is noise, not dynamics: skip those steps.
@@ -415,45 +409,37 @@ def plot(results: dict, path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so that this block is the script's whole command line.
-    from mp_contrastive.experiments.cli import (
-        float_in,
-        int_at_least,
-        make_parser,
-        nonnegative_int,
-        output_dir,
-        positive_float,
-        positive_int,
-    )
+    from mp_contrastive.experiments import cli
 
     defaults = Config()
-    parser = make_parser(__doc__)
-    parser.add_argument("--seed", type=nonnegative_int, default=defaults.seed, help="random seed")
-    parser.add_argument("--out", type=output_dir, default="runs/synthetic_dynamics",
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=defaults.seed, help="random seed")
+    parser.add_argument("--out", type=cli.output_dir, default="runs/synthetic_dynamics",
                         help="output folder")
-    parser.add_argument("--num-classes", type=int_at_least(2), default=defaults.num_classes,
+    parser.add_argument("--num-classes", type=cli.int_at_least(2), default=defaults.num_classes,
                         help="classes of views")
-    parser.add_argument("--nodes-per-class", type=int_at_least(2),
+    parser.add_argument("--nodes-per-class", type=cli.int_at_least(2),
                         default=defaults.nodes_per_class, help="views per class")
-    parser.add_argument("--intra-prob", type=float_in(0.0, 1.0, low_open=True), nargs="+",
+    parser.add_argument("--intra-prob", type=cli.float_in(0.0, 1.0, low_open=True), nargs="+",
                         default=list(defaults.intra_prob),
                         help="intra-class edge probability: one value, or one per class")
-    parser.add_argument("--noise-edges", type=nonnegative_int, default=defaults.noise_edges,
+    parser.add_argument("--noise-edges", type=cli.nonnegative_int, default=defaults.noise_edges,
                         help="number of random cross-class edges (0: label-preserving)")
     parser.add_argument("--dim", type=int, default=defaults.dim, choices=(2, 3),
                         help="2: features on the circle, 3: on the sphere")
-    parser.add_argument("--steps", type=positive_int, default=defaults.steps,
+    parser.add_argument("--steps", type=cli.positive_int, default=defaults.steps,
                         help="steps of each operator")
-    parser.add_argument("--alpha", type=float_in(0.0, 0.5, low_open=True), default=defaults.alpha,
+    parser.add_argument("--alpha", type=cli.float_in(0.0, 0.5, low_open=True), default=defaults.alpha,
                         help="step size, in (0, 0.5] (Proposition 2 holds for alpha <= 1/2)")
-    parser.add_argument("--temperature", type=positive_float, default=defaults.temperature,
+    parser.add_argument("--temperature", type=cli.positive_float, default=defaults.temperature,
                         help="features lie on the sphere of radius 1/sqrt(temperature)")
-    parser.add_argument("--snapshots", type=nonnegative_int, nargs="+", default=None,
+    parser.add_argument("--snapshots", type=cli.nonnegative_int, nargs="+", default=None,
                         help="steps to draw, at most --steps (default: 0 10 50 and the last step)")
-    parser.add_argument("--prop2-steps", type=positive_int, default=defaults.prop2_steps,
+    parser.add_argument("--prop2-steps", type=cli.positive_int, default=defaults.prop2_steps,
                         help="unprojected alignment steps of the Proposition 2 measurement")
-    parser.add_argument("--attention-layers", type=positive_int,
+    parser.add_argument("--attention-layers", type=cli.positive_int,
                         default=defaults.attention_layers, help="stacked self-attention layers")
-    parser.add_argument("--attention-alpha", type=positive_float, default=defaults.attention_alpha,
+    parser.add_argument("--attention-alpha", type=cli.positive_float, default=defaults.attention_alpha,
                         help="step size of the self-attention layers")
     return parser
 

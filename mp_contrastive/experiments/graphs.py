@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,7 @@ from mp_contrastive.gnn.data import GRAPH_DATASETS, PLANETOID_NAMES, load_graph,
 
 __all__ = [
     "add_graph_arguments",
-    "setup_threads",
-    "load_datasets",
+    "graph_datasets",
     "ResultStore",
     "mean_std",
     "format_mean_std",
@@ -68,18 +67,16 @@ def add_graph_arguments(parser: ArgumentParser, default_out: str,
                              "small graphs on a loaded machine)")
 
 
-def setup_threads(threads: int | None) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"'--threads' must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-
-
-def load_datasets(names: Sequence[str], root: str | None, download: bool,
-                  seed: int = 0) -> dict[str, Data]:
-    """The graphs ``names`` (:func:`~mp_contrastive.gnn.data.load_graph`; ``seed`` draws random
-    splits and synthetic graphs); missing Planetoid data is a ``FileNotFoundError`` worded for
-    the command line (``--data-root``, ``$MP_CONTRASTIVE_DATA``, ``--download``)."""
+def graph_datasets(args: argparse.Namespace) -> dict[str, Data]:
+    """The start of a graph example, from the options of :func:`add_graph_arguments`: torch's
+    thread count (``--threads``) and the graphs of ``--datasets``
+    (:func:`~mp_contrastive.gnn.data.load_graph`; ``--seed`` draws random splits and synthetic
+    graphs, a Planetoid graph has its public split whatever the seed). Missing Planetoid data is
+    a ``FileNotFoundError`` worded for the command line (``--data-root``,
+    ``$MP_CONTRASTIVE_DATA``, ``--download``)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    names, root, download, seed = args.datasets, args.data_root, args.download, args.seed
     datasets = {}
     for name in names:
         if name not in PLANETOID_NAMES:

@@ -1,6 +1,7 @@
 """Every example's command line refuses out-of-range values where it parses them: an argparse
 error naming the flag, exit status 2, nothing written. In-process (``main(argv)``), so fast."""
 
+import argparse
 import importlib
 import re
 
@@ -148,12 +149,13 @@ def test_bf16_and_another_precision_name_both_flags(name, workdir, capsys):
 def test_missing_data_under_an_existing_folder_names_flag_variable_and_download(workdir,
                                                                                   monkeypatch):
     """The graph examples' loader words the library's 'pass root' error for the command line."""
-    from mp_contrastive.experiments.graphs import load_datasets
+    from mp_contrastive.experiments.graphs import graph_datasets
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # an empty cache
-
+    args = argparse.Namespace(threads=None, datasets=["Cora"], data_root=str(workdir / "data"),
+                              download=False, seed=0)
     with pytest.raises(FileNotFoundError) as error:
-        load_datasets(["Cora"], str(workdir / "data"), download=False)
+        graph_datasets(args)
     message = str(error.value)
     assert "--data-root" in message and f"${DATA_ENV}" in message and "--download" in message
     assert "'root'" not in message
