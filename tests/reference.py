@@ -4,6 +4,8 @@ edge ``j -> i``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -83,13 +85,18 @@ def random_graph(num_nodes: int, p: float, generator: torch.Generator, symmetric
     return torch.stack([src, dst]), w[dst, src]
 
 
-def random_permutation(num_nodes: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A random node order ``perm`` and its inverse (``inverse[perm] == arange``): node ``i`` of
-    ``x[perm]`` is node ``perm[i]`` of ``x``, and ``inverse[edge_index]`` renames the edges."""
-    perm = torch.randperm(num_nodes, generator=generator)
+def assert_permutation_equivariant(layer: Callable[..., Tensor], x: Tensor,
+                                   generator: torch.Generator, edge_index: Tensor | None = None,
+                                   edge_weight: Tensor | None = None) -> None:
+    """``layer`` commutes with renaming the nodes: on ``x[perm]`` (node ``i`` is node ``perm[i]``
+    of ``x``) with the edges renamed by the inverse order, its output is its output on ``x`` in the
+    order ``perm``; ``edge_index=None`` calls it on the features alone (a dense graph)."""
+    perm = torch.randperm(x.size(0), generator=generator)
     inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(num_nodes)
-    return perm, inverse
+    inverse[perm] = torch.arange(x.size(0))
+    graph = () if edge_index is None else (edge_index, edge_weight)
+    renamed = () if edge_index is None else (inverse[edge_index], edge_weight)
+    torch.testing.assert_close(layer(x[perm], *renamed), layer(x, *graph)[perm])
 
 
 def complete_graph(num_nodes: int) -> Tensor:

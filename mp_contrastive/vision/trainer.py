@@ -47,7 +47,7 @@ from mp_contrastive.vision.logs import TrainingLogs
 from mp_contrastive.vision.methods import LossNodes, MethodOutput
 from mp_contrastive.vision.optim import build_optimizer, warmup_cosine
 
-__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "Interrupted", "PRECISIONS"]
+__all__ = ["TrainConfig", "Trainer", "Interrupted", "PRECISIONS"]
 
 #: Training precisions: float32, or mixed precision with bf16 or fp16 autocast (CUDA only; fp16
 #: with a gradient scaler, as PyTorch Lightning's ``precision=16`` that solo-learn runs).

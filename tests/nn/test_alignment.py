@@ -7,9 +7,9 @@ from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.nn import AlignmentConv
 from tests.reference import (
     alignment_energy,
+    assert_permutation_equivariant,
     dense,
     random_graph,
-    random_permutation,
     step_from_autograd,
     sym_normalize,
 )
@@ -72,11 +72,7 @@ def test_sparse_layouts_and_edge_permutation(gen, detach):
 
 def test_node_permutation_equivariance(gen):
     x = torch.randn(9, 3, generator=gen, dtype=torch.float64)
-    edge_index, weight = random_graph(9, 0.4, gen)
-    perm, inverse = random_permutation(9, gen)
-    conv = AlignmentConv()
-    torch.testing.assert_close(conv(x[perm], inverse[edge_index], weight),
-                               conv(x, edge_index, weight)[perm])
+    assert_permutation_equivariant(AlignmentConv(), x, gen, *random_graph(9, 0.4, gen))
 
 
 def test_gradient_flows_to_input(gen):

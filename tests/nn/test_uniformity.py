@@ -4,10 +4,10 @@ from torch_geometric.testing import assert_module
 
 from mp_contrastive.nn import UniformityConv
 from tests.reference import (
+    assert_permutation_equivariant,
     complete_graph,
     dense,
     random_graph,
-    random_permutation,
     step_from_autograd,
     uniformity_energy,
 )
@@ -136,13 +136,8 @@ def test_sparse_layouts_and_edge_permutation(gen):
 
 def test_node_permutation_equivariance(gen):
     h = torch.randn(8, 3, generator=gen, dtype=torch.float64)
-    edge_index, weight = random_graph(8, 0.5, gen)
-    perm, inverse = random_permutation(8, gen)
-    conv = UniformityConv()
-    for args in [(), (edge_index, weight)]:
-        out = conv(h, *args)
-        permuted_args = () if not args else (inverse[edge_index], weight)
-        torch.testing.assert_close(conv(h[perm], *permuted_args), out[perm])
+    assert_permutation_equivariant(UniformityConv(), h, gen)  # the dense affinity graph
+    assert_permutation_equivariant(UniformityConv(), h, gen, *random_graph(8, 0.5, gen))
 
 
 def test_self_attention_is_gradient_ascent_on_uniformity(gen):

@@ -9,10 +9,10 @@ import torch
 
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
-from mp_contrastive.vision.checkpoint import FORMAT, SettingsMismatch
+from mp_contrastive.vision.checkpoint import FORMAT, SettingsMismatch, load_checkpoint
 from mp_contrastive.vision.data import load_cifar, stratified_subset
 from mp_contrastive.vision.methods import MethodOutput, SimCLRMethod, SimSiamMethod
-from mp_contrastive.vision.trainer import Interrupted, TrainConfig, Trainer, load_checkpoint
+from mp_contrastive.vision.trainer import Interrupted, TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
