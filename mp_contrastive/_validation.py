@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,6 +49,8 @@ __all__ = [
     "check_device_arg",
     "unit_rows",
     "require",
+    "recall",
+    "remember",
 ]
 
 
@@ -248,23 +251,37 @@ def check_labels(labels: object, num_nodes: int | None = None,
     return labels, int(labels.max()) + 1
 
 
-#: Index tensors found in range, with their version counter and the bounds they were checked
-#: against. Full-graph training passes one ``edge_index`` to every layer call; read once, it is
-#: not read again while unchanged: an in-place write bumps the version counter (views share it),
-#: so a modified graph is checked again. (Writes that bypass autograd's counter, through
-#: ``.data`` or NumPy, are not seen.) Keyed by ``id`` with a weak reference (a tensor's ``==``
-#: is elementwise, so it cannot be a dict key): a graph that is freed leaves the table.
-_IN_RANGE: dict[int, tuple[weakref.ref[Tensor], tuple[int, int, int]]] = {}
+#: Facts established about index tensors (in range for some bounds, free of self loops), each
+#: with the tensor's version counter when it was read. Full-graph training passes one
+#: ``edge_index`` to every layer call; read once, it is not read again while unchanged: an
+#: in-place write bumps the version counter (views share it), so a modified graph is read again.
+#: (Writes that bypass autograd's counter, through ``.data`` or NumPy, are not seen.) Keyed by
+#: ``id`` with a weak reference (a tensor's ``==`` is elementwise, so it cannot be a dict key): a
+#: graph that is freed leaves the table. Inference tensors (made under ``torch.inference_mode``)
+#: have no version counter, so nothing is remembered about them: they are read at every call.
+_FACTS: dict[int, tuple[weakref.ref[Tensor], int, dict[Hashable, Any]]] = {}
 
 
-def _in_range(index: Tensor, key: tuple[int, int, int]) -> bool:
-    entry = _IN_RANGE.get(id(index))
-    return entry is not None and entry[0]() is index and entry[1] == key
+def recall(tensor: Tensor, fact: Hashable) -> Any | None:
+    """What :func:`remember` stored as ``fact`` about ``tensor`` at its current version, or
+    ``None``."""
+    entry = _FACTS.get(id(tensor))
+    if entry is None or entry[0]() is not tensor or tensor.is_inference() \
+            or entry[1] != tensor._version:
+        return None
+    return entry[2].get(fact)
 
 
-def _remember_in_range(index: Tensor, key: tuple[int, int, int]) -> None:
-    ident = id(index)
-    _IN_RANGE[ident] = (weakref.ref(index, lambda _: _IN_RANGE.pop(ident, None)), key)
+def remember(tensor: Tensor, fact: Hashable, value: Any) -> None:
+    """Store ``value`` as ``fact`` about ``tensor`` as it is now (see :data:`_FACTS`)."""
+    if tensor.is_inference():
+        return
+    ident, version = id(tensor), tensor._version
+    entry = _FACTS.get(ident)
+    if entry is None or entry[0]() is not tensor or entry[1] != version:
+        entry = (weakref.ref(tensor, lambda _: _FACTS.pop(ident, None)), version, {})
+        _FACTS[ident] = entry
+    entry[2][fact] = value
 
 
 def check_edge_index(edge_index: object, num_src: int, num_dst: int,
@@ -282,8 +299,8 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
         raise ValueError(f"'{name}' must have shape [2, num_edges], got {tuple(edge_index.shape)}")
     edge_index = check_device(edge_index, name, device, ref, move=move)
     if edge_index.numel() > 0 and not value_checks_skipped() and has_values(edge_index):
-        key = (edge_index._version, num_src, num_dst)
-        if _in_range(edge_index, key):
+        fact = ("in range", num_src, num_dst)
+        if recall(edge_index, fact):
             return edge_index
         # One reduction: over the whole tensor for one node set (half the time of one per row),
         # per row for two.
@@ -301,7 +318,7 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
                     f"[{dst_min}, {dst_max}]")
         require(ok, f"'{name}' is out of range: sources must lie in [0, {num_src}) and targets "
                     f"in [0, {num_dst})", detail, sync=sync)
-        _remember_in_range(edge_index, key)
+        remember(edge_index, fact, True)
     return edge_index
 
 

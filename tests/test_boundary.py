@@ -218,6 +218,52 @@ def test_an_unchanged_graph_is_read_once_and_a_modified_one_again(monkeypatch):
         AlignmentConv()(torch.randn(6, 2), edge_index)
 
 
+def test_the_self_loop_test_is_read_once_and_again_after_a_write(monkeypatch):
+    """AlignmentGCNConv's fast path needs a graph without self loops: the test reads the graph
+    once while it is unchanged, and a written self loop sends the layer back to gcn_norm's path
+    (whose output, with the loop kept, is GCNConv's)."""
+    from torch_geometric.nn import GCNConv
+
+    import mp_contrastive.nn.alignment as alignment
+
+    edge_index, x = RING.clone(), torch.randn(6, 3)
+    ours = AlignmentGCNConv(3, 4)
+    pyg = GCNConv(3, 4)
+    pyg.lin.weight.data.copy_(ours.lin.weight.data)
+    pyg.bias.data.copy_(ours.bias.data)
+    reads = []
+    original = alignment.contains_self_loops
+    monkeypatch.setattr(alignment, "contains_self_loops",
+                        lambda index: reads.append(1) or original(index))
+    for _ in range(3):
+        torch.testing.assert_close(ours(x, edge_index), pyg(x, edge_index), rtol=0, atol=0)
+    assert len(reads) == 1
+    edge_index[1, 0] = 0  # the edge 0 -> 1 becomes a self loop on node 0
+    torch.testing.assert_close(ours(x, edge_index), pyg(x, edge_index), rtol=0, atol=0)
+    assert len(reads) == 2
+
+
+def test_the_operators_run_under_inference_mode_and_check_every_call():
+    """Tensors made under torch.inference_mode have no version counter: nothing is remembered
+    about them (an out-of-range graph is caught at every call), and the outputs are the same."""
+    x = torch.randn(8, 3)
+    layers = [(AlignmentConv(), (GRAPH.edge_index,)), (UniformityConv(), ()),
+              (ContrastiveConv(), (GRAPH.edge_index,)),
+              (AttentionAlignmentConv(), (GRAPH.edge_index,)),
+              (AlignmentGCNConv(3, 4), (GRAPH.edge_index,))]
+    expected = [layer(x, *graph) for layer, graph in layers]
+    with torch.inference_mode():
+        frozen_x, frozen_graph = x.clone(), GRAPH.edge_index.clone()
+        assert frozen_graph.is_inference()
+        for (layer, graph), output in zip(layers, expected, strict=True):
+            torch.testing.assert_close(layer(frozen_x, *([frozen_graph] if graph else [])), output)
+        wrong = frozen_graph.clone()
+        wrong[1, 0] = 8
+        for _ in range(2):
+            with pytest.raises(ValueError, match="out of range"):
+                AlignmentConv()(frozen_x, wrong)
+
+
 def test_a_non_finite_sum_of_finite_values_is_not_an_error():
     big = torch.full((4, 2), 3e38)  # the sum overflows; every value is finite
     validation.check_features(big)

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, PairTensor
-from torch_geometric.utils import is_sparse, is_torch_sparse_tensor, scatter
+from torch_geometric.utils import contains_self_loops, is_sparse, is_torch_sparse_tensor, scatter
 
-from mp_contrastive._validation import check_features, require, value_checks_skipped
+from mp_contrastive._validation import check_features, recall, remember, require, value_checks_skipped
 from mp_contrastive.nn.functional._inputs import _sparse_values, as_edge_index, check_adjacency, check_pair
 from mp_contrastive.nn.step_conv import StepConv
 
@@ -276,7 +276,7 @@ class AlignmentConv(StepConv):
         data-dependent control flow, which a full graph cannot hold."""
         if self.normalize and not self.cached and not is_sparse(edge_index) \
                 and not torch.compiler.is_compiling() \
-                and not (self.add_self_loops and bool((edge_index[0] == edge_index[1]).any())):
+                and not (self.add_self_loops and _has_self_loops(edge_index)):
             return self._loops_apart(edge_index, edge_weight, x)
         adj, weight = self._normalized_adjacency(edge_index, edge_weight, x.size(0), x)
         return self._propagate(adj, weight, x)
@@ -341,3 +341,14 @@ class AlignmentConv(StepConv):
         if shape is None:
             return out
         return out.reshape(shape[1], shape[0], shape[2]).transpose(0, 1)
+
+
+def _has_self_loops(edge_index: Tensor) -> bool:
+    """Whether a checked ``edge_index`` has a self loop: one read of the graph (a host sync on a
+    GPU, as ``gcn_norm``'s mask), remembered while the tensor is unchanged, so that a graph
+    passed to every layer call is read once."""
+    known = recall(edge_index, "self loops")
+    if known is None:
+        known = contains_self_loops(edge_index)
+        remember(edge_index, "self loops", known)
+    return known
