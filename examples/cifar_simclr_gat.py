@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 
-from mp_contrastive.bank_loss import AFFINITIES
 from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.vision import (
     add_image_arguments,
@@ -31,6 +30,7 @@ from mp_contrastive.experiments.vision import (
     start_run,
     train_and_evaluate,
 )
+from mp_contrastive.knn import AFFINITIES
 from mp_contrastive.vision import ProjectionHead, SimCLRModel
 from mp_contrastive.vision.methods import ATTENTION_MODES, SimCLRMethod
 

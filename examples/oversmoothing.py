@@ -40,11 +40,11 @@ from mp_contrastive.experiments.graphs import (
     mean_std,
 )
 from mp_contrastive.experiments.oversmoothing import (
-    AFFINITIES,
     SCHEMES,
     depth_study,
     trained_depth_study,
 )
+from mp_contrastive.knn import AFFINITIES
 
 LABELS = {"alignment": "alignment only (AlignmentConv)", "contrastive": "ContrastiveConv",
           "pairnorm": "alignment + PairNorm"}

@@ -26,17 +26,14 @@ from torch import Tensor, nn
 
 from mp_contrastive._validation import check_positive_int, unit_rows
 from mp_contrastive.distributed import gather_no_grad
-from mp_contrastive.knn import BankIndex
+from mp_contrastive.knn import AFFINITIES, BankIndex
 from mp_contrastive.memory import NegativeBank
 from mp_contrastive.nn.functional._affinity import uniformity
 from mp_contrastive.nn.functional._attention import AttentionSpec
 from mp_contrastive.nn.functional._bank import BankContrast, bank_contrast
 from mp_contrastive.nn.functional._tiling import Tiling
 
-__all__ = ["AFFINITIES", "MemoryBankContrast"]
-
-#: The affinity graphs over a memory bank: every entry, or a kNN head with a sampled tail.
-AFFINITIES = ("dense", "knn")
+__all__ = ["MemoryBankContrast"]
 
 
 def _bank_size(memory_bank_size: object) -> tuple[int, int | None]:

@@ -51,13 +51,12 @@ from mp_contrastive._validation import (
 )
 from mp_contrastive.gnn.training import fit_node_classifier, linear_probe, seed_everything
 from mp_contrastive.graph import sphere_projection
-from mp_contrastive.knn import affinity_graph, sampled_affinity_graph
+from mp_contrastive.knn import AFFINITIES, affinity_graph, sampled_affinity_graph
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv
 
-__all__ = ["SCHEMES", "AFFINITIES", "depth_study", "trained_depth_study"]
+__all__ = ["SCHEMES", "depth_study", "trained_depth_study"]
 
 SCHEMES = ("alignment", "contrastive", "pairnorm")
-AFFINITIES = ("knn", "dense")
 
 
 @torch.no_grad()

@@ -38,11 +38,12 @@ backend needs no faiss and runs on any torch device, and ``"cos"`` is a metric o
 
 from mp_contrastive.knn._bank_index import BANK_BACKENDS, BankIndex
 from mp_contrastive.knn._faiss_backend import faiss_gpu_available
-from mp_contrastive.knn._graphs import affinity_graph, sampled_affinity_graph
+from mp_contrastive.knn._graphs import AFFINITIES, affinity_graph, sampled_affinity_graph
 from mp_contrastive.knn._index import BACKENDS, INDEXES, SIMILARITY_METRICS, AffinityIndex, choose_backend
 from mp_contrastive.knn._sampling import PROPOSALS
 
 __all__ = [
+    "AFFINITIES",
     "SIMILARITY_METRICS",
     "BACKENDS",
     "BANK_BACKENDS",

@@ -9,7 +9,12 @@ from torch import Tensor
 from mp_contrastive.knn._index import AffinityIndex
 from mp_contrastive.nn.functional._tiling import DEFAULT_TILING, Tiling
 
-__all__ = ["affinity_graph", "sampled_affinity_graph"]
+__all__ = ["AFFINITIES", "affinity_graph", "sampled_affinity_graph"]
+
+#: The affinity graphs a uniformity runs on, by name: ``"dense"`` (every other node, or every
+#: entry of a memory bank) or ``"knn"`` (each anchor's nearest neighbours with an importance-
+#: sampled tail, :func:`sampled_affinity_graph`).
+AFFINITIES = ("dense", "knn")
 
 
 def affinity_graph(x: Tensor, k: int, *, queries: Tensor | None = None, metric: str = "ip",
