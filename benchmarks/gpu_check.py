@@ -42,12 +42,7 @@ from benchmarks._measure import ROOT, interleaved_times
 from benchmarks.suite import add_update_docs, replace_marked_section
 from mp_contrastive._files import write_text_atomic
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    make_parser,
-    output_dir,
-    positive_int,
-)
+from mp_contrastive.experiments.cli import ArgumentParser, make_parser, output_dir, positive_int
 
 MARKER = "results-gpu-check"
 TARGET_MINUTES = 30.0

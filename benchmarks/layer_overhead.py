@@ -32,10 +32,7 @@ from torch_geometric.utils import to_undirected
 
 from benchmarks._measure import add_measure_arguments, interleaved_times, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    make_parser,
-)
+from mp_contrastive.experiments.cli import ArgumentParser, make_parser
 from mp_contrastive.gnn import AlignmentGCNConv
 
 TARGET = 1.05

@@ -26,12 +26,7 @@ from torch_geometric.utils import dropout_edge, mask_feature
 
 from benchmarks._measure import add_measure_arguments, interleaved_times, seed_and_threads
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    int_at_least,
-    make_parser,
-    positive_int,
-)
+from mp_contrastive.experiments.cli import ArgumentParser, int_at_least, make_parser, positive_int
 from mp_contrastive.losses import SimCLRLoss
 from mp_contrastive.monitor import DEFAULT_EVERY, DynamicsMonitor
 from mp_contrastive.vision import ProjectionHead, resnet_cifar

@@ -18,12 +18,7 @@ from lightly.models.modules import SimCLRProjectionHead
 
 from benchmarks._measure import add_measure_arguments, interleaved_times, seed_and_threads
 from mp_contrastive._reporting import markdown_table
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    int_at_least,
-    make_parser,
-    positive_int,
-)
+from mp_contrastive.experiments.cli import ArgumentParser, int_at_least, make_parser, positive_int
 from mp_contrastive.vision import LARS, ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.methods import MethodOutput, SimCLRMethod
 from mp_contrastive.vision.models import ARCHITECTURES

@@ -39,11 +39,7 @@ from mp_contrastive.experiments.graphs import (
     graph_datasets,
     mean_std,
 )
-from mp_contrastive.experiments.oversmoothing import (
-    SCHEMES,
-    depth_study,
-    trained_depth_study,
-)
+from mp_contrastive.experiments.oversmoothing import SCHEMES, depth_study, trained_depth_study
 from mp_contrastive.knn import AFFINITIES
 
 LABELS = {"alignment": "alignment only (AlignmentConv)", "contrastive": "ContrastiveConv",

@@ -16,12 +16,7 @@ from mp_contrastive.gnn import AlignmentGCNConv, AttentionAlignmentGATConv, Node
 from mp_contrastive.gnn.grace_loss import GraphContrastiveLoss
 from mp_contrastive.graph import augmentation_graph
 from mp_contrastive.losses import MessagePassingLoss, SimCLRLoss
-from mp_contrastive.nn import (
-    AlignmentConv,
-    AttentionAlignmentConv,
-    ContrastiveConv,
-    UniformityConv,
-)
+from mp_contrastive.nn import AlignmentConv, AttentionAlignmentConv, ContrastiveConv, UniformityConv
 
 #: The checks that read a tensor (its metadata or its values).
 CHECKS = ("check_features", "require_finite", "check_edge_index", "check_edge_values",
