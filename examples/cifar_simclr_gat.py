@@ -5,7 +5,7 @@
     torchrun --nproc_per_node=2 examples/cifar_simclr_gat.py  # DDP (NCCL on GPU, gloo on CPU)
     python examples/cifar_simclr_gat.py --memory-bank 16384 --affinity knn  # negatives from a bank
     python examples/cifar_simclr_gat.py --num-crops 4         # 4 views per image (docs/guide.md)
-    python examples/cifar_simclr_gat.py --num-small-crops 4   # and 4 small 16-px crops (SwAV's)
+    python examples/cifar_simclr_gat.py --num-small-crops 6   # and 6 small 18-px crops, as solo-learn
 
 ``--attention official`` (default) reweights positive pairs by exp(beta cos) of backbone features
 normalised over the batch's positive pairs, as the paper's code; ``--attention paper`` uses the

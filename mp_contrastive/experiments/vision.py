@@ -58,11 +58,11 @@ _COMMON_DEFAULTS = {"crop_min": 0.08, "stem_padding": 1, "zero_init_residual": F
 #: The global crops' output side: the CIFAR images' own.
 GLOBAL_CROP_SIZE = 32
 
-#: The small crops' defaults (``--num-small-crops``): half the global side, as SwAV's and
-#: solo-learn's ImageNet crops are 96 px beside 224 px global ones (0.43), and their area range
-#: (``min_scale`` 0.05, ``max_scale`` 0.14 of the image), which is a fraction of the image and so
-#: carries over to 32-px images: a 0.05-0.14 crop spans 7-12 px, resampled to 16.
-SMALL_CROP_DEFAULTS = {"small_crop_size": 16, "small_crop_min": 0.05, "small_crop_max": 0.14}
+#: The small crops' defaults (``--num-small-crops``): solo-learn's CIFAR multi-crop (its SwAV,
+#: scripts/pretrain/cifar-multicrop/augmentations/swav.yaml: 18-px crops from 0.08 to 0.5 of the
+#: image beside 32-px global ones). SwAV's ImageNet range (96 px, 0.05 to 0.14, beside 224 px)
+#: would cut 7-12 px patches out of a 32-px image; the flags give it.
+SMALL_CROP_DEFAULTS = {"small_crop_size": 18, "small_crop_min": 0.08, "small_crop_max": 0.5}
 
 #: What ``--data-root`` holds for the image examples.
 DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,test}_jpeg.npz")
@@ -187,15 +187,16 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
     parser.add_argument("--small-crop-size", type=int_at_least(1), metavar="S",
                         help=f"the small crops' side in pixels, from 1 to {GLOBAL_CROP_SIZE - 1} "
                              f"(smaller than the global crops' {GLOBAL_CROP_SIZE}; default: "
-                             f"{SMALL_CROP_DEFAULTS['small_crop_size']}; needs --num-small-crops)")
+                             f"{SMALL_CROP_DEFAULTS['small_crop_size']}, solo-learn's CIFAR "
+                             f"multi-crop; needs --num-small-crops)")
     parser.add_argument("--small-crop-min", type=float_in(0.0, 1.0, low_open=True), metavar="F",
                         help=f"smallest small-crop area, a fraction of the image, in (0, 1] "
-                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_min']:g}, SwAV's and "
-                             f"solo-learn's; needs --num-small-crops)")
+                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_min']:g}, solo-learn's "
+                             f"CIFAR multi-crop; needs --num-small-crops)")
     parser.add_argument("--small-crop-max", type=float_in(0.0, 1.0, low_open=True), metavar="F",
                         help=f"largest small-crop area, a fraction of the image, in (0, 1] "
-                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_max']:g}, SwAV's and "
-                             f"solo-learn's; needs --num-small-crops)")
+                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_max']:g}, solo-learn's "
+                             f"CIFAR multi-crop; needs --num-small-crops)")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun with CUDA, batch norm statistics over the global "
                              "batch (torch.nn.SyncBatchNorm) instead of each process's share; a "

@@ -302,9 +302,9 @@ class ViewShapes(torch.nn.Module):
 
 
 def with_small_crops(data, out_dir, **kwargs):
-    """Two global views and two 16-px small crops (SwAV's area range), one short epoch."""
+    """Two global views and two 18-px small crops (the image examples' defaults), one short epoch."""
     return make_trainer(data, out_dir, epochs=1, width=4, knn=False, num_small_views=2,
-                        small_augment=SimCLRAugment(size=16, scale=(0.05, 0.14)), **kwargs)
+                        small_augment=SimCLRAugment(size=18, scale=(0.08, 0.5)), **kwargs)
 
 
 def test_small_crops_are_drawn_after_the_global_views_from_the_same_generator(cifar_subset,
@@ -316,7 +316,7 @@ def test_small_crops_are_drawn_after_the_global_views_from_the_same_generator(ci
     plain = make_trainer(cifar_subset, tmp_path / "plain", epochs=1, width=4, knn=False)
     images = small.images[:64]
     drawn, expected = small._views(images), plain._views(images)
-    assert [tuple(v.shape) for v in drawn] == [(64, 3, 32, 32)] * 2 + [(64, 3, 16, 16)] * 2
+    assert [tuple(v.shape) for v in drawn] == [(64, 3, 32, 32)] * 2 + [(64, 3, 18, 18)] * 2
     assert all(torch.equal(a, b) for a, b in zip(drawn[:2], expected, strict=True))
     by_hand = torch.Generator().manual_seed(0 * 1000 + 1)  # the trainer's seed for rank 0
     augment = SimCLRAugment()
@@ -327,7 +327,7 @@ def test_small_crops_are_drawn_after_the_global_views_from_the_same_generator(ci
     small.callbacks.append(stop_at(0, "kill"))
     with pytest.raises(RuntimeError, match="killed"):
         small.fit()
-    assert small.method.shapes == [[(128, 3, 32, 32)] * 2 + [(128, 3, 16, 16)] * 2]
+    assert small.method.shapes == [[(128, 3, 32, 32)] * 2 + [(128, 3, 18, 18)] * 2]
 
 
 def test_a_run_with_small_crops_resumes_bit_for_bit_within_an_epoch(cifar_subset, tmp_path):
