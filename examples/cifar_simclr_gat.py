@@ -5,6 +5,7 @@
     torchrun --nproc_per_node=2 examples/cifar_simclr_gat.py  # DDP (NCCL on GPU, gloo on CPU)
     python examples/cifar_simclr_gat.py --memory-bank 16384 --affinity knn  # negatives from a bank
     python examples/cifar_simclr_gat.py --num-crops 4         # 4 views per image (docs/guide.md)
+    python examples/cifar_simclr_gat.py --num-small-crops 6   # and 6 small 18-px crops, as solo-learn
 
 ``--attention official`` (default) reweights positive pairs by exp(beta cos) of backbone features
 normalised over the batch's positive pairs, as the paper's code; ``--attention paper`` uses the
@@ -24,6 +25,7 @@ from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.vision import (
     add_image_arguments,
     build_backbone,
+    check_two_views,
     check_warmup_epochs,
     load_splits,
     preset_help,
@@ -94,10 +96,9 @@ def build_parser() -> cli.ArgumentParser:
         if args.key_momentum > 0 and args.memory_bank == 0:
             raise cli.argument_error("--key-momentum", "the momentum keys fill a memory bank: it "
                                      "needs --memory-bank K > 0")
-        if args.memory_bank and args.num_crops != 2:
-            raise cli.argument_error("--num-crops", f"a memory bank contrasts the first view with "
-                                     f"the second and the bank (lightly's two-view NTXentLoss), got "
-                                     f"{args.num_crops} views: use --num-crops 2 with --memory-bank")
+        if args.memory_bank:
+            check_two_views(args, "a memory bank contrasts the first view with the second and "
+                                  "the bank (lightly's two-view NTXentLoss)", " with --memory-bank")
 
     parser.add_check(check)
     return parser

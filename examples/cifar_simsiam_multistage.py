@@ -17,6 +17,7 @@ from mp_contrastive.experiments import cli
 from mp_contrastive.experiments.vision import (
     add_image_arguments,
     build_backbone,
+    check_two_views,
     check_warmup_epochs,
     load_splits,
     preset_help,
@@ -77,10 +78,8 @@ def build_parser() -> cli.ArgumentParser:
                         help=preset_help(PRESETS, "pred_dim", "predictor hidden width"))
 
     def check(args: argparse.Namespace) -> None:
-        if args.num_crops != 2:
-            raise cli.argument_error("--num-crops", f"SimSiam predicts each of two views from the "
-                                     f"other (and the multi-stage memory stores view 2), got "
-                                     f"{args.num_crops} views: leave --num-crops at 2")
+        check_two_views(args, "SimSiam predicts each of two views from the other (and the "
+                              "multi-stage memory stores view 2)")
         # The official code keeps one epoch, averaged: other values are never replaced silently.
         if args.multistage == "official":
             if args.stages not in (None, 1):

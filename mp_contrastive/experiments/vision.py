@@ -29,7 +29,7 @@ from mp_contrastive.experiments.cli import (
 )
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision.augment import SimCLRAugment
-from mp_contrastive.vision.checkpoint import SettingsMismatch
+from mp_contrastive.vision.checkpoint import SettingsMismatch, without_former_values
 from mp_contrastive.vision.data import (
     CIFAR_MEAN_STD,
     DATASETS,
@@ -46,14 +46,23 @@ from mp_contrastive.vision.evaluation import (
 from mp_contrastive.vision.models import ARCHITECTURES, CifarResNet, resnet_cifar
 from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 
-__all__ = ["DATA_LAYOUT", "add_image_arguments", "preset_help", "resolve_preset", "start_run",
-           "check_warmup_epochs", "build_backbone", "Splits", "load_splits", "train_and_evaluate",
-           "sync_batch_norm"]
+__all__ = ["DATA_LAYOUT", "GLOBAL_CROP_SIZE", "SMALL_CROP_DEFAULTS", "add_image_arguments",
+           "preset_help", "resolve_preset", "start_run", "check_warmup_epochs", "check_two_views",
+           "build_backbone", "Splits", "load_splits", "train_and_evaluate", "sync_batch_norm"]
 
 # Defaults a preset may override: the GRAPH-ATTENTION code's choices (stem padding 1, default
 # initialisation, raw [0, 1] inputs, float32), which solo-learn's SimSiam changes.
 _COMMON_DEFAULTS = {"crop_min": 0.08, "stem_padding": 1, "zero_init_residual": False,
                    "normalize": False, "precision": "32", "probe": "fast"}
+
+#: The global crops' output side: the CIFAR images' own.
+GLOBAL_CROP_SIZE = 32
+
+#: The small crops' defaults (``--num-small-crops``): solo-learn's CIFAR multi-crop (its SwAV,
+#: scripts/pretrain/cifar-multicrop/augmentations/swav.yaml: 18-px crops from 0.08 to 0.5 of the
+#: image beside 32-px global ones). SwAV's ImageNet range (96 px, 0.05 to 0.14, beside 224 px)
+#: would cut 7-12 px patches out of a 32-px image; the flags give it.
+SMALL_CROP_DEFAULTS = {"small_crop_size": 18, "small_crop_min": 0.08, "small_crop_max": 0.5}
 
 #: What ``--data-root`` holds for the image examples.
 DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,test}_jpeg.npz")
@@ -148,7 +157,7 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                         help="continue from <out>/checkpoint.pt (verified against its checksum); "
                              "refused, with every difference listed, when a setting that changes "
                              "the run differs from the stored one (all but "
-                             + ", ".join(f"--{name.replace('_', '-')}" for name in
+                             + ", ".join(_flag(name) for name in
                                          sorted(_RESUME_MAY_CHANGE - {"resume", "device"}))
                              + ", and --device within one device type)")
     parser.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="N",
@@ -169,6 +178,25 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                              "augmentation) of every image per step, N >= 2; the loss gets each "
                              "view's sample id, so all N views of an image are positives of one "
                              "another (docs/guide.md, Multi-crop)")
+    parser.add_argument("--num-small-crops", type=nonnegative_int, default=0, metavar="M",
+                        help="small crops of every image per step besides the --num-crops global "
+                             "ones (SwAV's and solo-learn's multi-crop): the same colour "
+                             "augmentation, --small-crop-size pixels, from --small-crop-min to "
+                             "--small-crop-max of the image; every view of an image, large or "
+                             "small, is a positive of every other (docs/guide.md, Multi-crop)")
+    parser.add_argument("--small-crop-size", type=int_at_least(1), metavar="S",
+                        help=f"the small crops' side in pixels, from 1 to {GLOBAL_CROP_SIZE - 1} "
+                             f"(smaller than the global crops' {GLOBAL_CROP_SIZE}; default: "
+                             f"{SMALL_CROP_DEFAULTS['small_crop_size']}, solo-learn's CIFAR "
+                             f"multi-crop; needs --num-small-crops)")
+    parser.add_argument("--small-crop-min", type=float_in(0.0, 1.0, low_open=True), metavar="F",
+                        help=f"smallest small-crop area, a fraction of the image, in (0, 1] "
+                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_min']:g}, solo-learn's "
+                             f"CIFAR multi-crop; needs --num-small-crops)")
+    parser.add_argument("--small-crop-max", type=float_in(0.0, 1.0, low_open=True), metavar="F",
+                        help=f"largest small-crop area, a fraction of the image, in (0, 1] "
+                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_max']:g}, solo-learn's "
+                             f"CIFAR multi-crop; needs --num-small-crops)")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun with CUDA, batch norm statistics over the global "
                              "batch (torch.nn.SyncBatchNorm) instead of each process's share; a "
@@ -210,8 +238,37 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
             raise argument_error("--sync-bn", f"torch's SyncBatchNorm synchronises CUDA tensors "
                                               f"only, and the device is '{device}'{found}: "
                                               f"leave --sync-bn out on the CPU")
+        _check_small_crops(args)
 
     parser.add_check(check)
+
+
+def _check_small_crops(args: argparse.Namespace) -> None:
+    """The small-crop options fit together (argparse errors naming the flag), and those left out
+    take :data:`SMALL_CROP_DEFAULTS`. Shaping small crops that are not drawn is refused: it would
+    change nothing, and a resumed run would be compared on it."""
+    given = [key for key in SMALL_CROP_DEFAULTS if getattr(args, key) is not None]
+    if given and not args.num_small_crops:
+        flag = _flag(given[0])
+        raise argument_error(flag, f"it shapes the small crops and --num-small-crops is 0: add "
+                                   f"--num-small-crops M > 0, or leave {flag} out")
+    for key, value in SMALL_CROP_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.small_crop_size >= GLOBAL_CROP_SIZE:
+        raise argument_error("--small-crop-size", f"{args.small_crop_size} pixels is not smaller "
+                                                  f"than the global crops' {GLOBAL_CROP_SIZE}: for "
+                                                  f"more full-size views use --num-crops")
+    if args.small_crop_min > args.small_crop_max:
+        flag = "--small-crop-min" if "small_crop_min" in given else "--small-crop-max"
+        raise argument_error(flag, f"the small crops' area range is empty: --small-crop-min "
+                                   f"{args.small_crop_min:g} > --small-crop-max "
+                                   f"{args.small_crop_max:g}")
+
+
+def _flag(key: str) -> str:
+    """The command-line flag of the option stored as ``key``."""
+    return "--" + key.replace("_", "-")
 
 
 def _device(args: argparse.Namespace) -> torch.device:
@@ -245,6 +302,19 @@ def _chosen_settings(args: argparse.Namespace,
     return _settings(args, presets, _preset_name(args.preset)[0])
 
 
+def check_two_views(args: argparse.Namespace, reason: str, where: str = "") -> None:
+    """For a method that takes two views of one size (``reason`` says why): ``--num-crops`` other
+    than 2 and ``--num-small-crops`` other than 0 are argparse errors naming the flag; ``where``
+    ends the advice (e.g. ``" with --memory-bank"``)."""
+    if args.num_crops != 2:
+        raise argument_error("--num-crops", f"{reason}, got {args.num_crops} views: use "
+                                            f"--num-crops 2{where}")
+    if args.num_small_crops:
+        raise argument_error("--num-small-crops", f"{reason}, got {args.num_small_crops} small "
+                                                  f"crop(s) besides: leave --num-small-crops at "
+                                                  f"0{where}")
+
+
 def check_warmup_epochs(args: argparse.Namespace, presets: dict[str, dict[str, Any]], key: str,
                         what: str) -> None:
     """A warm-up of ``settings[key]`` epochs must end before the last epoch, or ``what`` never
@@ -252,7 +322,7 @@ def check_warmup_epochs(args: argparse.Namespace, presets: dict[str, dict[str, A
     settings = _chosen_settings(args, presets)
     warmup, epochs = settings[key], settings["epochs"]
     if warmup >= epochs:
-        flag = "--" + key.replace("_", "-")
+        flag = _flag(key)
         raise argument_error(flag, f"{warmup} epochs of warm-up (from "
                                    f"{flag if getattr(args, key) is not None else 'the preset'}) "
                                    f"leave none of the {epochs} epochs (--epochs) for {what}")
@@ -322,7 +392,18 @@ def load_splits(settings: dict[str, Any], data_root: str | None, download: bool,
 
 def _augmentation(settings: dict[str, Any]) -> SimCLRAugment:
     """The SimCLR augmentation with the preset's crop range and colour strength."""
-    return SimCLRAugment(scale=(settings["crop_min"], 1.0),
+    return SimCLRAugment(size=GLOBAL_CROP_SIZE, scale=(settings["crop_min"], 1.0),
+                         jitter_strength=settings["jitter_strength"])
+
+
+def _small_augmentation(settings: dict[str, Any]) -> SimCLRAugment | None:
+    """The small crops' augmentation (``--num-small-crops``; ``None`` without them): the global
+    crops' colour augmentation at ``--small-crop-size`` pixels from ``--small-crop-min`` to
+    ``--small-crop-max`` of the image."""
+    if not settings["num_small_crops"]:
+        return None
+    return SimCLRAugment(size=settings["small_crop_size"],
+                         scale=(settings["small_crop_min"], settings["small_crop_max"]),
                          jitter_strength=settings["jitter_strength"])
 
 
@@ -338,7 +419,15 @@ def _dynamics_monitor(args: argparse.Namespace, out_dir: str,
 #: Settings added after checkpoints were first written, with the value that reproduces a run
 #: without them: stored only at another value, so that an older checkpoint (which lacks them)
 #: resumes at that value and is refused at any other.
-_ADDED_LATER = {"num_crops": 2, "sync_bn": False}
+_ADDED_LATER = {"num_crops": 2, "sync_bn": False, "num_small_crops": 0, **SMALL_CROP_DEFAULTS}
+
+
+def _view_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The views and batch-norm options a run records in its settings (``results.json`` and the
+    checkpoint): ``--num-crops``, ``--sync-bn`` and the small crops'."""
+    return {"num_crops": args.num_crops, "sync_bn": args.sync_bn,
+            "num_small_crops": args.num_small_crops,
+            **{key: getattr(args, key) for key in SMALL_CROP_DEFAULTS}}
 
 
 def _run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -346,15 +435,15 @@ def _run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[st
     (the resolved preset's, where an option was left out) except :data:`_RESUME_MAY_CHANGE`, and
     :data:`_ADDED_LATER` settings only where they differ from their former behaviour."""
     merged = {**vars(args), **settings}  # the preset's name as resolved, not "auto"
-    return {key: value for key, value in merged.items() if key not in _RESUME_MAY_CHANGE
-            and not (key in _ADDED_LATER and value == _ADDED_LATER[key])}
+    return without_former_values({key: value for key, value in merged.items()
+                                  if key not in _RESUME_MAY_CHANGE}, _ADDED_LATER)
 
 
 def _train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
                   **extra: Any) -> TrainConfig:
     return TrainConfig(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
-        num_views=args.num_crops,
+        num_views=args.num_crops, num_small_views=args.num_small_crops,
         optimizer=settings["optimizer"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], warmup=settings["warmup"], seed=args.seed,
         out_dir=out_dir, precision=settings["precision"], compile=args.compile,
@@ -368,11 +457,11 @@ def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits
                        temperature: float | None = None) -> dict[str, Any]:
     """The part every image example shares once its method is built: trainer (with the kNN and
     dynamics monitors), ``--resume``, training, final evaluation and results."""
-    settings.update(num_crops=args.num_crops, sync_bn=args.sync_bn)
+    settings.update(_view_settings(args))
     method = sync_batch_norm(method, settings["sync_bn"])
     trainer = Trainer(method, encoder, splits.train, _augmentation(settings),
                       _train_config(settings, args, out_dir), monitor=(splits.bank, splits.queries),
-                      device=device)
+                      device=device, small_augment=_small_augmentation(settings))
     if args.resume:
         _resume(trainer, args)
     # Only now: the monitor opens its files when it is built, and a failed resume writes nothing.
@@ -410,8 +499,7 @@ def _resume(trainer: Trainer, args: argparse.Namespace) -> None:
         trainer.resume()
     except SettingsMismatch as error:
         options = vars(args)
-        raise error.renamed(lambda key: f"--{key.replace('_', '-')}" if key in options
-                            else key) from None
+        raise error.renamed(lambda key: _flag(key) if key in options else key) from None
 
 
 def _final_evaluation(trainer: Trainer, splits: Splits, settings: dict[str, Any],

@@ -23,7 +23,7 @@ import torch
 from mp_contrastive._files import write_bytes_atomic, write_text_atomic
 
 __all__ = ["FORMAT", "SettingsMismatch", "checksum_path", "save_checkpoint", "load_checkpoint",
-           "compare_settings", "plain_settings"]
+           "compare_settings", "plain_settings", "without_former_values"]
 
 #: The layout of the state dictionary; 2 added the run's settings and the position within an epoch.
 FORMAT = 2
@@ -115,6 +115,16 @@ def plain_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             return {str(key): plain(item) for key, item in value.items()}
         return str(value)
     return {str(key): plain(value) for key, value in settings.items()}
+
+
+def without_former_values(settings: Mapping[str, Any],
+                          former: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` less each one named in ``former`` (settings added after checkpoints were first
+    written) whose value is ``former``'s: the value that reproduces the runs from before it. Stored
+    only at another value, such a setting lets an older checkpoint (which lacks it) resume at that
+    value, and refuses it at any other."""
+    return {key: value for key, value in settings.items()
+            if not (key in former and value == former[key])}
 
 
 class SettingsMismatch(ValueError):

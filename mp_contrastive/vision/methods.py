@@ -11,6 +11,7 @@ gathered with gradients so that every rank computes the loss of the global batch
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import NamedTuple
 
 import torch
@@ -72,6 +73,12 @@ class SimCLRMethod(nn.Module):
     ``"official"``: attention ``exp(beta cos(h_i, h_j))`` on backbone features ``h``, softmax over
     the batch's positive pairs, each anchor's whole term weighted, as in the official code. The
     model returns ``(z, h)``.
+
+    Views of different sizes (the trainer's small crops after its global ones) go through the
+    model in groups of one size, one forward pass per group (solo-learn forwards every crop on its
+    own); the projections are concatenated in view order, so every view of
+    an image, large or small, is a positive of every other (the loss's sample ids). Batch norm
+    therefore normalises each group over itself.
 
     ``attention_warmup=E`` trains plain SimCLR for the first ``E`` epochs (the trainer calls
     :meth:`set_epoch`) and switches the attention on after: appendix C.2 warms up for 30 of 200
@@ -144,7 +151,7 @@ class SimCLRMethod(nn.Module):
         local batch's data-set indices) and the projections it compared."""
         if self.loss.memory is not None:
             return self._bank_forward(views, index)
-        z, h = self.model(torch.cat(views))
+        z, h = _forward_by_size(self.model, views)
         z = gather_with_grad(_full_precision(z))
         sample = gathered_sample_ids(views[0].size(0), len(views), z.size(0), z.device)
         nodes = LossNodes(z.detach(), sample, _node_index(index, len(views)))
@@ -156,6 +163,7 @@ class SimCLRMethod(nn.Module):
     def _bank_forward(self, views: list[Tensor], index: Tensor) -> MethodOutput:
         if len(views) != 2:
             raise ValueError(f"a memory bank takes 2 views, got {len(views)}")
+        _check_one_size(views, "a memory bank")
         if self.key_model is None:
             z, h = self.model(torch.cat(views))
         else:  # anchors from the model, keys (no gradient) from its moving average
@@ -240,6 +248,7 @@ class SimSiamMethod(nn.Module):
         """The loss of two views of the images ``index`` and their projections (this rank's)."""
         if len(views) != 2:
             raise ValueError(f"SimSiam takes 2 views, got {len(views)}")
+        _check_one_size(views, "SimSiam")
         z1, z2 = _full_precision(self.projector(self.backbone(torch.cat(views)))).chunk(2)
         local = torch.arange(index.numel(), device=z1.device)
         nodes = LossNodes(torch.cat([z1, z2]).detach(), local.repeat(2), index.repeat(2))
@@ -268,6 +277,25 @@ class SimSiamMethod(nn.Module):
         # Half the other view's current projection, half the aggregate of the stored stages.
         return (torch.where(have, 0.5 * (z2 + stored), z2),
                 torch.where(have, 0.5 * (z1 + stored), z1))
+
+
+def _forward_by_size(model: nn.Module, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The model's ``(z, h)`` of every view, in view order. Views of one size share a forward pass
+    (one per run of equal-size views; crops of different sizes cannot share a batch tensor), so
+    with one size this is the single forward of the concatenated views, unchanged."""
+    groups = [list(group) for _, group in itertools.groupby(views, key=lambda v: v.shape[1:])]
+    if len(groups) == 1:
+        return model(torch.cat(views))
+    outputs = [model(torch.cat(group)) for group in groups]
+    return (torch.cat([z for z, _ in outputs]), torch.cat([h for _, h in outputs]))
+
+
+def _check_one_size(views: list[Tensor], method: str) -> None:
+    """Two-view methods pair views row by row through one forward pass: small crops are refused."""
+    sizes = sorted({tuple(view.shape[1:]) for view in views})
+    if len(sizes) > 1:
+        raise ValueError(f"{method} takes views of one size, got views of shapes {sizes} "
+                         f"(small crops): train it without them")
 
 
 def _node_index(index: Tensor, num_views: int) -> Tensor:

@@ -40,6 +40,7 @@ from mp_contrastive.vision.checkpoint import (
     load_checkpoint,
     plain_settings,
     save_checkpoint,
+    without_former_values,
 )
 from mp_contrastive.vision.data import ImageArrays
 from mp_contrastive.vision.evaluation import extract_features, knn_accuracy
@@ -56,8 +57,12 @@ PRECISIONS = ("32", "bf16", "fp16")
 # The TrainConfig settings a resumed run must share with its checkpoint to continue the same
 # trajectory (``epochs`` among them: it sets the learning-rate schedule); TrainConfig.extra adds
 # the method's and the data's, and the trainer the device type and the number of processes.
-_RESUME_KEYS = ("epochs", "batch_size", "num_views", "optimizer", "lr", "weight_decay", "momentum",
-                "warmup", "seed", "knn_k", "knn_temperature", "eval_every", "precision")
+_RESUME_KEYS = ("epochs", "batch_size", "num_views", "num_small_views", "optimizer", "lr",
+                "weight_decay", "momentum", "warmup", "seed", "knn_k", "knn_temperature",
+                "eval_every", "precision")
+# Of those, the ones added after checkpoints were first written, at the value that reproduces the
+# runs from before them: stored only at another value, so that older checkpoints still resume.
+_ADDED_LATER = {"num_small_views": 0}
 
 
 @dataclass
@@ -70,7 +75,11 @@ class TrainConfig:
             last incomplete batch is dropped). It also sets the learning-rate schedule's length.
         batch_size: images per optimiser step, global: under DDP each of the ``N`` processes
             takes ``batch_size / N`` of them.
-        num_views: augmented views of every image passed to the method.
+        num_views: augmented views of every image passed to the method (the global crops, drawn
+            by the trainer's ``augment``).
+        num_small_views: further views of every image drawn by the trainer's ``small_augment``
+            (small crops, SwAV's multi-crop), passed after the ``num_views`` global ones; 0 (the
+            default) draws none and leaves the augmentation stream as it was without them.
         optimizer: ``"lars"``, ``"sgd"`` or ``"adamw"``
             (:func:`~mp_contrastive.vision.optim.build_optimizer`; LARS leaves BN and biases out
             of its adaptation, SGD and AdamW take a method's ``param_groups()`` if it has one).
@@ -94,13 +103,15 @@ class TrainConfig:
             epoch ends only).
         stop_on_signals: SIGINT / SIGTERM finish the running step, write a checkpoint and raise
             :class:`~mp_contrastive.vision.trainer.Interrupted`.
-        extra: the run's other settings (method, data, augmentation): stored in every checkpoint
-            and compared on resume, like the ones above.
+        extra: the run's other settings (method, data, augmentations, small crops' size and
+            scale among them): stored in every checkpoint and compared on resume, like the ones
+            above.
     """
 
     epochs: int = 200
     batch_size: int = 512  # global, over all processes
     num_views: int = 2
+    num_small_views: int = 0  # drawn by the Trainer's small_augment, after the num_views
     optimizer: str = "lars"
     lr: float = 1.0
     weight_decay: float = 1e-6
@@ -126,7 +137,9 @@ class Trainer:
 
     The method's contract (:mod:`mp_contrastive.vision.methods`): ``method(views, index)`` takes
     ``config.num_views`` augmented views of a batch (a list of ``[B, C, H, W]`` tensors, ``B`` =
-    this process's share of the batch) and the images' indices in ``train`` (``[B]``), and returns
+    this process's share of the batch), followed by ``config.num_small_views`` small crops
+    (``[B, C, h, w]``, smaller sides) when there are any, and the images' indices in ``train``
+    (``[B]``), and returns
     a :class:`~mp_contrastive.vision.methods.MethodOutput` ``(loss, nodes)``: the scalar loss and
     the :class:`~mp_contrastive.vision.methods.LossNodes` it saw, or ``None``. A plain loss tensor
     is also accepted (``nodes=None``); the nodes are needed only by a learning-dynamics monitor
@@ -138,7 +151,8 @@ class Trainer:
 
     The loop (:meth:`fit`): for each epoch, a random order of the training set (seeded); for each
     step, ``batch_size`` images of it, each augmented ``num_views`` times on the device by
-    ``augment`` (seeded per rank), the method's loss, backward and an optimiser step (LARS, SGD or
+    ``augment`` (and ``num_small_views`` times by ``small_augment``; seeded per rank), the
+    method's loss, backward and an optimiser step (LARS, SGD or
     AdamW; linear warm-up then cosine decay of the learning rate, set before every step). Then:
 
     * precision: float32, or CUDA autocast in bf16 or fp16 (with a gradient scaler);
@@ -164,6 +178,10 @@ class Trainer:
         callbacks: called as ``callback(trainer, step, loss)`` after every optimiser step.
         dynamics: a :class:`~mp_contrastive.monitor.DynamicsMonitor` fed with the nodes the loss
             saw (the method's ``MethodOutput.nodes``) and their class labels, on rank 0.
+        small_augment: the small crops' augmentation (a :class:`SimCLRAugment` with a smaller
+            ``size``), drawing ``config.num_small_views`` views of every image from the same
+            seeded generator as ``augment``, after its views; needed exactly when
+            ``config.num_small_views > 0``.
 
     ``examples/custom_method.py`` defines a method in a few lines and trains it.
     """
@@ -173,12 +191,14 @@ class Trainer:
                  monitor: tuple[ImageArrays, ImageArrays] | None = None,
                  device: torch.device | str = "cpu",
                  callbacks: list[Callable[[Trainer, int, float], None]] | None = None,
-                 dynamics: DynamicsMonitor | None = None) -> None:
+                 dynamics: DynamicsMonitor | None = None,
+                 small_augment: SimCLRAugment | None = None) -> None:
         self.config = config
         self.device = torch.device(device)
         self.rank, self.world = rank_and_world()
         check_positive_int(config.batch_size, "batch_size")  # not a ZeroDivisionError further down
         check_nonnegative_int(config.checkpoint_every, "checkpoint_every")
+        _check_small_views(config.num_small_views, small_augment)
         if config.batch_size % self.world:
             raise ValueError(f"'batch_size' ({config.batch_size}) must be divisible by the number "
                              f"of processes ({self.world})")
@@ -195,6 +215,7 @@ class Trainer:
         self.train_data = train
         self.images = train.images.to(self.device)
         self.augment = augment
+        self.small_augment = small_augment
         self.monitor = monitor
         self.callbacks = list(callbacks or [])
         self.dynamics = dynamics
@@ -235,7 +256,8 @@ class Trainer:
         """What the checkpoint stores and :meth:`resume` compares: the config's settings that
         shape the trajectory, ``config.extra``, the device type (a generator's state is
         device-specific) and the number of processes (each has its own augmentation stream)."""
-        own = {key: getattr(self.config, key) for key in _RESUME_KEYS}
+        own = without_former_values({key: getattr(self.config, key) for key in _RESUME_KEYS},
+                                    _ADDED_LATER)
         return plain_settings({**own, "device_type": self.device.type, "processes": self.world,
                                **self.config.extra})
 
@@ -423,12 +445,20 @@ class Trainer:
         finally:
             progress.close()
 
+    def _views(self, images: Tensor) -> list[Tensor]:
+        """The ``num_views`` global crops of ``images``, then the ``num_small_views`` small ones, all
+        from the one seeded generator (so a checkpoint's generator state resumes both); without
+        small crops the stream is the one drawn before they existed."""
+        views = [self.augment(images, self.augment_rng) for _ in range(self.config.num_views)]
+        if self.small_augment is not None:
+            views += [self.small_augment(images, self.augment_rng)
+                      for _ in range(self.config.num_small_views)]
+        return views
+
     def _optimizer_step(self, index: Tensor) -> tuple[float, LossNodes | None]:
-        """One step on the images ``index`` (augmented ``num_views`` times); returns the loss and
-        the nodes it saw."""
-        config = self.config
-        images = self.images[index]
-        views = [self.augment(images, self.augment_rng) for _ in range(config.num_views)]
+        """One step on the images ``index`` (augmented ``num_views`` times, and
+        ``num_small_views`` small crops); returns the loss and the nodes it saw."""
+        views = self._views(self.images[index])
         with self._autocast():
             loss, nodes = self._method_output(self.train_step(views, index))
         self.optimizer.zero_grad(set_to_none=True)
@@ -484,3 +514,14 @@ class Trainer:
             write_text_atomic(path, json.dumps(results, indent=2, default=float))
         return path
 
+
+def _check_small_views(num_small_views: int, small_augment: SimCLRAugment | None) -> None:
+    """Small crops need their augmentation, and an augmentation without small crops would be
+    silently unused: both are refused, naming the setting."""
+    check_nonnegative_int(num_small_views, "num_small_views")
+    if num_small_views and small_augment is None:
+        raise ValueError(f"'num_small_views' is {num_small_views} and no 'small_augment' draws "
+                         f"them: pass Trainer(small_augment=SimCLRAugment(size=...))")
+    if not num_small_views and small_augment is not None:
+        raise ValueError("'small_augment' draws the small crops and 'num_small_views' is 0: set "
+                         "TrainConfig(num_small_views=M > 0), or leave small_augment out")

@@ -1,6 +1,7 @@
-"""``--num-crops`` and ``--sync-bn`` on the image examples' command lines: a tiny SimCLR run with
-four crops per image trains (finite loss, results written, the dynamics monitor at every step);
-out-of-range or unsupported values are argparse errors naming the flag."""
+"""``--num-crops``, ``--num-small-crops`` and ``--sync-bn`` on the image examples' command lines: a
+tiny SimCLR run with four crops per image, or two global and two small ones, trains (finite loss,
+results written, the dynamics monitor at every step); out-of-range or unsupported values are
+argparse errors naming the flag."""
 
 import importlib
 import json
@@ -42,11 +43,41 @@ def test_simclr_trains_with_four_crops(data_root, tmp_path):
     assert len(rows) == 1 + 2  # header, one row per step (128 images / batch 64)
 
 
+def test_simclr_trains_with_small_crops(data_root, tmp_path):
+    """Two global and two small crops per image, with the default attention (official), which
+    weighs every positive pair by the backbone features of views of both sizes."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "cifar_simclr_gat.py"), *TINY,
+                           "--num-small-crops", "2", "--small-crop-size", "12", "--out", str(out)],
+                          capture_output=True, text=True, env=environment(data_root), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    settings = results["settings"]
+    assert (settings["num_crops"], settings["num_small_crops"], settings["small_crop_size"]) == (
+        2, 2, 12)
+    assert (settings["small_crop_min"], settings["small_crop_max"]) == (0.08, 0.5)  # defaults
+    assert math.isfinite(results["loss_per_epoch"][0])
+    stored = torch.load(out / "checkpoint.pt", weights_only=True)["settings"]
+    assert (stored["num_views"], stored["num_small_views"], stored["num_small_crops"]) == (2, 2, 2)
+    rows = (out / "dynamics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2  # the monitor read the 4 x 64 nodes of both steps
+
+
 CASES = [
     (SIMCLR, ["--num-crops", "1"], "--num-crops"), (SIMCLR, ["--num-crops", "0"], "--num-crops"),
     (SIMCLR, ["--num-crops", "four"], "--num-crops"),
     (SIMCLR, ["--num-crops", "4", "--memory-bank", "64"], "--num-crops"),
     (SIMSIAM, ["--num-crops", "1"], "--num-crops"), (SIMSIAM, ["--num-crops", "4"], "--num-crops"),
+    (SIMCLR, ["--num-small-crops", "-1"], "--num-small-crops"),
+    (SIMCLR, ["--num-small-crops", "2", "--memory-bank", "64"], "--num-small-crops"),
+    (SIMSIAM, ["--num-small-crops", "1"], "--num-small-crops"),
+    (SIMCLR, ["--num-small-crops", "2", "--small-crop-size", "0"], "--small-crop-size"),
+    (SIMCLR, ["--num-small-crops", "2", "--small-crop-size", "32"], "--small-crop-size"),
+    (SIMCLR, ["--small-crop-size", "8"], "--small-crop-size"),  # no small crops to shape
+    (SIMCLR, ["--small-crop-max", "0.3"], "--small-crop-max"),
+    (SIMCLR, ["--num-small-crops", "2", "--small-crop-min", "0"], "--small-crop-min"),
+    (SIMCLR, ["--num-small-crops", "2", "--small-crop-min", "0.6"], "--small-crop-min"),
+    (SIMCLR, ["--num-small-crops", "2", "--small-crop-max", "0.05"], "--small-crop-max"),
 ]
 
 
@@ -73,16 +104,23 @@ def test_num_crops_defaults_to_two_views_per_image(tmp_path, monkeypatch):
         assert args.num_crops == 2 and args.sync_bn is False
         config = _train_config(_chosen_settings(args, module.PRESETS), args, str(tmp_path))
         assert config.num_views == 2
+        assert config.num_small_views == 0 and args.num_small_crops == 0
     args = SIMCLR.build_parser().parse_args(["--preset", "cpu", "--num-crops", "6"])
     assert _train_config(_chosen_settings(args, SIMCLR.PRESETS), args, str(tmp_path)).num_views == 6
+    args = SIMCLR.build_parser().parse_args(["--preset", "cpu", "--num-small-crops", "3"])
+    config = _train_config(_chosen_settings(args, SIMCLR.PRESETS), args, str(tmp_path))
+    assert (config.num_views, config.num_small_views) == (2, 3)
 
 
-def test_a_checkpoint_from_before_the_two_flags_resumes_at_their_former_values(tmp_path,
-                                                                                 monkeypatch):
-    """Checkpoints written before --num-crops and --sync-bn lack both settings: a run at the
-    values that reproduce those runs (2 crops, no sync) resumes them, any other is refused with
-    the setting named."""
-    from mp_contrastive.experiments.vision import _chosen_settings, _run_settings
+ADDED_LATER = ("num_crops", "sync_bn", "num_small_crops", "small_crop_size", "small_crop_min",
+               "small_crop_max")
+
+
+def test_a_checkpoint_from_before_the_flags_resumes_at_their_former_values(tmp_path, monkeypatch):
+    """Checkpoints written before --num-crops, --sync-bn and the small crops lack those settings:
+    a run at the values that reproduce those runs (2 crops, no sync, no small crops) resumes them,
+    any other is refused with the setting named."""
+    from mp_contrastive.experiments.vision import _chosen_settings, _run_settings, _view_settings
     from mp_contrastive.vision.checkpoint import SettingsMismatch, compare_settings
 
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
@@ -91,15 +129,18 @@ def test_a_checkpoint_from_before_the_two_flags_resumes_at_their_former_values(t
     def settings(*flags):
         args = SIMCLR.build_parser().parse_args(["--preset", "cpu", *flags])
         chosen = _chosen_settings(args, SIMCLR.PRESETS)
-        chosen.update(num_crops=args.num_crops, sync_bn=args.sync_bn)  # as train_and_evaluate
+        chosen.update(_view_settings(args))  # as train_and_evaluate
         return _run_settings(chosen, args)
 
-    before = {k: v for k, v in settings().items() if k not in ("num_crops", "sync_bn")}
+    before = {k: v for k, v in settings().items() if k not in ADDED_LATER}
     compare_settings(before, settings(), tmp_path / "checkpoint.pt")  # resumes
-    for flags, key in ((["--num-crops", "4"], "num_crops"), (["--sync-bn"], "sync_bn")):
+    for flags, keys in ((["--num-crops", "4"], ["num_crops"]), (["--sync-bn"], ["sync_bn"]),
+                        (["--num-small-crops", "2"], ["num_small_crops"]),
+                        (["--num-small-crops", "2", "--small-crop-size", "8"],
+                         ["num_small_crops", "small_crop_size"])):
         with pytest.raises(SettingsMismatch) as error:
             compare_settings(before, settings(*flags), tmp_path / "checkpoint.pt")
-        assert list(error.value.differences) == [key]
+        assert list(error.value.differences) == keys
     # and a checkpoint written with 4 crops is refused by a run with the default 2
     with pytest.raises(SettingsMismatch) as error:
         compare_settings(settings("--num-crops", "4"), settings(), tmp_path / "checkpoint.pt")

@@ -9,7 +9,7 @@ import torch
 
 from mp_contrastive.monitor import DynamicsMonitor
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
-from mp_contrastive.vision.checkpoint import FORMAT, SettingsMismatch, load_checkpoint
+from mp_contrastive.vision.checkpoint import FORMAT, MISSING, SettingsMismatch, load_checkpoint
 from mp_contrastive.vision.data import load_cifar, stratified_subset
 from mp_contrastive.vision.methods import MethodOutput, SimCLRMethod, SimSiamMethod
 from mp_contrastive.vision.trainer import Interrupted, TrainConfig, Trainer
@@ -26,7 +26,7 @@ def cifar_subset(data_root):
 
 
 def make_trainer(data, out_dir, attention="off", epochs=3, width=8, wrap=None, knn=True,
-                 **config_args):
+                 small_augment=None, **config_args):
     torch.manual_seed(0)
     train, queries = data
     backbone = resnet_cifar("resnet10", width)
@@ -36,7 +36,7 @@ def make_trainer(data, out_dir, attention="off", epochs=3, width=8, wrap=None, k
                                    warmup=0.1, seed=0, out_dir=str(out_dir), progress=False,
                                    tensorboard=False, knn_k=20), **config_args})
     return Trainer(method if wrap is None else wrap(method), backbone, train, SimCLRAugment(),
-                   config, monitor=(train, queries) if knn else None)
+                   config, monitor=(train, queries) if knn else None, small_augment=small_augment)
 
 
 def test_loss_decreases_and_resume_is_exact(cifar_subset, tmp_path):
@@ -287,3 +287,87 @@ def test_a_method_that_returns_something_else_is_named(cifar_subset, tmp_path, s
                            wrap=lambda method: Returns(method, shape))
     with pytest.raises(error, match=match):
         trainer.fit()
+
+
+class ViewShapes(torch.nn.Module):
+    """A method that records the shapes of the views it is given."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method, self.shapes = method, []
+
+    def forward(self, views, index):
+        self.shapes.append([tuple(view.shape) for view in views])
+        return self.method(views, index)
+
+
+def with_small_crops(data, out_dir, **kwargs):
+    """Two global views and two 18-px small crops (the image examples' defaults), one short epoch."""
+    return make_trainer(data, out_dir, epochs=1, width=4, knn=False, num_small_views=2,
+                        small_augment=SimCLRAugment(size=18, scale=(0.08, 0.5)), **kwargs)
+
+
+def test_small_crops_are_drawn_after_the_global_views_from_the_same_generator(cifar_subset,
+                                                                             tmp_path):
+    """The method gets the global views, then the small crops; the global views are the ones a
+    run without small crops draws (the stream only continues past them), and with no small crops
+    the stream is the one drawn before they existed: the same generator calls, nothing more."""
+    small = with_small_crops(cifar_subset, tmp_path / "small", wrap=ViewShapes)
+    plain = make_trainer(cifar_subset, tmp_path / "plain", epochs=1, width=4, knn=False)
+    images = small.images[:64]
+    drawn, expected = small._views(images), plain._views(images)
+    assert [tuple(v.shape) for v in drawn] == [(64, 3, 32, 32)] * 2 + [(64, 3, 18, 18)] * 2
+    assert all(torch.equal(a, b) for a, b in zip(drawn[:2], expected, strict=True))
+    by_hand = torch.Generator().manual_seed(0 * 1000 + 1)  # the trainer's seed for rank 0
+    augment = SimCLRAugment()
+    again = [augment(images, by_hand) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(expected, again, strict=True))
+    assert torch.equal(plain.augment_rng.get_state(), by_hand.get_state())
+
+    small.callbacks.append(stop_at(0, "kill"))
+    with pytest.raises(RuntimeError, match="killed"):
+        small.fit()
+    assert small.method.shapes == [[(128, 3, 32, 32)] * 2 + [(128, 3, 18, 18)] * 2]
+
+
+def test_a_run_with_small_crops_resumes_bit_for_bit_within_an_epoch(cifar_subset, tmp_path):
+    """Killed after step 5 of 8, the run resumes from its step-3 checkpoint and reproduces the
+    uninterrupted run's losses and weights exactly (so both runs drew the same small crops)."""
+    reference = with_small_crops(cifar_subset, tmp_path / "full")
+    losses = reference.fit()["step_loss"]
+    assert len(losses) == 8 and all(loss == loss for loss in losses)
+
+    killed = with_small_crops(cifar_subset, tmp_path / "run", checkpoint_every=3)
+    killed.callbacks.append(stop_at(4, "kill"))
+    with pytest.raises(RuntimeError, match="killed"):
+        killed.fit()
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step_in_epoch"] == 3
+    resumed = with_small_crops(cifar_subset, tmp_path / "run", checkpoint_every=3)
+    resumed.resume()
+    assert resumed.fit()["step_loss"] == losses  # bit for bit
+    weights, expected = resumed.method.state_dict(), reference.method.state_dict()
+    assert all(torch.equal(weights[key], expected[key]) for key in expected)
+
+    # The number of small crops is a setting of the run: a run without them is refused.
+    with pytest.raises(SettingsMismatch) as error:
+        make_trainer(cifar_subset, tmp_path / "run", epochs=1, width=4, knn=False).resume()
+    assert error.value.differences == {"num_small_views": (2, MISSING)}
+
+
+def test_a_run_without_small_crops_stores_no_small_crop_setting(cifar_subset, tmp_path):
+    """Checkpoints from before small crops lack the setting: a run without them stores none, so
+    it resumes those checkpoints."""
+    assert "num_small_views" not in make_trainer(cifar_subset, tmp_path, epochs=1).run_settings
+    assert with_small_crops(cifar_subset, tmp_path).run_settings["num_small_views"] == 2
+
+
+@pytest.mark.parametrize(("small_views", "small_augment", "match"), [
+    (2, None, "'num_small_views' is 2 and no 'small_augment'"),
+    (0, SimCLRAugment(size=16), "'small_augment' draws the small crops and 'num_small_views' is 0"),
+    (-1, SimCLRAugment(size=16), "'num_small_views' must be"),
+])
+def test_small_crops_and_their_augmentation_come_together(cifar_subset, tmp_path, small_views,
+                                                          small_augment, match):
+    with pytest.raises(ValueError, match=match):
+        make_trainer(cifar_subset, tmp_path, epochs=1, width=4, knn=False,
+                     num_small_views=small_views, small_augment=small_augment)
