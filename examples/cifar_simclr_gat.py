@@ -22,16 +22,7 @@ from __future__ import annotations
 import argparse
 
 from mp_contrastive.experiments import cli
-from mp_contrastive.experiments.vision import (
-    add_image_arguments,
-    build_backbone,
-    check_two_views,
-    check_warmup_epochs,
-    load_splits,
-    preset_help,
-    start_run,
-    train_and_evaluate,
-)
+from mp_contrastive.experiments import vision as harness
 from mp_contrastive.knn import AFFINITIES
 from mp_contrastive.vision import ProjectionHead, SimCLRModel
 from mp_contrastive.vision.methods import ATTENTION_MODES, SimCLRMethod
@@ -58,17 +49,17 @@ PRESETS = {
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.make_parser(__doc__)
-    add_image_arguments(parser, PRESETS, "runs/simclr_<attention>_<preset>_seed<seed>")
+    harness.add_image_arguments(parser, PRESETS, "runs/simclr_<attention>_<preset>_seed<seed>")
     parser.add_argument("--attention", choices=ATTENTION_MODES, default="official",
                         help="attention alignment of the positive pairs (off: plain SimCLR)")
     parser.add_argument("--beta", type=cli.nonnegative_float, default=1.0, help="attention sharpness")
     parser.add_argument("--attention-warmup", type=cli.nonnegative_int, metavar="EPOCHS",
-                        help=preset_help(PRESETS, "attention_warmup",
-                                         "epochs of plain SimCLR before --attention paper's "
-                                         "attention (appendix C.2); the official code and "
-                                         "--attention official have none"))
+                        help=harness.preset_help(PRESETS, "attention_warmup",
+                                                 "epochs of plain SimCLR before --attention paper's "
+                                                 "attention (appendix C.2); the official code and "
+                                                 "--attention official have none"))
     parser.add_argument("--temperature", type=cli.positive_float,
-                        help=preset_help(PRESETS, "temperature", "NT-Xent temperature"))
+                        help=harness.preset_help(PRESETS, "temperature", "NT-Xent temperature"))
     parser.add_argument("--memory-bank", type=cli.nonnegative_int, default=0, metavar="K",
                         help="negatives from a bank of the last K projections instead of the "
                              "batch (lightly's memory bank; 0: in-batch negatives)")
@@ -89,7 +80,7 @@ def build_parser() -> cli.ArgumentParser:
                                      "against in-batch negatives, which a memory bank does not keep: "
                                      "use --attention official or off with --memory-bank")
         if args.attention == "paper":
-            check_warmup_epochs(args, PRESETS, "attention_warmup", "the attention")
+            harness.check_warmup_epochs(args, PRESETS, "attention_warmup", "the attention")
         if args.affinity != "dense" and args.memory_bank == 0:
             raise cli.argument_error("--affinity", f"'{args.affinity}' is a graph over a memory bank: "
                                      f"it needs --memory-bank K > 0")
@@ -97,35 +88,34 @@ def build_parser() -> cli.ArgumentParser:
             raise cli.argument_error("--key-momentum", "the momentum keys fill a memory bank: it "
                                      "needs --memory-bank K > 0")
         if args.memory_bank:
-            check_two_views(args, "a memory bank contrasts the first view with the second and "
-                                  "the bank (lightly's two-view NTXentLoss)", " with --memory-bank")
+            harness.check_two_views(args, "a memory bank contrasts the first view with the second and "
+                                          "the bank (lightly's two-view NTXentLoss)", " with --memory-bank")
 
     parser.add_check(check)
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run from the command line, or in-process with ``argv`` (the benchmark suite does);
+    """Train SimCLR with the chosen attention on CIFAR and evaluate the encoder (kNN, linear
+    probe). From the command line, or in-process with ``argv`` (the benchmark suite runs it so);
     returns the results that also go to ``<out>/results.json``."""
     args = build_parser().parse_args(argv)
 
-    started, device, settings = start_run(args, PRESETS)
+    run = harness.start_run(args, PRESETS)
+    settings = run.settings
     if args.attention != "paper":  # the preset's warm-up is --attention paper's alone
         settings["attention_warmup"] = 0
     settings.update(attention=args.attention, beta=args.beta, seed=args.seed,
                     memory_bank=args.memory_bank, affinity=args.affinity,
                     key_momentum=args.key_momentum)
-    splits = load_splits(settings, args.data_root, args.download, args.seed)
-
-    backbone = build_backbone(settings)
-    model = SimCLRModel(backbone, ProjectionHead(backbone.out_dim))
+    model = SimCLRModel(run.backbone, ProjectionHead(run.backbone.out_dim))
     method = SimCLRMethod(model, settings["temperature"], args.attention, args.beta,
                           memory_bank_size=args.memory_bank, affinity=args.affinity,
                           key_momentum=args.key_momentum,
                           attention_warmup=settings["attention_warmup"])
     out = args.out or f"runs/simclr_{args.attention}_{settings['preset']}_seed{args.seed}"
-    return train_and_evaluate(method, backbone, splits, settings, args, out, device, started,
-                              f"SimCLR (attention: {args.attention})", settings["temperature"])
+    return harness.train_and_evaluate(method, run, args, out, f"SimCLR (attention: {args.attention})",
+                                      settings["temperature"])
 
 
 if __name__ == "__main__":

@@ -14,16 +14,7 @@ from __future__ import annotations
 import argparse
 
 from mp_contrastive.experiments import cli
-from mp_contrastive.experiments.vision import (
-    add_image_arguments,
-    build_backbone,
-    check_two_views,
-    check_warmup_epochs,
-    load_splits,
-    preset_help,
-    start_run,
-    train_and_evaluate,
-)
+from mp_contrastive.experiments import vision as harness
 from mp_contrastive.vision.methods import MULTISTAGE_MODES, SimSiamMethod
 
 PRESETS = {
@@ -58,9 +49,9 @@ PRESETS = {
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.make_parser(__doc__)
-    add_image_arguments(parser, PRESETS, "runs/simsiam_<multistage>_<preset>_seed<seed>",
-                        lr_note="base rate, multiplied by batch_size / 256 (SimSiam's linear "
-                                "scaling rule, as solo-learn)")
+    harness.add_image_arguments(parser, PRESETS, "runs/simsiam_<multistage>_<preset>_seed<seed>",
+                                lr_note="base rate, multiplied by batch_size / 256 (SimSiam's linear "
+                                        "scaling rule, as solo-learn)")
     parser.add_argument("--multistage", choices=MULTISTAGE_MODES, default="official",
                         help="multi-stage aggregation (off: plain SimSiam)")
     parser.add_argument("--stages", type=cli.positive_int, default=None,
@@ -70,16 +61,16 @@ def build_parser() -> cli.ArgumentParser:
                         help="how the stored epochs are aggregated (default mean, the only "
                              "value of --multistage official)")
     parser.add_argument("--multistage-warmup", type=cli.nonnegative_int,
-                        help=preset_help(PRESETS, "multistage_warmup", "epochs of plain SimSiam "
-                                                                        "first"))
+                        help=harness.preset_help(PRESETS, "multistage_warmup", "epochs of plain SimSiam "
+                                                                               "first"))
     parser.add_argument("--proj-dim", type=cli.positive_int,
-                        help=preset_help(PRESETS, "proj_dim", "projector width"))
+                        help=harness.preset_help(PRESETS, "proj_dim", "projector width"))
     parser.add_argument("--pred-dim", type=cli.positive_int,
-                        help=preset_help(PRESETS, "pred_dim", "predictor hidden width"))
+                        help=harness.preset_help(PRESETS, "pred_dim", "predictor hidden width"))
 
     def check(args: argparse.Namespace) -> None:
-        check_two_views(args, "SimSiam predicts each of two views from the other (and the "
-                              "multi-stage memory stores view 2)")
+        harness.check_two_views(args, "SimSiam predicts each of two views from the other (and the "
+                                      "multi-stage memory stores view 2)")
         # The official code keeps one epoch, averaged: other values are never replaced silently.
         if args.multistage == "official":
             if args.stages not in (None, 1):
@@ -91,7 +82,7 @@ def build_parser() -> cli.ArgumentParser:
                                          f"'{args.aggr}': use --multistage paper for another "
                                          f"aggregation")
         if args.multistage in ("paper", "official"):
-            check_warmup_epochs(args, PRESETS, "multistage_warmup", "multi-stage aggregation")
+            harness.check_warmup_epochs(args, PRESETS, "multistage_warmup", "multi-stage aggregation")
         if args.stages is None:
             args.stages = 1
         if args.aggr is None:
@@ -102,16 +93,15 @@ def build_parser() -> cli.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run from the command line, or in-process with ``argv`` (the benchmark suite does);
-    returns the results that also go to ``<out>/results.json``."""
+    """Train SimSiam with the chosen multi-stage aggregation on CIFAR and evaluate the encoder
+    (kNN, linear probe). From the command line or in-process with ``argv``; returns the results
+    that also go to ``<out>/results.json``."""
     args = build_parser().parse_args(argv)
 
-    started, device, settings = start_run(args, PRESETS)
+    run = harness.start_run(args, PRESETS)
+    settings = run.settings
     settings.update(multistage=args.multistage, stages=args.stages, aggr=args.aggr, seed=args.seed)
-    splits = load_splits(settings, args.data_root, args.download, args.seed)
-
-    backbone = build_backbone(settings)
-    method = SimSiamMethod(backbone, backbone.out_dim, len(splits.train),
+    method = SimSiamMethod(run.backbone, run.backbone.out_dim, len(run.splits.train),
                            proj_dim=settings["proj_dim"], proj_hidden_dim=settings["proj_dim"],
                            pred_hidden_dim=settings["pred_dim"], multistage=args.multistage,
                            num_stages=args.stages, aggr=args.aggr,
@@ -119,9 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Linear scaling rule of SimSiam: lr = base * batch / 256.
     settings["lr"] = settings["lr"] * settings["batch_size"] / 256
     out = args.out or f"runs/simsiam_{args.multistage}_{settings['preset']}_seed{args.seed}"
-    return train_and_evaluate(
-        method, backbone, splits, settings, args, out, device, started,
-        f"SimSiam (multi-stage: {args.multistage}, k={args.stages}, {args.aggr})")
+    return harness.train_and_evaluate(
+        method, run, args, out, f"SimSiam (multi-stage: {args.multistage}, k={args.stages}, {args.aggr})")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the method trains (default: cuda where available, else cpu)")
     cli.add_common_arguments(parser, default_out="runs/custom_method",
                              data_layout="CIFAR-10 in torchvision's layout or the packed copy "
-                                     "cifar10/{train,test}_jpeg.npz")
+                                         "cifar10/{train,test}_jpeg.npz")
     args = parser.parse_args(argv)
     generator = torch.Generator().manual_seed(args.seed)
     train = load_cifar("cifar10", args.data_root, train=True, download=args.download,

@@ -113,7 +113,7 @@ def build_parser() -> cli.ArgumentParser:
     def check(args: argparse.Namespace) -> None:
         if args.train_subset and args.batch_size > args.train_subset:
             raise cli.argument_error("--batch-size", f"{args.batch_size} is larger than the training "
-                                                 f"set (--train-subset {args.train_subset})")
+                                                     f"set (--train-subset {args.train_subset})")
 
     parser.add_check(check)
     return parser

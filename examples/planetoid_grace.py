@@ -87,7 +87,7 @@ def build_parser() -> cli.ArgumentParser:
             return
         if args.eval_every:
             raise cli.argument_error("--eval-every", "model selection by probe is full-batch only: "
-                                                 "leave it out with --batch-size")
+                                                     "leave it out with --batch-size")
 
     parser.add_check(check)
     return parser

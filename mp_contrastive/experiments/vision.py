@@ -47,7 +47,7 @@ from mp_contrastive.vision.models import ARCHITECTURES, CifarResNet, resnet_cifa
 from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 
 __all__ = ["DATA_LAYOUT", "GLOBAL_CROP_SIZE", "SMALL_CROP_DEFAULTS", "add_image_arguments",
-           "preset_help", "resolve_preset", "start_run", "check_warmup_epochs", "check_two_views",
+           "preset_help", "resolve_preset", "ImageRun", "start_run", "check_warmup_epochs", "check_two_views",
            "build_backbone", "Splits", "load_splits", "train_and_evaluate", "sync_batch_norm"]
 
 # Defaults a preset may override: the GRAPH-ATTENTION code's choices (stem padding 1, default
@@ -345,17 +345,6 @@ def resolve_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]])
     return settings
 
 
-def start_run(args: argparse.Namespace,
-              presets: dict[str, dict[str, Any]]) -> tuple[float, torch.device, dict[str, Any]]:
-    """What an image example does first: starts its clock, seeds torch with ``--seed``, sets up
-    the device (and the process group under torchrun) and resolves the preset
-    (:func:`resolve_preset`); returns the start time, the device and the settings."""
-    started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    device = setup_distributed(args.device)
-    return started, device, resolve_preset(args, presets)
-
-
 def build_backbone(settings: dict[str, Any]) -> CifarResNet:
     """The preset's ResNet: architecture, width, stem padding, residual initialisation and (with
     ``normalize``) the data set's channel mean and std inside the encoder."""
@@ -388,6 +377,32 @@ def load_splits(settings: dict[str, Any], data_root: str | None, download: bool,
     queries = load_cifar(settings["dataset"], data_root, train=False, download=download,
                          select=subset(settings["monitor_queries"]))
     return Splits(train=train, bank=train, queries=queries, test=queries)
+
+
+@dataclass
+class ImageRun:
+    """An image example's run once started (:func:`start_run`): its start time, device, resolved
+    settings (the preset's and the options'; the example adds its method's), data splits and
+    backbone."""
+
+    started: float
+    device: torch.device
+    settings: dict[str, Any]
+    splits: Splits
+    backbone: CifarResNet
+
+
+def start_run(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> ImageRun:
+    """What an image example does first: starts its clock, seeds torch with ``--seed``, sets up
+    the device (and the process group under torchrun), resolves the preset
+    (:func:`resolve_preset`), loads the splits (:func:`load_splits`) and builds the preset's
+    backbone (:func:`build_backbone`, initialised from the seeded generator)."""
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    device = setup_distributed(args.device)
+    settings = resolve_preset(args, presets)
+    splits = load_splits(settings, args.data_root, args.download, args.seed)
+    return ImageRun(started, device, settings, splits, build_backbone(settings))
 
 
 def _augmentation(settings: dict[str, Any]) -> SimCLRAugment:
@@ -451,12 +466,14 @@ def _train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: s
         extra={**_run_settings(settings, args), **extra})
 
 
-def train_and_evaluate(method: torch.nn.Module, encoder: torch.nn.Module, splits: Splits,
-                       settings: dict[str, Any], args: argparse.Namespace, out_dir: str,
-                       device: torch.device, started: float, description: str,
+def train_and_evaluate(method: torch.nn.Module, run: ImageRun, args: argparse.Namespace,
+                       out_dir: str, description: str,
                        temperature: float | None = None) -> dict[str, Any]:
-    """The part every image example shares once its method is built: trainer (with the kNN and
-    dynamics monitors), ``--resume``, training, final evaluation and results."""
+    """The part every image example shares once its method (around ``run.backbone``) is built:
+    trainer (with the kNN and dynamics monitors), ``--resume``, training, final evaluation and
+    results."""
+    settings, splits, encoder, device, started = (run.settings, run.splits, run.backbone,
+                                                  run.device, run.started)
     settings.update(_view_settings(args))
     method = sync_batch_norm(method, settings["sync_bn"])
     trainer = Trainer(method, encoder, splits.train, _augmentation(settings),

@@ -136,12 +136,12 @@ def test_simsiam_lr_is_scaled_by_batch_over_256(data_root, monkeypatch, tmp_path
     """solo-learn multiplies the base rate by batch / 256 (MSGA/solo/args/utils.py:251-252)."""
     captured = {}
 
-    def fake_train(method, backbone, splits, settings, args, out, device, started, description):
-        captured.update(settings)
+    def fake_train(method, run, args, out, description):
+        captured.update(run.settings)
         return {}
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(SIMSIAM, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(SIMSIAM.harness, "train_and_evaluate", fake_train)
     SIMSIAM.main(["--preset", "cpu", "--batch-size", "128", "--lr", "0.4", "--train-subset", "256",
                   "--monitor-queries", "10", "--arch", "resnet10", "--width", "2",
                   "--data-root", str(data_root), "--out", str(tmp_path / "o")])
