@@ -35,6 +35,7 @@ from benchmarks.suite import (
 )
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
+    argument_error,
     check_data_root,
     comma_choices,
     make_parser,
@@ -170,7 +171,14 @@ def build_parser() -> ArgumentParser:
     perf_parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
     add_update_docs(perf_parser, "results-perf",
                     help="also write the tables into PATH between <!-- results-perf --> markers "
-                         "(docs/performance.md; default: no file)")
+                         "(docs/performance.md; default: no file); all of them, so not with --only")
+
+    def check_perf(args: argparse.Namespace) -> None:
+        if args.only and args.update_docs:
+            raise argument_error("--only", "--update-docs replaces every table between the "
+                                           "markers: run all the comparisons to update the page")
+
+    perf_parser.add_check(check_perf)
     return parser
 
 

@@ -13,7 +13,8 @@ from tests.command_line import assert_help_shows_every_default, refused
 MODULES = {name: importlib.import_module(f"benchmarks.{name}") for name in PERF}
 
 COMMON = [(["--repeats", "0"], "--repeats"), (["--repeats", "-3"], "--repeats"),
-          (["--seed", "-1"], "--seed"), (["--seed", "x"], "--seed")]
+          (["--seed", "-1"], "--seed"), (["--seed", "x"], "--seed"),
+          (["--threads", "0"], "--threads")]
 CASES = {
     "losses": COMMON + [
         (["--sizes", "0"], "--sizes"), (["--sizes", "512", "-2"], "--sizes"),
@@ -46,7 +47,8 @@ SUITE = {
             (["--update-docs", "{readme}"], "--update-docs")],
     "perf": [(["--only", "nothing"], "--only"), (["--seed", "-1"], "--seed"),
              (["--update-docs", "{missing}"], "--update-docs"),
-             (["--update-docs", "{readme}"], "--update-docs")],
+             (["--update-docs", "{readme}"], "--update-docs"),
+             (["--only", "losses", "--update-docs", "{perf_page}"], "--only")],
 }
 
 
@@ -57,8 +59,10 @@ def refused_last_line(main, argv, capsys) -> str:
 def fill(argv, tmp_path):
     readme = tmp_path / "README.md"  # exists, but without the results markers
     readme.write_text("# no markers here\n")
+    perf_page = tmp_path / "performance.md"  # holds the perf markers
+    perf_page.write_text("<!-- results-perf -->\n<!-- /results-perf -->\n")
     return [a.replace("{missing}", str(tmp_path / "missing")).replace("{readme}", str(readme))
-            for a in argv]
+            .replace("{perf_page}", str(perf_page)) for a in argv]
 
 
 @pytest.mark.parametrize(("name", "argv", "flag"),
@@ -80,8 +84,10 @@ def test_suite_refuses_out_of_range_value_and_writes_nothing(command, argv, flag
     last = refused_last_line(suite_main, [command, *fill(argv, tmp_path), "--out", str(out)],
                              capsys)
     assert re.search(rf"error: argument {flag}( |:|/)", last), last
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no out, no runs/
+    # no out, no runs/, the pages as fill wrote them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "performance.md"]
     assert (tmp_path / "README.md").read_text() == "# no markers here\n"
+    assert (tmp_path / "performance.md").read_text() == "<!-- results-perf -->\n<!-- /results-perf -->\n"
 
 
 def test_suite_out_that_is_a_file_is_refused(tmp_path, capsys):
