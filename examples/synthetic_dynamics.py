@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from mp_contrastive.experiments.cli import library_error
+    from mp_contrastive.experiments import cli
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> dict:
                      snapshot_steps=tuple(args.snapshots or ()), prop2_steps=args.prop2_steps,
                      attention_layers=args.attention_layers, attention_alpha=args.attention_alpha)
     except ValueError as error:
-        parser.error(library_error(error, {"snapshot_steps": "--snapshots"}))
+        parser.error(cli.library_error(error, {"snapshot_steps": "--snapshots"}))
     start = time.perf_counter()
     results = simulate(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
