@@ -379,7 +379,8 @@ def test_bad_input_names_the_argument(case: Case, data: st.DataObject) -> None:
 #: Public names that are not entry points taking input: modules, constants, the Data subclass
 #: (built by augmentation_graph) and a probe of the installed faiss.
 NOT_ENTRY_POINTS = {"graph", "nn", "losses", "__version__", "AGGREGATIONS", "AugmentationGraph",
-                    "SIMILARITY_METRICS", "BACKENDS", "BANK_BACKENDS", "INDEXES", "PROPOSALS",
+                    "AFFINITIES", "SIMILARITY_METRICS", "BACKENDS", "BANK_BACKENDS", "INDEXES",
+                    "PROPOSALS",
                     "faiss_gpu_available"}
 
 
