@@ -46,9 +46,9 @@ from mp_contrastive.vision.evaluation import (
 from mp_contrastive.vision.models import ARCHITECTURES, CifarResNet, resnet_cifar
 from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 
-__all__ = ["DATA_LAYOUT", "GLOBAL_CROP_SIZE", "SMALL_CROP_DEFAULTS", "add_image_arguments",
-           "preset_help", "resolve_preset", "ImageRun", "start_run", "check_warmup_epochs", "check_two_views",
-           "build_backbone", "Splits", "load_splits", "train_and_evaluate", "sync_batch_norm"]
+__all__ = ["DATA_LAYOUT", "add_image_arguments", "preset_help", "resolve_preset", "ImageRun",
+           "start_run", "check_warmup_epochs", "check_two_views", "build_backbone", "Splits",
+           "load_splits", "train_and_evaluate", "sync_batch_norm"]
 
 # Defaults a preset may override: the GRAPH-ATTENTION code's choices (stem padding 1, default
 # initialisation, raw [0, 1] inputs, float32), which solo-learn's SimSiam changes.
@@ -56,13 +56,13 @@ _COMMON_DEFAULTS = {"crop_min": 0.08, "stem_padding": 1, "zero_init_residual": F
                    "normalize": False, "precision": "32", "probe": "fast"}
 
 #: The global crops' output side: the CIFAR images' own.
-GLOBAL_CROP_SIZE = 32
+_GLOBAL_CROP_SIZE = 32
 
 #: The small crops' defaults (``--num-small-crops``): solo-learn's CIFAR multi-crop (its SwAV,
 #: scripts/pretrain/cifar-multicrop/augmentations/swav.yaml: 18-px crops from 0.08 to 0.5 of the
 #: image beside 32-px global ones). SwAV's ImageNet range (96 px, 0.05 to 0.14, beside 224 px)
 #: would cut 7-12 px patches out of a 32-px image; the flags give it.
-SMALL_CROP_DEFAULTS = {"small_crop_size": 18, "small_crop_min": 0.08, "small_crop_max": 0.5}
+_SMALL_CROP_DEFAULTS = {"small_crop_size": 18, "small_crop_min": 0.08, "small_crop_max": 0.5}
 
 #: What ``--data-root`` holds for the image examples.
 DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,test}_jpeg.npz")
@@ -185,17 +185,17 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                              "--small-crop-max of the image; every view of an image, large or "
                              "small, is a positive of every other (docs/guide.md, Multi-crop)")
     parser.add_argument("--small-crop-size", type=int_at_least(1), metavar="S",
-                        help=f"the small crops' side in pixels, from 1 to {GLOBAL_CROP_SIZE - 1} "
-                             f"(smaller than the global crops' {GLOBAL_CROP_SIZE}; default: "
-                             f"{SMALL_CROP_DEFAULTS['small_crop_size']}, solo-learn's CIFAR "
+                        help=f"the small crops' side in pixels, from 1 to {_GLOBAL_CROP_SIZE - 1} "
+                             f"(smaller than the global crops' {_GLOBAL_CROP_SIZE}; default: "
+                             f"{_SMALL_CROP_DEFAULTS['small_crop_size']}, solo-learn's CIFAR "
                              f"multi-crop; needs --num-small-crops)")
     parser.add_argument("--small-crop-min", type=float_in(0.0, 1.0, low_open=True), metavar="F",
                         help=f"smallest small-crop area, a fraction of the image, in (0, 1] "
-                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_min']:g}, solo-learn's "
+                             f"(default: {_SMALL_CROP_DEFAULTS['small_crop_min']:g}, solo-learn's "
                              f"CIFAR multi-crop; needs --num-small-crops)")
     parser.add_argument("--small-crop-max", type=float_in(0.0, 1.0, low_open=True), metavar="F",
                         help=f"largest small-crop area, a fraction of the image, in (0, 1] "
-                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_max']:g}, solo-learn's "
+                             f"(default: {_SMALL_CROP_DEFAULTS['small_crop_max']:g}, solo-learn's "
                              f"CIFAR multi-crop; needs --num-small-crops)")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun with CUDA, batch norm statistics over the global "
@@ -245,19 +245,19 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
 
 def _check_small_crops(args: argparse.Namespace) -> None:
     """The small-crop options fit together (argparse errors naming the flag), and those left out
-    take :data:`SMALL_CROP_DEFAULTS`. Shaping small crops that are not drawn is refused: it would
+    take :data:`_SMALL_CROP_DEFAULTS`. Shaping small crops that are not drawn is refused: it would
     change nothing, and a resumed run would be compared on it."""
-    given = [key for key in SMALL_CROP_DEFAULTS if getattr(args, key) is not None]
+    given = [key for key in _SMALL_CROP_DEFAULTS if getattr(args, key) is not None]
     if given and not args.num_small_crops:
         flag = _flag(given[0])
         raise argument_error(flag, f"it shapes the small crops and --num-small-crops is 0: add "
                                    f"--num-small-crops M > 0, or leave {flag} out")
-    for key, value in SMALL_CROP_DEFAULTS.items():
+    for key, value in _SMALL_CROP_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.small_crop_size >= GLOBAL_CROP_SIZE:
+    if args.small_crop_size >= _GLOBAL_CROP_SIZE:
         raise argument_error("--small-crop-size", f"{args.small_crop_size} pixels is not smaller "
-                                                  f"than the global crops' {GLOBAL_CROP_SIZE}: for "
+                                                  f"than the global crops' {_GLOBAL_CROP_SIZE}: for "
                                                   f"more full-size views use --num-crops")
     if args.small_crop_min > args.small_crop_max:
         flag = "--small-crop-min" if "small_crop_min" in given else "--small-crop-max"
@@ -407,7 +407,7 @@ def start_run(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> I
 
 def _augmentation(settings: dict[str, Any]) -> SimCLRAugment:
     """The SimCLR augmentation with the preset's crop range and colour strength."""
-    return SimCLRAugment(size=GLOBAL_CROP_SIZE, scale=(settings["crop_min"], 1.0),
+    return SimCLRAugment(size=_GLOBAL_CROP_SIZE, scale=(settings["crop_min"], 1.0),
                          jitter_strength=settings["jitter_strength"])
 
 
@@ -434,7 +434,7 @@ def _dynamics_monitor(args: argparse.Namespace, out_dir: str,
 #: Settings added after checkpoints were first written, with the value that reproduces a run
 #: without them: stored only at another value, so that an older checkpoint (which lacks them)
 #: resumes at that value and is refused at any other.
-_ADDED_LATER = {"num_crops": 2, "sync_bn": False, "num_small_crops": 0, **SMALL_CROP_DEFAULTS}
+_ADDED_LATER = {"num_crops": 2, "sync_bn": False, "num_small_crops": 0, **_SMALL_CROP_DEFAULTS}
 
 
 def _view_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -442,7 +442,7 @@ def _view_settings(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint): ``--num-crops``, ``--sync-bn`` and the small crops'."""
     return {"num_crops": args.num_crops, "sync_bn": args.sync_bn,
             "num_small_crops": args.num_small_crops,
-            **{key: getattr(args, key) for key in SMALL_CROP_DEFAULTS}}
+            **{key: getattr(args, key) for key in _SMALL_CROP_DEFAULTS}}
 
 
 def _run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

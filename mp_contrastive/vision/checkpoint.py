@@ -22,8 +22,8 @@ import torch
 
 from mp_contrastive._files import write_bytes_atomic, write_text_atomic
 
-__all__ = ["FORMAT", "SettingsMismatch", "checksum_path", "save_checkpoint", "load_checkpoint",
-           "compare_settings", "plain_settings", "without_former_values"]
+__all__ = ["FORMAT", "SettingsMismatch", "MISSING", "checksum_path", "save_checkpoint",
+           "load_checkpoint", "compare_settings", "plain_settings", "without_former_values"]
 
 #: The layout of the state dictionary; 2 added the run's settings and the position within an epoch.
 FORMAT = 2
