@@ -38,13 +38,17 @@ class LightlySimCLR(torch.nn.Module):
 
 
 def make_step(method: torch.nn.Module, images: torch.Tensor, augment: SimCLRAugment,
-              seed: int) -> Callable[[], None]:
+              seed: int, num_views: int = 2, small_augment: SimCLRAugment | None = None,
+              num_small_views: int = 0) -> Callable[[], None]:
+    """One optimiser step (LARS) of ``method`` on ``num_views`` augmentations of ``images`` and,
+    after them, ``num_small_views`` ones by ``small_augment`` (small crops), as the trainer draws."""
     optimizer = LARS(lars_param_groups(method, 1e-6), lr=0.1)
     generator = torch.Generator().manual_seed(seed)
     index = torch.arange(images.size(0))
 
     def step() -> None:
-        views = [augment(images, generator) for _ in range(2)]
+        views = [augment(images, generator) for _ in range(num_views)]
+        views += [small_augment(images, generator) for _ in range(num_small_views)]
         loss = method(views, index).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

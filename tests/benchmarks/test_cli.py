@@ -10,12 +10,16 @@ from benchmarks.__main__ import PERF
 from benchmarks.__main__ import main as suite_main
 from tests.command_line import assert_help_shows_every_default, refused
 
-MODULES = {name: importlib.import_module(f"benchmarks.{name}") for name in PERF}
+MODULES = {name: importlib.import_module(f"benchmarks.{name}") for name in [*PERF, "multicrop"]}
 
 COMMON = [(["--repeats", "0"], "--repeats"), (["--repeats", "-3"], "--repeats"),
           (["--seed", "-1"], "--seed"), (["--seed", "x"], "--seed"),
           (["--threads", "0"], "--threads")]
 CASES = {
+    "multicrop": COMMON + [
+        (["--crops", "1+2"], "--crops"), (["--crops", "2-2"], "--crops"),
+        (["--crops", "2+x"], "--crops"), (["--small-size", "0"], "--small-size"),
+        (["--small-size", "32"], "--small-size"), (["--batch-size", "1"], "--batch-size")],
     "losses": COMMON + [
         (["--sizes", "0"], "--sizes"), (["--sizes", "512", "-2"], "--sizes"),
         (["--sizes", "513"], "--sizes"), (["--dim", "0"], "--dim"),
