@@ -157,8 +157,8 @@ def build_parser() -> ArgumentParser:
                             help="folder holding the data (default: $MP_CONTRASTIVE_DATA)")
     run_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_update_docs(run_parser, lambda args: f"results-{args.suite}",
-                    help="also write the table into PATH between <!-- results-SUITE --> markers "
-                         "(docs/results.md), and the plot to figures/ next to it; default: no file")
+                    "also write the table into PATH between <!-- results-SUITE --> markers "
+                    "(docs/results.md), and the plot to figures/ next to it; default: no file")
 
     run_parser.add_check(lambda args: check_data_root(args.data_root, "the data folder"))
     perf_parser = commands.add_parser("perf", help="performance comparisons with ratios",
@@ -170,8 +170,8 @@ def build_parser() -> ArgumentParser:
                              help="run only these comparisons (default: all)")
     perf_parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
     add_update_docs(perf_parser, "results-perf",
-                    help="also write the tables into PATH between <!-- results-perf --> markers "
-                         "(docs/performance.md; default: no file); all of them, so not with --only")
+                    "also write the tables into PATH between <!-- results-perf --> markers "
+                    "(docs/performance.md; default: no file); all of them, so not with --only")
 
     def check_perf(args: argparse.Namespace) -> None:
         if args.only and args.update_docs:

@@ -82,7 +82,7 @@ def build_parser() -> ArgumentParser:
                         help="one folder per run")
     parser.add_argument("--data-root", default=None, help="CIFAR-10 location (default: "
                         "$MP_CONTRASTIVE_DATA)")
-    add_update_docs(parser, MARKER, help=f"write the table between the {MARKER} markers of PATH")
+    add_update_docs(parser, MARKER, f"write the table between the {MARKER} markers of PATH")
     return parser
 
 

@@ -203,8 +203,8 @@ def build_parser() -> ArgumentParser:
                         help="the sections to run (all by default)")
     parser.add_argument("--out", type=output_dir, default="runs/gpu_check",
                         help="output folder (the flagship runs, gpu_check.md)")
-    add_update_docs(parser, MARKER, help=f"write the report between the {MARKER} markers of PATH "
-                                         f"(docs/performance.md); not with --dry-run")
+    add_update_docs(parser, MARKER, f"write the report between the {MARKER} markers of PATH "
+                                    f"(docs/performance.md); not with --dry-run")
     return parser
 
 

@@ -152,7 +152,7 @@ def build_parser() -> ArgumentParser:
                         help="address-space limit of each cell")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch threads per cell")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    add_update_docs(parser, MARKER, help=f"write the tables between the {MARKER} markers of PATH")
+    add_update_docs(parser, MARKER, f"write the tables between the {MARKER} markers of PATH")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     return parser

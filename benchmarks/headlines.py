@@ -128,7 +128,7 @@ def build_parser() -> ArgumentParser:
                         help="seeds per SimSiam arm (the flagship runs seed 0)")
     parser.add_argument("--data-root", default=None,
                         help="passed to the examples (default: theirs, $MP_CONTRASTIVE_DATA)")
-    add_update_docs(parser, MARKER, help=f"write the table between the {MARKER} markers of PATH")
+    add_update_docs(parser, MARKER, f"write the table between the {MARKER} markers of PATH")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads of each run (OMP_NUM_THREADS); results differ in "
                              "their last digits from one thread count to another")

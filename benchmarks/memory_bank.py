@@ -28,7 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
+from benchmarks._measure import (
+    add_measure_arguments,
+    interleaved_times,
+    peak_memory,
+    seed_and_threads,
+    where,
+)
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
@@ -169,7 +175,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--temperature", type=positive_float, default=0.2,
                         help="temperature (the CPU preset's)")
     add_measure_arguments(parser, repeats=20, device="the losses and the bank",
-                          repeats_help="timed steps per contender (and the kNN path's retrain_every)")
+                          repeats_help="timed steps per contender (and the kNN path's "
+                                       "retrain_every)")
     parser.add_argument("--draws", type=positive_int, default=20,
                         help="independent kNN draws in the accuracy table")
     parser.add_argument("--k", type=positive_int, default=32, help="kNN head size")

@@ -265,11 +265,12 @@ def replace_marked_section(path: str | Path, name: str, text: str) -> None:
 
 
 def add_update_docs(parser: ArgumentParser, marker: str | Callable[[argparse.Namespace], str],
-                    help: str) -> None:
+                    help_text: str) -> None:
     """``--update-docs PATH``: the results also go into ``PATH`` between the ``marker`` comments
     (a name, or a function of the parsed arguments). The file is checked for the markers when the
     arguments are parsed, so a long run does not end on an error."""
-    parser.add_argument("--update-docs", metavar="PATH", type=existing_file, default=None, help=help)
+    parser.add_argument("--update-docs", metavar="PATH", type=existing_file, default=None,
+                        help=help_text)
     name = marker if callable(marker) else (lambda _: marker)
 
     def check(args: argparse.Namespace) -> None:

@@ -104,7 +104,8 @@ def build_parser() -> cli.ArgumentParser:
     trained = parser.add_argument_group("trained mode")
     trained.add_argument("--hidden", type=cli.positive_int, default=64, help="hidden width")
     trained.add_argument("--epochs", type=cli.positive_int, default=100, help="epochs")
-    trained.add_argument("--lr", type=cli.positive_float, default=0.005, help="Adam's learning rate")
+    trained.add_argument("--lr", type=cli.positive_float, default=0.005,
+                         help="Adam's learning rate")
     trained.add_argument("--refresh-every", type=cli.positive_int, default=10,
                          help="training passes between affinity searches")
 

@@ -56,7 +56,8 @@ def build_parser() -> cli.ArgumentParser:
                         help="override the preset's model selection: probe every this many epochs "
                              "and keep the best-validation encoder (0: the last epoch's encoder; "
                              "default: the dataset's preset)")
-    parser.add_argument("--beta", type=cli.nonnegative_float, default=1.0, help="attention sharpness")
+    parser.add_argument("--beta", type=cli.nonnegative_float, default=1.0,
+                        help="attention sharpness")
     parser.add_argument("--attention", default="positives",
                         choices=["positives", "negatives", "neighbors"],
                         help="attention normalisation: positives = official code, negatives = paper")

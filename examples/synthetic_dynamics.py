@@ -35,6 +35,7 @@ from torch import Tensor
 
 from mp_contrastive import dynamics
 from mp_contrastive._files import save_figure_atomic, write_text_atomic
+from mp_contrastive.experiments import cli
 from mp_contrastive.graph import sphere_projection
 from mp_contrastive.monitor import measure_dynamics
 from mp_contrastive.nn import AlignmentConv, ContrastiveConv, UniformityConv
@@ -408,12 +409,10 @@ def plot(results: dict, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Imported here so that this block is the script's whole command line.
-    from mp_contrastive.experiments import cli
-
     defaults = Config()
     parser = cli.make_parser(__doc__)
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=defaults.seed, help="random seed")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=defaults.seed,
+                        help="random seed")
     parser.add_argument("--out", type=cli.output_dir, default="runs/synthetic_dynamics",
                         help="output folder")
     parser.add_argument("--num-classes", type=cli.int_at_least(2), default=defaults.num_classes,
@@ -429,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="2: features on the circle, 3: on the sphere")
     parser.add_argument("--steps", type=cli.positive_int, default=defaults.steps,
                         help="steps of each operator")
-    parser.add_argument("--alpha", type=cli.float_in(0.0, 0.5, low_open=True), default=defaults.alpha,
+    parser.add_argument("--alpha", type=cli.float_in(0.0, 0.5, low_open=True),
+                        default=defaults.alpha,
                         help="step size, in (0, 0.5] (Proposition 2 holds for alpha <= 1/2)")
     parser.add_argument("--temperature", type=cli.positive_float, default=defaults.temperature,
                         help="features lie on the sphere of radius 1/sqrt(temperature)")
@@ -439,14 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="unprojected alignment steps of the Proposition 2 measurement")
     parser.add_argument("--attention-layers", type=cli.positive_int,
                         default=defaults.attention_layers, help="stacked self-attention layers")
-    parser.add_argument("--attention-alpha", type=cli.positive_float, default=defaults.attention_alpha,
+    parser.add_argument("--attention-alpha", type=cli.positive_float,
+                        default=defaults.attention_alpha,
                         help="step size of the self-attention layers")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from mp_contrastive.experiments import cli
-
     parser = build_parser()
     args = parser.parse_args(argv)
     args.out = Path(args.out)

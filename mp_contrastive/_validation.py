@@ -251,35 +251,43 @@ def check_labels(labels: object, num_nodes: int | None = None,
     return labels, int(labels.max()) + 1
 
 
-#: Facts established about index tensors (in range for some bounds, free of self loops), each
-#: with the tensor's version counter when it was read. Full-graph training passes one
+#: Facts established about index tensors (in range for each set of bounds it was checked
+#: against), with the tensor's state when they were read: its version counter and where its
+#: values lie (storage address, offset, shape, strides). Full-graph training passes one
 #: ``edge_index`` to every layer call; read once, it is not read again while unchanged: an
-#: in-place write bumps the version counter (views share it), so a modified graph is read again.
-#: (Writes that bypass autograd's counter, through ``.data`` or NumPy, are not seen.) Keyed by
-#: ``id`` with a weak reference (a tensor's ``==`` is elementwise, so it cannot be a dict key): a
-#: graph that is freed leaves the table. Inference tensors (made under ``torch.inference_mode``)
-#: have no version counter, so nothing is remembered about them: they are read at every call.
-_FACTS: dict[int, tuple[weakref.ref[Tensor], int, dict[Hashable, Any]]] = {}
+#: in-place write bumps the version counter (views share it), and ``.data = ...`` or ``set_``
+#: moves the values, so a modified graph is read again. (Writes into the same memory that bypass
+#: the counter, through ``.data[...]`` or NumPy, are not seen: a check is then skipped, which is
+#: why only checks, never facts that select a computation, are remembered.) Keyed by ``id`` with a
+#: weak reference (a tensor's ``==`` is elementwise, so it cannot be a dict key): a graph that is
+#: freed leaves the table. Inference tensors (made under ``torch.inference_mode``) have no
+#: version counter, so nothing is remembered about them: they are read at every call.
+_FACTS: dict[int, tuple[weakref.ref[Tensor], tuple[Any, ...], dict[Hashable, Any]]] = {}
 
 
-def recall(tensor: Tensor, fact: Hashable) -> Any | None:
-    """What :func:`remember` stored as ``fact`` about ``tensor`` at its current version, or
-    ``None``."""
+def _state(tensor: Tensor) -> tuple[Any, ...]:
+    return (tensor._version, tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+            tensor.stride())
+
+
+def recall(tensor: Tensor, fact: Hashable, default: Any = None) -> Any:
+    """What :func:`remember` stored as ``fact`` about ``tensor`` in its current state, else
+    ``default``."""
     entry = _FACTS.get(id(tensor))
     if entry is None or entry[0]() is not tensor or tensor.is_inference() \
-            or entry[1] != tensor._version:
-        return None
-    return entry[2].get(fact)
+            or entry[1] != _state(tensor):
+        return default
+    return entry[2].get(fact, default)
 
 
 def remember(tensor: Tensor, fact: Hashable, value: Any) -> None:
     """Store ``value`` as ``fact`` about ``tensor`` as it is now (see :data:`_FACTS`)."""
     if tensor.is_inference():
         return
-    ident, version = id(tensor), tensor._version
+    ident, state = id(tensor), _state(tensor)
     entry = _FACTS.get(ident)
-    if entry is None or entry[0]() is not tensor or entry[1] != version:
-        entry = (weakref.ref(tensor, lambda _: _FACTS.pop(ident, None)), version, {})
+    if entry is None or entry[0]() is not tensor or entry[1] != state:
+        entry = (weakref.ref(tensor, lambda _: _FACTS.pop(ident, None)), state, {})
         _FACTS[ident] = entry
     entry[2][fact] = value
 
@@ -300,7 +308,7 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
     edge_index = check_device(edge_index, name, device, ref, move=move)
     if edge_index.numel() > 0 and not value_checks_skipped() and has_values(edge_index):
         fact = ("in range", num_src, num_dst)
-        if recall(edge_index, fact):
+        if recall(edge_index, fact, False):
             return edge_index
         # One reduction: over the whole tensor for one node set (half the time of one per row),
         # per row for two.

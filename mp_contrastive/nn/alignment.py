@@ -10,8 +10,13 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import contains_self_loops, is_sparse, is_torch_sparse_tensor, scatter
 
-from mp_contrastive._validation import check_features, recall, remember, require, value_checks_skipped
-from mp_contrastive.nn.functional._inputs import _sparse_values, as_edge_index, check_adjacency, check_pair
+from mp_contrastive._validation import check_features, has_values, require, value_checks_skipped
+from mp_contrastive.nn.functional._inputs import (
+    _sparse_values,
+    as_edge_index,
+    check_adjacency,
+    check_pair,
+)
 from mp_contrastive.nn.step_conv import StepConv
 
 __all__ = ["AlignmentConv"]
@@ -344,11 +349,9 @@ class AlignmentConv(StepConv):
 
 
 def _has_self_loops(edge_index: Tensor) -> bool:
-    """Whether a checked ``edge_index`` has a self loop: one read of the graph (a host sync on a
-    GPU, as ``gcn_norm``'s mask), remembered while the tensor is unchanged, so that a graph
-    passed to every layer call is read once."""
-    known = recall(edge_index, "self loops")
-    if known is None:
-        known = contains_self_loops(edge_index)
-        remember(edge_index, "self loops", known)
-    return known
+    """Whether a checked ``edge_index`` has a self loop: one read of the graph at every call (a
+    host sync on a GPU, as ``gcn_norm``'s mask). Not remembered like the range check: it selects
+    the computation, so a write the version counter misses (``.data[...]``, NumPy) would give a
+    wrong output instead of skipping a check. A ``meta`` tensor has no values: no loop is
+    assumed (the output's shape is the same either way)."""
+    return has_values(edge_index) and contains_self_loops(edge_index)

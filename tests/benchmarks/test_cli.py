@@ -91,7 +91,8 @@ def test_suite_refuses_out_of_range_value_and_writes_nothing(command, argv, flag
     # no out, no runs/, the pages as fill wrote them
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "performance.md"]
     assert (tmp_path / "README.md").read_text() == "# no markers here\n"
-    assert (tmp_path / "performance.md").read_text() == "<!-- results-perf -->\n<!-- /results-perf -->\n"
+    assert (tmp_path / "performance.md").read_text() == ("<!-- results-perf -->\n"
+                                                         "<!-- /results-perf -->\n")
 
 
 def test_suite_out_that_is_a_file_is_refused(tmp_path, capsys):
