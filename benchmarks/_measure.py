@@ -11,12 +11,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mp_contrastive.experiments.cli import (
-    ArgumentParser,
-    nonnegative_int,
-    positive_int,
-    torch_device,
-)
+from mp_contrastive.experiments.cli import ArgumentParser, nonnegative_int, positive_int, torch_device
 
 __all__ = ["ROOT", "peak_memory", "interleaved_times", "where", "seed_and_threads",
            "add_measure_arguments"]

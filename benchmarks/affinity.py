@@ -34,13 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn.pool import MIPSKNNIndex
 
-from benchmarks._measure import (
-    add_measure_arguments,
-    interleaved_times,
-    peak_memory,
-    seed_and_threads,
-    where,
-)
+from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import ArgumentParser, make_parser
 from mp_contrastive.knn import AffinityIndex

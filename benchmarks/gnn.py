@@ -21,13 +21,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn import AGNNConv, GATConv, GCNConv
 from torch_geometric.utils import scatter, softmax
 
-from benchmarks._measure import (
-    add_measure_arguments,
-    interleaved_times,
-    peak_memory,
-    seed_and_threads,
-    where,
-)
+from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import ArgumentParser, check_data_root, make_parser
 from mp_contrastive.experiments.presets import GRACE_PRESETS

@@ -14,13 +14,7 @@ from collections.abc import Callable
 import torch
 from lightly.loss import NTXentLoss
 
-from benchmarks._measure import (
-    add_measure_arguments,
-    interleaved_times,
-    peak_memory,
-    seed_and_threads,
-    where,
-)
+from benchmarks._measure import add_measure_arguments, interleaved_times, peak_memory, seed_and_threads, where
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import (
     ArgumentParser,
