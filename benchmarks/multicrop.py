@@ -4,8 +4,9 @@ one forward per crop size, loss, backward, LARS step), each setting timed in int
     python -m benchmarks.multicrop [--crops 2+0 2+2 2+6 4+0] [--small-size 18] [--threads 1]
 
 The small crops are the image examples' (``--num-small-crops``): the global crops' augmentation at
-``--small-size`` pixels from 0.08 to 0.5 of the image (solo-learn's CIFAR multi-crop). The model is
-the CPU preset's (ResNet-10, width 16), the images random: the cost does not depend on them.
+``--small-size`` pixels over the examples' default area range (``SMALL_CROP_DEFAULTS`` in
+mp_contrastive.experiments.vision: solo-learn's CIFAR multi-crop). The model is the CPU preset's
+(ResNet-10, width 16), the images random: the cost does not depend on them.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from benchmarks._measure import add_measure_arguments, interleaved_times, seed_a
 from benchmarks.training_step import make_step
 from mp_contrastive._reporting import markdown_table
 from mp_contrastive.experiments.cli import ArgumentParser, argument_error, int_at_least, make_parser
+from mp_contrastive.experiments.vision import GLOBAL_CROP_SIZE, SMALL_CROP_DEFAULTS
 from mp_contrastive.vision import ProjectionHead, SimCLRAugment, SimCLRModel, resnet_cifar
 from mp_contrastive.vision.methods import SimCLRMethod
 from mp_contrastive.vision.models import ARCHITECTURES
-
-GLOBAL_SIZE = 32  # CIFAR's side: the global crops' size
 
 
 def crop_setting(text: str) -> tuple[int, int]:
@@ -40,8 +40,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--crops", type=crop_setting, nargs="+",
                         default=[(2, 0), (2, 2), (2, 6), (4, 0)], metavar="N+M",
                         help="settings to time: N global and M small crops of every image")
-    parser.add_argument("--small-size", type=int_at_least(1), default=18,
-                        help=f"the small crops' side in pixels (below the global {GLOBAL_SIZE})")
+    parser.add_argument("--small-size", type=int_at_least(1),
+                        default=SMALL_CROP_DEFAULTS["small_crop_size"],
+                        help=f"the small crops' side in pixels (below the global "
+                             f"{GLOBAL_CROP_SIZE})")
     parser.add_argument("--batch-size", type=int_at_least(2), default=256, help="images per step")
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="resnet10",
                         help="ResNet architecture")
@@ -50,9 +52,9 @@ def build_parser() -> ArgumentParser:
     add_measure_arguments(parser, repeats=5)
 
     def check(args: argparse.Namespace) -> None:
-        if args.small_size >= GLOBAL_SIZE:
-            raise argument_error("--small-size", f"must be below the global crops' {GLOBAL_SIZE}, "
-                                                 f"got {args.small_size}")
+        if args.small_size >= GLOBAL_CROP_SIZE:
+            raise argument_error("--small-size", f"must be below the global crops' "
+                                                 f"{GLOBAL_CROP_SIZE}, got {args.small_size}")
 
     parser.add_check(check)
     return parser
@@ -61,17 +63,18 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     seed_and_threads(args.seed, args.threads)
-    images = torch.randint(0, 256, (args.batch_size, 3, GLOBAL_SIZE, GLOBAL_SIZE),
+    images = torch.randint(0, 256, (args.batch_size, 3, GLOBAL_CROP_SIZE, GLOBAL_CROP_SIZE),
                            dtype=torch.uint8)
-    small = SimCLRAugment(size=args.small_size, scale=(0.08, 0.5))
+    augment = SimCLRAugment(size=GLOBAL_CROP_SIZE)
+    small = SimCLRAugment(size=args.small_size, scale=(SMALL_CROP_DEFAULTS["small_crop_min"],
+                                                       SMALL_CROP_DEFAULTS["small_crop_max"]))
     steps = {}
     for large, few in args.crops:
         torch.manual_seed(args.seed)
         backbone = resnet_cifar(args.arch, args.width)
         method = SimCLRMethod(SimCLRModel(backbone, ProjectionHead(backbone.out_dim)), 0.2)
-        steps[(large, few)] = make_step(method, images, SimCLRAugment(), args.seed,
-                                        num_views=large, small_augment=small,
-                                        num_small_views=few)
+        steps[(large, few)] = make_step(method, images, augment, args.seed, num_views=large,
+                                        small_augment=small, num_small_views=few)
     times = interleaved_times({f"{n}+{m}": step for (n, m), step in steps.items()},
                               args.repeats, warmup=1, statistic=min)
     first = times[f"{args.crops[0][0]}+{args.crops[0][1]}"]

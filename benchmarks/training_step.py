@@ -41,7 +41,11 @@ def make_step(method: torch.nn.Module, images: torch.Tensor, augment: SimCLRAugm
               seed: int, num_views: int = 2, small_augment: SimCLRAugment | None = None,
               num_small_views: int = 0) -> Callable[[], None]:
     """One optimiser step (LARS) of ``method`` on ``num_views`` augmentations of ``images`` and,
-    after them, ``num_small_views`` ones by ``small_augment`` (small crops), as the trainer draws."""
+    after them, ``num_small_views`` ones by ``small_augment`` (small crops), as the trainer draws.
+    ``num_small_views > 0`` without ``small_augment`` is a ``ValueError``."""
+    if num_small_views > 0 and small_augment is None:
+        raise ValueError(f"'num_small_views' is {num_small_views} and 'small_augment' is None: "
+                         f"pass the small crops' augmentation")
     optimizer = LARS(lars_param_groups(method, 1e-6), lr=0.1)
     generator = torch.Generator().manual_seed(seed)
     index = torch.arange(images.size(0))

@@ -1,11 +1,11 @@
 """SimCLR with graph-attention alignment on CIFAR, the loss coming from the library's operators.
 
-    python examples/cifar_simclr_gat.py                      # --preset auto: paper on GPU, cpu otherwise
-    python examples/cifar_simclr_gat.py --attention off      # plain SimCLR
+    python examples/cifar_simclr_gat.py                       # --preset auto (GPU: paper, else cpu)
+    python examples/cifar_simclr_gat.py --attention off       # plain SimCLR
     torchrun --nproc_per_node=2 examples/cifar_simclr_gat.py  # DDP (NCCL on GPU, gloo on CPU)
     python examples/cifar_simclr_gat.py --memory-bank 16384 --affinity knn  # negatives from a bank
     python examples/cifar_simclr_gat.py --num-crops 4         # 4 views per image (docs/guide.md)
-    python examples/cifar_simclr_gat.py --num-small-crops 6   # and 6 small 18-px crops, as solo-learn
+    python examples/cifar_simclr_gat.py --num-small-crops 6   # and 6 small 18-px crops (solo-learn)
 
 ``--attention official`` (default) reweights positive pairs by exp(beta cos) of backbone features
 normalised over the batch's positive pairs, as the paper's code; ``--attention paper`` uses the
@@ -47,17 +47,27 @@ PRESETS = {
 }
 
 
+def two_views(args: argparse.Namespace) -> str | None:
+    """Why these arguments take exactly two views of one size (a memory bank), or ``None``."""
+    if not args.memory_bank:
+        return None
+    return ("--memory-bank contrasts two views of one size (the first with the second and the "
+            "bank, as lightly's two-view NTXentLoss)")
+
+
 def build_parser() -> cli.ArgumentParser:
     parser = cli.make_parser(__doc__)
-    harness.add_image_arguments(parser, PRESETS, "runs/simclr_<attention>_<preset>_seed<seed>")
+    harness.add_image_arguments(parser, PRESETS, "runs/simclr_<attention>_<preset>_seed<seed>",
+                                two_views=two_views)
     parser.add_argument("--attention", choices=ATTENTION_MODES, default="official",
                         help="attention alignment of the positive pairs (off: plain SimCLR)")
-    parser.add_argument("--beta", type=cli.nonnegative_float, default=1.0, help="attention sharpness")
+    parser.add_argument("--beta", type=cli.nonnegative_float, default=1.0,
+                        help="attention sharpness")
     parser.add_argument("--attention-warmup", type=cli.nonnegative_int, metavar="EPOCHS",
                         help=harness.preset_help(PRESETS, "attention_warmup",
-                                                 "epochs of plain SimCLR before --attention paper's "
-                                                 "attention (appendix C.2); the official code and "
-                                                 "--attention official have none"))
+                                                 "epochs of plain SimCLR before --attention "
+                                                 "paper's attention (appendix C.2); the official "
+                                                 "code and --attention official have none"))
     parser.add_argument("--temperature", type=cli.positive_float,
                         help=harness.preset_help(PRESETS, "temperature", "NT-Xent temperature"))
     parser.add_argument("--memory-bank", type=cli.nonnegative_int, default=0, metavar="K",
@@ -74,22 +84,20 @@ def build_parser() -> cli.ArgumentParser:
     def check(args: argparse.Namespace) -> None:
         if args.attention_warmup is not None and args.attention != "paper":
             raise cli.argument_error("--attention-warmup", f"only --attention paper warms up (the "
-                                     f"paper's appendix C.2), and --attention is '{args.attention}'")
+                                     f"paper's appendix C.2), and --attention is "
+                                     f"'{args.attention}'")
         if args.attention == "paper" and args.memory_bank:
             raise cli.argument_error("--memory-bank", "--attention paper scores backbone features "
-                                     "against in-batch negatives, which a memory bank does not keep: "
-                                     "use --attention official or off with --memory-bank")
+                                     "against in-batch negatives, which a memory bank does not "
+                                     "keep: use --attention official or off with --memory-bank")
         if args.attention == "paper":
             harness.check_warmup_epochs(args, PRESETS, "attention_warmup", "the attention")
         if args.affinity != "dense" and args.memory_bank == 0:
-            raise cli.argument_error("--affinity", f"'{args.affinity}' is a graph over a memory bank: "
-                                     f"it needs --memory-bank K > 0")
+            raise cli.argument_error("--affinity", f"'{args.affinity}' is a graph over a memory "
+                                     f"bank: it needs --memory-bank K > 0")
         if args.key_momentum > 0 and args.memory_bank == 0:
             raise cli.argument_error("--key-momentum", "the momentum keys fill a memory bank: it "
                                      "needs --memory-bank K > 0")
-        if args.memory_bank:
-            harness.check_two_views(args, "a memory bank contrasts the first view with the second and "
-                                          "the bank (lightly's two-view NTXentLoss)", " with --memory-bank")
 
     parser.add_check(check)
     return parser
@@ -114,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
                           key_momentum=args.key_momentum,
                           attention_warmup=settings["attention_warmup"])
     out = args.out or f"runs/simclr_{args.attention}_{settings['preset']}_seed{args.seed}"
-    return harness.train_and_evaluate(method, run, args, out, f"SimCLR (attention: {args.attention})",
+    return harness.train_and_evaluate(method, run, args, out,
+                                      f"SimCLR (attention: {args.attention})",
                                       settings["temperature"])
 
 

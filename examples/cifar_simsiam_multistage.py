@@ -47,11 +47,17 @@ PRESETS = {
 }
 
 
+#: Why SimSiam takes exactly two views of one size: ``--num-crops 2`` only, and no small crops.
+TWO_VIEWS = ("SimSiam takes two views of one size (it predicts each from the other, and the "
+             "multi-stage memory stores view 2)")
+
+
 def build_parser() -> cli.ArgumentParser:
     parser = cli.make_parser(__doc__)
     harness.add_image_arguments(parser, PRESETS, "runs/simsiam_<multistage>_<preset>_seed<seed>",
-                                lr_note="base rate, multiplied by batch_size / 256 (SimSiam's linear "
-                                        "scaling rule, as solo-learn)")
+                                lr_note="base rate, multiplied by batch_size / 256 (SimSiam's "
+                                        "linear scaling rule, as solo-learn)",
+                                two_views=lambda args: TWO_VIEWS, small_crops=False)
     parser.add_argument("--multistage", choices=MULTISTAGE_MODES, default="official",
                         help="multi-stage aggregation (off: plain SimSiam)")
     parser.add_argument("--stages", type=cli.positive_int, default=None,
@@ -61,28 +67,27 @@ def build_parser() -> cli.ArgumentParser:
                         help="how the stored epochs are aggregated (default mean, the only "
                              "value of --multistage official)")
     parser.add_argument("--multistage-warmup", type=cli.nonnegative_int,
-                        help=harness.preset_help(PRESETS, "multistage_warmup", "epochs of plain SimSiam "
-                                                                               "first"))
+                        help=harness.preset_help(PRESETS, "multistage_warmup",
+                                                 "epochs of plain SimSiam first"))
     parser.add_argument("--proj-dim", type=cli.positive_int,
                         help=harness.preset_help(PRESETS, "proj_dim", "projector width"))
     parser.add_argument("--pred-dim", type=cli.positive_int,
                         help=harness.preset_help(PRESETS, "pred_dim", "predictor hidden width"))
 
     def check(args: argparse.Namespace) -> None:
-        harness.check_two_views(args, "SimSiam predicts each of two views from the other (and the "
-                                      "multi-stage memory stores view 2)")
         # The official code keeps one epoch, averaged: other values are never replaced silently.
         if args.multistage == "official":
             if args.stages not in (None, 1):
-                raise cli.argument_error("--stages", f"--multistage official keeps one stored epoch "
-                                         f"(k = 1), got {args.stages}: use --multistage paper for "
-                                         f"k > 1")
+                raise cli.argument_error("--stages", f"--multistage official keeps one stored "
+                                         f"epoch (k = 1), got {args.stages}: use --multistage "
+                                         f"paper for k > 1")
             if args.aggr not in (None, "mean"):
                 raise cli.argument_error("--aggr", f"--multistage official averages (mean), got "
                                          f"'{args.aggr}': use --multistage paper for another "
                                          f"aggregation")
         if args.multistage in ("paper", "official"):
-            harness.check_warmup_epochs(args, PRESETS, "multistage_warmup", "multi-stage aggregation")
+            harness.check_warmup_epochs(args, PRESETS, "multistage_warmup",
+                                        "multi-stage aggregation")
         if args.stages is None:
             args.stages = 1
         if args.aggr is None:
@@ -100,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     run = harness.start_run(args, PRESETS)
     settings = run.settings
-    settings.update(multistage=args.multistage, stages=args.stages, aggr=args.aggr, seed=args.seed)
+    settings.update(multistage=args.multistage, stages=args.stages, aggr=args.aggr,
+                    seed=args.seed)
     method = SimSiamMethod(run.backbone, run.backbone.out_dim, len(run.splits.train),
                            proj_dim=settings["proj_dim"], proj_hidden_dim=settings["proj_dim"],
                            pred_hidden_dim=settings["pred_dim"], multistage=args.multistage,
@@ -110,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings["lr"] = settings["lr"] * settings["batch_size"] / 256
     out = args.out or f"runs/simsiam_{args.multistage}_{settings['preset']}_seed{args.seed}"
     return harness.train_and_evaluate(
-        method, run, args, out, f"SimSiam (multi-stage: {args.multistage}, k={args.stages}, {args.aggr})")
+        method, run, args, out,
+        f"SimSiam (multi-stage: {args.multistage}, k={args.stages}, {args.aggr})")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     axes[2].axhline(rows[0]["knn_top1_initial"], ls="--", c="gray", label="random init")
     axes[2].axhline(100 / 10, ls=":", c="red", label="chance")
     axes[2].legend(fontsize=8)
-    fig.suptitle("Multi-stage alignment alone (no predictor, no uniformity): larger k, less collapse?")
+    fig.suptitle("Multi-stage alignment alone (no predictor, no uniformity): "
+                 "larger k, less collapse?")
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=120)
 
@@ -106,14 +107,16 @@ def build_parser() -> cli.ArgumentParser:
                         help="first-stage width of the ResNet")
     parser.add_argument("--proj-dim", type=cli.positive_int, default=256,
                         help="projector and predictor width")
-    cli.add_common_arguments(parser, default_out="runs/multistage_collapse", data_layout=DATA_LAYOUT,
+    cli.add_common_arguments(parser, default_out="runs/multistage_collapse",
+                             data_layout=DATA_LAYOUT,
                              out_help="output folder (table.md, results.json, collapse.png, runs)",
                              download_fills_root=True)
 
     def check(args: argparse.Namespace) -> None:
         if args.train_subset and args.batch_size > args.train_subset:
-            raise cli.argument_error("--batch-size", f"{args.batch_size} is larger than the training "
-                                                     f"set (--train-subset {args.train_subset})")
+            raise cli.argument_error("--batch-size", f"{args.batch_size} is larger than the "
+                                                     f"training set (--train-subset "
+                                                     f"{args.train_subset})")
 
     parser.add_check(check)
     return parser

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,9 @@ from mp_contrastive.vision.evaluation import (
 from mp_contrastive.vision.models import ARCHITECTURES, CifarResNet, resnet_cifar
 from mp_contrastive.vision.trainer import PRECISIONS, TrainConfig, Trainer
 
-__all__ = ["DATA_LAYOUT", "add_image_arguments", "preset_help", "resolve_preset", "ImageRun",
-           "start_run", "check_warmup_epochs", "check_two_views", "build_backbone", "Splits",
-           "load_splits", "train_and_evaluate", "sync_batch_norm"]
+__all__ = ["DATA_LAYOUT", "GLOBAL_CROP_SIZE", "SMALL_CROP_DEFAULTS", "add_image_arguments",
+           "preset_help", "resolve_preset", "ImageRun", "start_run", "check_warmup_epochs",
+           "build_backbone", "Splits", "load_splits", "train_and_evaluate", "sync_batch_norm"]
 
 # Defaults a preset may override: the GRAPH-ATTENTION code's choices (stem padding 1, default
 # initialisation, raw [0, 1] inputs, float32), which solo-learn's SimSiam changes.
@@ -56,13 +57,13 @@ _COMMON_DEFAULTS = {"crop_min": 0.08, "stem_padding": 1, "zero_init_residual": F
                    "normalize": False, "precision": "32", "probe": "fast"}
 
 #: The global crops' output side: the CIFAR images' own.
-_GLOBAL_CROP_SIZE = 32
+GLOBAL_CROP_SIZE = 32
 
 #: The small crops' defaults (``--num-small-crops``): solo-learn's CIFAR multi-crop (its SwAV,
 #: scripts/pretrain/cifar-multicrop/augmentations/swav.yaml: 18-px crops from 0.08 to 0.5 of the
 #: image beside 32-px global ones). SwAV's ImageNet range (96 px, 0.05 to 0.14, beside 224 px)
 #: would cut 7-12 px patches out of a 32-px image; the flags give it.
-_SMALL_CROP_DEFAULTS = {"small_crop_size": 18, "small_crop_min": 0.08, "small_crop_max": 0.5}
+SMALL_CROP_DEFAULTS = {"small_crop_size": 18, "small_crop_min": 0.08, "small_crop_max": 0.5}
 
 #: What ``--data-root`` holds for the image examples.
 DATA_LAYOUT = ("CIFAR in torchvision's layout or the packed copy <name>/{train,test}_jpeg.npz")
@@ -88,11 +89,20 @@ def preset_help(presets: dict[str, dict[str, Any]], key: str, text: str) -> str:
 
 
 def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any]],
-                        out_pattern: str, lr_note: str | None = None) -> None:
+                        out_pattern: str, lr_note: str | None = None, *,
+                        two_views: Callable[[argparse.Namespace], str | None] | None = None,
+                        small_crops: bool = True) -> None:
     """The common arguments (:func:`mp_contrastive.experiments.cli.add_common_arguments`) and the image
     examples' own; an option left out takes the chosen preset's value (``--help`` lists them).
     ``lr_note`` adds to ``--lr``'s help what the example does with the rate (e.g. its scaling).
     ``out_pattern`` describes ``--out``'s default, e.g. ``runs/simclr_<attention>_<preset>_seed<seed>``.
+
+    ``two_views`` is the example's rule for a method that takes exactly two views of one size: given
+    the parsed arguments, why they ask for such a method (e.g. ``"--memory-bank's loss is
+    two-view"``), or ``None``. Where it gives a reason, ``--num-crops`` other than 2,
+    ``--num-small-crops`` other than 0 and any small-crop shape flag are argparse errors naming the
+    flag given, before the small crops' own checks. ``small_crops=False`` (a method that never takes
+    them) leaves the small-crop flags out of the parser; ``args.num_small_crops`` is then 0.
     """
     def preset(key: str, text: str) -> str:
         return preset_help(presets, key, text)
@@ -178,25 +188,10 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                              "augmentation) of every image per step, N >= 2; the loss gets each "
                              "view's sample id, so all N views of an image are positives of one "
                              "another (docs/guide.md, Multi-crop)")
-    parser.add_argument("--num-small-crops", type=nonnegative_int, default=0, metavar="M",
-                        help="small crops of every image per step besides the --num-crops global "
-                             "ones (SwAV's and solo-learn's multi-crop): the same colour "
-                             "augmentation, --small-crop-size pixels, from --small-crop-min to "
-                             "--small-crop-max of the image; every view of an image, large or "
-                             "small, is a positive of every other (docs/guide.md, Multi-crop)")
-    parser.add_argument("--small-crop-size", type=int_at_least(1), metavar="S",
-                        help=f"the small crops' side in pixels, from 1 to {_GLOBAL_CROP_SIZE - 1} "
-                             f"(smaller than the global crops' {_GLOBAL_CROP_SIZE}; default: "
-                             f"{_SMALL_CROP_DEFAULTS['small_crop_size']}, solo-learn's CIFAR "
-                             f"multi-crop; needs --num-small-crops)")
-    parser.add_argument("--small-crop-min", type=float_in(0.0, 1.0, low_open=True), metavar="F",
-                        help=f"smallest small-crop area, a fraction of the image, in (0, 1] "
-                             f"(default: {_SMALL_CROP_DEFAULTS['small_crop_min']:g}, solo-learn's "
-                             f"CIFAR multi-crop; needs --num-small-crops)")
-    parser.add_argument("--small-crop-max", type=float_in(0.0, 1.0, low_open=True), metavar="F",
-                        help=f"largest small-crop area, a fraction of the image, in (0, 1] "
-                             f"(default: {_SMALL_CROP_DEFAULTS['small_crop_max']:g}, solo-learn's "
-                             f"CIFAR multi-crop; needs --num-small-crops)")
+    if small_crops:
+        _add_small_crop_arguments(parser)
+    else:
+        parser.set_defaults(num_small_crops=0, **dict.fromkeys(SMALL_CROP_DEFAULTS))
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun with CUDA, batch norm statistics over the global "
                              "batch (torch.nn.SyncBatchNorm) instead of each process's share; a "
@@ -205,59 +200,104 @@ def add_image_arguments(parser: ArgumentParser, presets: dict[str, dict[str, Any
                              "SyncBatchNorm does not run")
 
     def check(args: argparse.Namespace) -> None:
-        device = _device(args)
-        found = "" if args.device else " (no CUDA GPU was found)"
-        if args.bf16 and args.precision not in (None, "bf16"):
-            raise argument_error("--bf16", f"it means --precision bf16, and --precision is "
-                                           f"'{args.precision}': give one of the two")
-        if args.bf16 and device.type != "cuda":
-            raise argument_error("--bf16", f"bf16 autocast runs on CUDA only and the device is "
-                                           f"'{device}'{found}")
-        if args.precision not in (None, "32") and device.type != "cuda":
-            raise argument_error("--precision", f"'{args.precision}' is CUDA autocast and the "
-                                                f"device is '{device}'{found}: use 32")
-        name, _ = _preset_name(args.preset)
-        settings = _settings(args, presets, name)
-        batch, subset = settings["batch_size"], settings["train_subset"]
-        given = "--train-subset" if args.train_subset is not None else \
-            f"the {name} preset's train_subset"
-        if subset and batch > subset:
-            raise argument_error("--batch-size", f"{batch} is larger than the training set "
-                                                 f"({subset} images, {given})")
-        # Files a directory stands in the way of are found now, not after training.
-        out = args.out or ""
-        for file in ("checkpoint.pt", "results.json"):
-            if out and (Path(out) / file).is_dir():
-                raise argument_error("--out", f"'{Path(out) / file}' is a folder: the run writes "
-                                              f"its {file} there; remove it or pick another --out")
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if batch % world:
-            raise argument_error("--batch-size", f"{batch} must be divisible by the number of "
-                                                 f"processes ({world})")
-        if args.sync_bn and world > 1 and device.type != "cuda":
-            raise argument_error("--sync-bn", f"torch's SyncBatchNorm synchronises CUDA tensors "
-                                              f"only, and the device is '{device}'{found}: "
-                                              f"leave --sync-bn out on the CPU")
-        _check_small_crops(args)
+        _check_run(args, presets)
+        _check_views(args, two_views(args) if two_views is not None else None)
 
     parser.add_check(check)
 
 
-def _check_small_crops(args: argparse.Namespace) -> None:
-    """The small-crop options fit together (argparse errors naming the flag), and those left out
-    take :data:`_SMALL_CROP_DEFAULTS`. Shaping small crops that are not drawn is refused: it would
-    change nothing, and a resumed run would be compared on it."""
-    given = [key for key in _SMALL_CROP_DEFAULTS if getattr(args, key) is not None]
+def _add_small_crop_arguments(parser: ArgumentParser) -> None:
+    """``--num-small-crops`` and the small crops' shape: ``--small-crop-size``, ``-min``, ``-max``."""
+    parser.add_argument("--num-small-crops", type=nonnegative_int, default=0, metavar="M",
+                        help="small crops of every image per step besides the --num-crops global "
+                             "ones (SwAV's and solo-learn's multi-crop): the same colour "
+                             "augmentation, --small-crop-size pixels, from --small-crop-min to "
+                             "--small-crop-max of the image; every view of an image, large or "
+                             "small, is a positive of every other (docs/guide.md, Multi-crop)")
+    parser.add_argument("--small-crop-size", type=int_at_least(1), metavar="S",
+                        help=f"the small crops' side in pixels, from 1 to {GLOBAL_CROP_SIZE - 1} "
+                             f"(smaller than the global crops' {GLOBAL_CROP_SIZE}; default: "
+                             f"{SMALL_CROP_DEFAULTS['small_crop_size']}, solo-learn's CIFAR "
+                             f"multi-crop; needs --num-small-crops)")
+    parser.add_argument("--small-crop-min", type=float_in(0.0, 1.0, low_open=True), metavar="F",
+                        help=f"smallest small-crop area, a fraction of the image, in (0, 1] "
+                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_min']:g}, solo-learn's "
+                             f"CIFAR multi-crop; needs --num-small-crops)")
+    parser.add_argument("--small-crop-max", type=float_in(0.0, 1.0, low_open=True), metavar="F",
+                        help=f"largest small-crop area, a fraction of the image, in (0, 1] "
+                             f"(default: {SMALL_CROP_DEFAULTS['small_crop_max']:g}, solo-learn's "
+                             f"CIFAR multi-crop; needs --num-small-crops)")
+
+
+def _check_run(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> None:
+    """The device, precision, batch, output and --sync-bn options fit together (argparse errors
+    naming the flag)."""
+    device = _device(args)
+    found = "" if args.device else " (no CUDA GPU was found)"
+    if args.bf16 and args.precision not in (None, "bf16"):
+        raise argument_error("--bf16", f"it means --precision bf16, and --precision is "
+                                       f"'{args.precision}': give one of the two")
+    if args.bf16 and device.type != "cuda":
+        raise argument_error("--bf16", f"bf16 autocast runs on CUDA only and the device is "
+                                       f"'{device}'{found}")
+    if args.precision not in (None, "32") and device.type != "cuda":
+        raise argument_error("--precision", f"'{args.precision}' is CUDA autocast and the "
+                                            f"device is '{device}'{found}: use 32")
+    name, _ = _preset_name(args.preset)
+    settings = _settings(args, presets, name)
+    batch, subset = settings["batch_size"], settings["train_subset"]
+    given = "--train-subset" if args.train_subset is not None else \
+        f"the {name} preset's train_subset"
+    if subset and batch > subset:
+        raise argument_error("--batch-size", f"{batch} is larger than the training set "
+                                             f"({subset} images, {given})")
+    # Files a directory stands in the way of are found now, not after training.
+    out = args.out or ""
+    for file in ("checkpoint.pt", "results.json"):
+        if out and (Path(out) / file).is_dir():
+            raise argument_error("--out", f"'{Path(out) / file}' is a folder: the run writes "
+                                          f"its {file} there; remove it or pick another --out")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if batch % world:
+        raise argument_error("--batch-size", f"{batch} must be divisible by the number of "
+                                             f"processes ({world})")
+    if args.sync_bn and world > 1 and device.type != "cuda":
+        raise argument_error("--sync-bn", f"torch's SyncBatchNorm synchronises CUDA tensors "
+                                          f"only, and the device is '{device}'{found}: "
+                                          f"leave --sync-bn out on the CPU")
+
+
+def _check_views(args: argparse.Namespace, two_views: str | None) -> None:
+    """The view options fit the method and one another (argparse errors naming the flag given).
+    ``two_views``: why the method takes exactly two views of one size, or ``None``. Small-crop shape
+    options left out take :data:`SMALL_CROP_DEFAULTS` where there are small crops. Shaping small
+    crops that are not drawn is refused: it would change nothing, and a resumed run would be
+    compared on it."""
+    given = [key for key in SMALL_CROP_DEFAULTS if getattr(args, key) is not None]
+    if two_views is not None:
+        if args.num_crops != 2:
+            raise argument_error("--num-crops", f"{two_views}, got {args.num_crops} views: use "
+                                                f"--num-crops 2")
+        if args.num_small_crops:
+            raise argument_error("--num-small-crops", f"{two_views}, got {args.num_small_crops} "
+                                                      f"small crop(s) besides: leave "
+                                                      f"--num-small-crops at 0")
+        if given:
+            flag = _flag(given[0])
+            raise argument_error(flag, f"{two_views}, so there are no small crops to shape: "
+                                       f"leave {flag} out")
     if given and not args.num_small_crops:
         flag = _flag(given[0])
         raise argument_error(flag, f"it shapes the small crops and --num-small-crops is 0: add "
                                    f"--num-small-crops M > 0, or leave {flag} out")
-    for key, value in _SMALL_CROP_DEFAULTS.items():
+    if not args.num_small_crops:
+        return
+    for key, value in SMALL_CROP_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.small_crop_size >= _GLOBAL_CROP_SIZE:
+    if args.small_crop_size >= GLOBAL_CROP_SIZE:
         raise argument_error("--small-crop-size", f"{args.small_crop_size} pixels is not smaller "
-                                                  f"than the global crops' {_GLOBAL_CROP_SIZE}: for "
+                                                  f"than the global crops' {GLOBAL_CROP_SIZE}: for "
                                                   f"more full-size views use --num-crops")
     if args.small_crop_min > args.small_crop_max:
         flag = "--small-crop-min" if "small_crop_min" in given else "--small-crop-max"
@@ -300,19 +340,6 @@ def _chosen_settings(args: argparse.Namespace,
                      presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The settings a run will use (preset, then the command line), quietly: for checks."""
     return _settings(args, presets, _preset_name(args.preset)[0])
-
-
-def check_two_views(args: argparse.Namespace, reason: str, where: str = "") -> None:
-    """For a method that takes two views of one size (``reason`` says why): ``--num-crops`` other
-    than 2 and ``--num-small-crops`` other than 0 are argparse errors naming the flag; ``where``
-    ends the advice (e.g. ``" with --memory-bank"``)."""
-    if args.num_crops != 2:
-        raise argument_error("--num-crops", f"{reason}, got {args.num_crops} views: use "
-                                            f"--num-crops 2{where}")
-    if args.num_small_crops:
-        raise argument_error("--num-small-crops", f"{reason}, got {args.num_small_crops} small "
-                                                  f"crop(s) besides: leave --num-small-crops at "
-                                                  f"0{where}")
 
 
 def check_warmup_epochs(args: argparse.Namespace, presets: dict[str, dict[str, Any]], key: str,
@@ -407,7 +434,7 @@ def start_run(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> I
 
 def _augmentation(settings: dict[str, Any]) -> SimCLRAugment:
     """The SimCLR augmentation with the preset's crop range and colour strength."""
-    return SimCLRAugment(size=_GLOBAL_CROP_SIZE, scale=(settings["crop_min"], 1.0),
+    return SimCLRAugment(size=GLOBAL_CROP_SIZE, scale=(settings["crop_min"], 1.0),
                          jitter_strength=settings["jitter_strength"])
 
 
@@ -433,25 +460,32 @@ def _dynamics_monitor(args: argparse.Namespace, out_dir: str,
 
 #: Settings added after checkpoints were first written, with the value that reproduces a run
 #: without them: stored only at another value, so that an older checkpoint (which lacks them)
-#: resumes at that value and is refused at any other.
-_ADDED_LATER = {"num_crops": 2, "sync_bn": False, "num_small_crops": 0, **_SMALL_CROP_DEFAULTS}
+#: resumes at that value and is refused at any other. The small crops' shape is not among them:
+#: a run without small crops has none (:func:`_view_settings`), and a run with them stores it
+#: always, so that a changed default cannot resume it with other crops.
+_ADDED_LATER = {"num_crops": 2, "sync_bn": False, "num_small_crops": 0}
 
 
 def _view_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The views and batch-norm options a run records in its settings (``results.json`` and the
-    checkpoint): ``--num-crops``, ``--sync-bn`` and the small crops'."""
-    return {"num_crops": args.num_crops, "sync_bn": args.sync_bn,
-            "num_small_crops": args.num_small_crops,
-            **{key: getattr(args, key) for key in _SMALL_CROP_DEFAULTS}}
+    checkpoint): ``--num-crops``, ``--sync-bn``, ``--num-small-crops`` and, with small crops only,
+    their shape (``--small-crop-size``, ``-min``, ``-max``, as given or by default)."""
+    views = {"num_crops": args.num_crops, "sync_bn": args.sync_bn,
+             "num_small_crops": args.num_small_crops}
+    if args.num_small_crops:
+        views.update({key: getattr(args, key) for key in SMALL_CROP_DEFAULTS})
+    return views
 
 
 def _run_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint stores and ``--resume`` compares: every parsed option and preset value
-    (the resolved preset's, where an option was left out) except :data:`_RESUME_MAY_CHANGE`, and
-    :data:`_ADDED_LATER` settings only where they differ from their former behaviour."""
+    (the resolved preset's, where an option was left out) except :data:`_RESUME_MAY_CHANGE`, the
+    small crops' shape only with small crops, and :data:`_ADDED_LATER` settings only where they
+    differ from their former behaviour."""
     merged = {**vars(args), **settings}  # the preset's name as resolved, not "auto"
+    left_out = _RESUME_MAY_CHANGE | (set() if args.num_small_crops else set(SMALL_CROP_DEFAULTS))
     return without_former_values({key: value for key, value in merged.items()
-                                  if key not in _RESUME_MAY_CHANGE}, _ADDED_LATER)
+                                  if key not in left_out}, _ADDED_LATER)
 
 
 def _train_config(settings: dict[str, Any], args: argparse.Namespace, out_dir: str,

@@ -17,9 +17,11 @@ def test_alignment_metric_matches_wang_isola_for_two_views(gen):
     for alpha in (2.0, 1.0):
         expected = (f0 - f1).norm(dim=1).pow(alpha).mean()  # Wang & Isola's align_loss
         z, sample = torch.cat([z0, z1]), torch.arange(6).repeat(2)
-        torch.testing.assert_close(dynamics.alignment_metric(z, sample=sample, alpha=alpha), expected)
+        torch.testing.assert_close(dynamics.alignment_metric(z, sample=sample, alpha=alpha),
+                                   expected)
         g = augmentation_graph(6, 2)
-        torch.testing.assert_close(dynamics.alignment_metric(z, g.edge_index, alpha=alpha), expected)
+        torch.testing.assert_close(dynamics.alignment_metric(z, g.edge_index, alpha=alpha),
+                                   expected)
 
 
 def test_uniformity_metric_matches_reference_and_limits(gen):
@@ -30,7 +32,8 @@ def test_uniformity_metric_matches_reference_and_limits(gen):
     collapsed = torch.ones(5, 3)
     assert dynamics.uniformity_metric(collapsed).item() == pytest.approx(0.0, abs=1e-6)
     antipodal = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
-    assert dynamics.uniformity_metric(antipodal).item() == pytest.approx(-8.0)  # |f_i - f_j|^2 = 4, t = 2
+    # |f_i - f_j|^2 = 4, t = 2
+    assert dynamics.uniformity_metric(antipodal).item() == pytest.approx(-8.0)
 
 
 # -- effective rank --------------------------------------------------------------------------------
@@ -55,9 +58,11 @@ def test_effective_rank_of_features_with_prescribed_singular_values(gen):
     x = u @ torch.diag(s) @ v.T
     torch.testing.assert_close(dynamics.singular_spectrum(x)[:4], s)
     p = (s / s.sum()).numpy()
-    assert dynamics.effective_rank(x).item() == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-10)
+    assert dynamics.effective_rank(x).item() == pytest.approx(np.exp(-(p * np.log(p)).sum()),
+                                                              rel=1e-10)
     # A complete collapse: rank one uncentred, nothing left once centred.
-    point = torch.ones(10, 1, dtype=torch.float64) @ torch.randn(1, 6, generator=gen, dtype=torch.float64)
+    point = (torch.ones(10, 1, dtype=torch.float64)
+             @ torch.randn(1, 6, generator=gen, dtype=torch.float64))
     assert dynamics.effective_rank(point).item() == pytest.approx(1.0)
     assert dynamics.singular_spectrum(point, center=True).max() < 1e-5
     assert dynamics.effective_rank(torch.zeros(3, 2)).item() == 0.0

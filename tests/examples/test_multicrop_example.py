@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mp_contrastive._paths import DATA_ENV
+from mp_contrastive.experiments.vision import SMALL_CROP_DEFAULTS
 from tests.command_line import refused
 from tests.examples.test_cifar_simclr_gat import ROOT, environment
 
@@ -33,6 +34,7 @@ def test_simclr_trains_with_four_crops(data_root, tmp_path):
     assert "--sync-bn" in done.stdout  # the no-op is said, naming the flag
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["num_crops"] == 4 and results["settings"]["sync_bn"] is True
+    assert not set(SMALL_CROP_DEFAULTS) & set(results["settings"])  # no small crops to shape
     assert len(results["loss_per_epoch"]) == 1 and math.isfinite(results["loss_per_epoch"][0])
     assert math.isfinite(results["linear_probe"]["test_top1"])
     stored = torch.load(out / "checkpoint.pt", weights_only=True)["settings"]
@@ -70,11 +72,13 @@ CASES = [
     (SIMSIAM, ["--num-crops", "1"], "--num-crops"), (SIMSIAM, ["--num-crops", "4"], "--num-crops"),
     (SIMCLR, ["--num-small-crops", "-1"], "--num-small-crops"),
     (SIMCLR, ["--num-small-crops", "2", "--memory-bank", "64"], "--num-small-crops"),
-    (SIMSIAM, ["--num-small-crops", "1"], "--num-small-crops"),
     (SIMCLR, ["--num-small-crops", "2", "--small-crop-size", "0"], "--small-crop-size"),
     (SIMCLR, ["--num-small-crops", "2", "--small-crop-size", "32"], "--small-crop-size"),
     (SIMCLR, ["--small-crop-size", "8"], "--small-crop-size"),  # no small crops to shape
     (SIMCLR, ["--small-crop-max", "0.3"], "--small-crop-max"),
+    (SIMCLR, ["--memory-bank", "64", "--small-crop-min", "0.1"], "--small-crop-min"),
+    (SIMCLR, ["--memory-bank", "64", "--num-small-crops", "2", "--small-crop-size", "8"],
+     "--num-small-crops"),
     (SIMCLR, ["--num-small-crops", "2", "--small-crop-min", "0"], "--small-crop-min"),
     (SIMCLR, ["--num-small-crops", "2", "--small-crop-min", "0.6"], "--small-crop-min"),
     (SIMCLR, ["--num-small-crops", "2", "--small-crop-max", "0.05"], "--small-crop-max"),
@@ -91,6 +95,26 @@ def test_num_crops_is_validated(module, argv, flag, tmp_path, monkeypatch, capsy
     last = error.strip().splitlines()[-1]
     assert re.search(rf"error: argument {flag}( |:)", last), last
     assert not (tmp_path / "out").exists()
+    if "--memory-bank" in argv:  # never the advice to add small crops, which the bank refuses
+        assert "add --num-small-crops" not in last and "--memory-bank" in last, last
+
+
+@pytest.mark.parametrize("argv", [["--small-crop-size", "8"], ["--num-small-crops", "1"],
+                                  ["--small-crop-min", "0.1"]])
+def test_simsiam_has_no_small_crop_flags(argv, tmp_path, monkeypatch, capsys):
+    """SimSiam never takes small crops: their flags are unknown to it (an argparse error naming
+    the flag, not advice to add --num-small-crops), and its --help lists none."""
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    last = refused(SIMSIAM.main, [*argv, "--out", str(tmp_path / "out")],
+                   capsys).strip().splitlines()[-1]
+    assert argv[0] in last and "add --num-small-crops" not in last, last
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        SIMSIAM.main(["--help"])
+    shown = capsys.readouterr().out
+    assert "--num-crops" in shown and "small-crop" not in shown
 
 
 def test_num_crops_defaults_to_two_views_per_image(tmp_path, monkeypatch):
@@ -112,36 +136,58 @@ def test_num_crops_defaults_to_two_views_per_image(tmp_path, monkeypatch):
     assert (config.num_views, config.num_small_views) == (2, 3)
 
 
-ADDED_LATER = ("num_crops", "sync_bn", "num_small_crops", "small_crop_size", "small_crop_min",
-               "small_crop_max")
+ADDED_LATER = ("num_crops", "sync_bn", "num_small_crops")
+
+
+def run_settings(*flags):
+    """The settings a SimCLR run with ``flags`` stores in its checkpoint (and ``--resume``
+    compares)."""
+    from mp_contrastive.experiments.vision import _chosen_settings, _run_settings, _view_settings
+
+    args = SIMCLR.build_parser().parse_args(["--preset", "cpu", *flags])
+    chosen = _chosen_settings(args, SIMCLR.PRESETS)
+    chosen.update(_view_settings(args))  # as train_and_evaluate
+    return _run_settings(chosen, args)
 
 
 def test_a_checkpoint_from_before_the_flags_resumes_at_their_former_values(tmp_path, monkeypatch):
     """Checkpoints written before --num-crops, --sync-bn and the small crops lack those settings:
     a run at the values that reproduce those runs (2 crops, no sync, no small crops) resumes them,
     any other is refused with the setting named."""
-    from mp_contrastive.experiments.vision import _chosen_settings, _run_settings, _view_settings
     from mp_contrastive.vision.checkpoint import SettingsMismatch, compare_settings
 
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-    def settings(*flags):
-        args = SIMCLR.build_parser().parse_args(["--preset", "cpu", *flags])
-        chosen = _chosen_settings(args, SIMCLR.PRESETS)
-        chosen.update(_view_settings(args))  # as train_and_evaluate
-        return _run_settings(chosen, args)
+    settings = run_settings
+    assert not set(SMALL_CROP_DEFAULTS) & set(settings())  # no small crops, no shape
 
     before = {k: v for k, v in settings().items() if k not in ADDED_LATER}
     compare_settings(before, settings(), tmp_path / "checkpoint.pt")  # resumes
+    with_shape = ["num_small_crops", *SMALL_CROP_DEFAULTS]
     for flags, keys in ((["--num-crops", "4"], ["num_crops"]), (["--sync-bn"], ["sync_bn"]),
-                        (["--num-small-crops", "2"], ["num_small_crops"]),
-                        (["--num-small-crops", "2", "--small-crop-size", "8"],
-                         ["num_small_crops", "small_crop_size"])):
+                        (["--num-small-crops", "2"], with_shape),
+                        (["--num-small-crops", "2", "--small-crop-size", "8"], with_shape)):
         with pytest.raises(SettingsMismatch) as error:
             compare_settings(before, settings(*flags), tmp_path / "checkpoint.pt")
-        assert list(error.value.differences) == keys
+        assert sorted(error.value.differences) == sorted(keys)
     # and a checkpoint written with 4 crops is refused by a run with the default 2
     with pytest.raises(SettingsMismatch) as error:
         compare_settings(settings("--num-crops", "4"), settings(), tmp_path / "checkpoint.pt")
     assert list(error.value.differences) == ["num_crops"]
+
+
+def test_a_run_with_small_crops_stores_their_shape_even_at_the_defaults(tmp_path, monkeypatch):
+    """``--num-small-crops 6`` alone stores the default size and area range in the checkpoint, so
+    that a run after a change of the defaults is refused rather than resumed with other crops."""
+    from mp_contrastive.vision.checkpoint import SettingsMismatch, compare_settings
+
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    stored = run_settings("--num-small-crops", "6")
+    assert {key: stored[key] for key in SMALL_CROP_DEFAULTS} == SMALL_CROP_DEFAULTS
+    compare_settings(stored, run_settings("--num-small-crops", "6"), tmp_path / "checkpoint.pt")
+    monkeypatch.setitem(SMALL_CROP_DEFAULTS, "small_crop_size",
+                        SMALL_CROP_DEFAULTS["small_crop_size"] - 2)
+    with pytest.raises(SettingsMismatch) as error:
+        compare_settings(stored, run_settings("--num-small-crops", "6"), tmp_path / "checkpoint.pt")
+    assert list(error.value.differences) == ["small_crop_size"]
