@@ -49,8 +49,6 @@ __all__ = [
     "check_device_arg",
     "unit_rows",
     "require",
-    "recall",
-    "remember",
 ]
 
 
@@ -270,8 +268,8 @@ def _state(tensor: Tensor) -> tuple[Any, ...]:
             tensor.stride())
 
 
-def recall(tensor: Tensor, fact: Hashable, default: Any = None) -> Any:
-    """What :func:`remember` stored as ``fact`` about ``tensor`` in its current state, else
+def _recall(tensor: Tensor, fact: Hashable, default: Any = None) -> Any:
+    """What :func:`_remember` stored as ``fact`` about ``tensor`` in its current state, else
     ``default``."""
     entry = _FACTS.get(id(tensor))
     if entry is None or entry[0]() is not tensor or tensor.is_inference() \
@@ -280,7 +278,7 @@ def recall(tensor: Tensor, fact: Hashable, default: Any = None) -> Any:
     return entry[2].get(fact, default)
 
 
-def remember(tensor: Tensor, fact: Hashable, value: Any) -> None:
+def _remember(tensor: Tensor, fact: Hashable, value: Any) -> None:
     """Store ``value`` as ``fact`` about ``tensor`` as it is now (see :data:`_FACTS`)."""
     if tensor.is_inference():
         return
@@ -308,7 +306,7 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
     edge_index = check_device(edge_index, name, device, ref, move=move)
     if edge_index.numel() > 0 and not value_checks_skipped() and has_values(edge_index):
         fact = ("in range", num_src, num_dst)
-        if recall(edge_index, fact, False):
+        if _recall(edge_index, fact, False):
             return edge_index
         # One reduction: over the whole tensor for one node set (half the time of one per row),
         # per row for two.
@@ -326,7 +324,7 @@ def check_edge_index(edge_index: object, num_src: int, num_dst: int,
                     f"[{dst_min}, {dst_max}]")
         require(ok, f"'{name}' is out of range: sources must lie in [0, {num_src}) and targets "
                     f"in [0, {num_dst})", detail, sync=sync)
-        remember(edge_index, fact, True)
+        _remember(edge_index, fact, True)
     return edge_index
 
 
